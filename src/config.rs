@@ -1,0 +1,123 @@
+//! Run-time settings, read from `OXCCL_*` environment variables or set in code.
+//!
+//! Every variable is documented in `docs/environment.md`; a malformed value is an
+//! `InvalidArgument` error naming the variable, never silently ignored.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Settings of one communicator. [`Config::from_env`] reads the `OXCCL_*` variables;
+/// [`Config::default`] ignores the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Backend name (`OXCCL_TRANSPORT`): `tcp` (default) or `mem`.
+    pub transport: String,
+    /// Deadline for every blocking wait (`OXCCL_TIMEOUT`, seconds; default 300).
+    pub timeout: Duration,
+    /// Forced algorithm (`OXCCL_ALGO`: `ring`, `tree`, `rd`, `chain`, ...); `None` lets the
+    /// cost model choose.
+    pub algo: Option<String>,
+    /// Connections per peer pair for large messages (`OXCCL_NCHANNELS`; default: the
+    /// transport's choice).
+    pub nchannels: Option<usize>,
+    /// Pipelining chunk size in bytes (`OXCCL_CHUNK_SIZE`; default 512 KiB).
+    pub chunk_bytes: usize,
+    /// Messages below this size use one channel (`OXCCL_CHANNEL_THRESHOLD`; default 256 KiB).
+    pub channel_threshold: usize,
+    /// Socket send/receive buffer size in bytes (`OXCCL_SOCKET_BUFSIZE`; default 4 MiB).
+    pub socket_buf_bytes: usize,
+    /// Polls without progress before the engine sleeps in the transport
+    /// (`OXCCL_SPIN`; default 2000). 0 never spins.
+    pub spin: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            transport: "tcp".into(),
+            timeout: Duration::from_secs(300),
+            algo: None,
+            nchannels: None,
+            chunk_bytes: 512 << 10,
+            channel_threshold: 256 << 10,
+            socket_buf_bytes: 4 << 20,
+            spin: 2000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults overridden by the `OXCCL_*` environment variables that are set.
+    pub fn from_env() -> Result<Config> {
+        let mut c = Config::default();
+        if let Some(v) = var("OXCCL_TRANSPORT") {
+            c.transport = v.to_ascii_lowercase();
+        }
+        if let Some(v) = var("OXCCL_TIMEOUT") {
+            let secs: f64 = parse("OXCCL_TIMEOUT", &v)?;
+            if !(secs > 0.0 && secs.is_finite()) {
+                return Err(bad("OXCCL_TIMEOUT", &v, "a positive number of seconds"));
+            }
+            c.timeout = Duration::from_secs_f64(secs);
+        }
+        if let Some(v) = var("OXCCL_ALGO") {
+            c.algo = Some(v.to_ascii_lowercase());
+        }
+        if let Some(v) = var("OXCCL_NCHANNELS") {
+            let n: usize = parse("OXCCL_NCHANNELS", &v)?;
+            if !(1..=64).contains(&n) {
+                return Err(bad("OXCCL_NCHANNELS", &v, "1..=64"));
+            }
+            c.nchannels = Some(n);
+        }
+        if let Some(v) = var("OXCCL_CHUNK_SIZE") {
+            c.chunk_bytes = parse_bytes("OXCCL_CHUNK_SIZE", &v)?;
+            if c.chunk_bytes < 64 {
+                return Err(bad("OXCCL_CHUNK_SIZE", &v, "at least 64 bytes"));
+            }
+        }
+        if let Some(v) = var("OXCCL_CHANNEL_THRESHOLD") {
+            c.channel_threshold = parse_bytes("OXCCL_CHANNEL_THRESHOLD", &v)?;
+        }
+        if let Some(v) = var("OXCCL_SOCKET_BUFSIZE") {
+            c.socket_buf_bytes = parse_bytes("OXCCL_SOCKET_BUFSIZE", &v)?;
+        }
+        if let Some(v) = var("OXCCL_SPIN") {
+            c.spin = parse("OXCCL_SPIN", &v)?;
+        }
+        Ok(c)
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn bad(name: &str, value: &str, want: &str) -> Error {
+    Error::invalid_argument(format!("{name}='{value}' is not valid: expected {want}"))
+}
+
+fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| bad(name, value, "a number"))
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024), as nccl-tests does.
+pub fn parse_bytes(name: &str, value: &str) -> Result<usize> {
+    let v = value.trim();
+    let (num, mult) = match v.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&v[..v.len() - 1], 1usize << 10),
+        Some('M') => (&v[..v.len() - 1], 1 << 20),
+        Some('G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| bad(name, value, "a byte count such as 4096, 64K, 1M or 2G"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| bad(name, value, "a byte count that fits in memory"))
+}

@@ -1,0 +1,39 @@
+//! oxccl: collective communication (allreduce, allgather, broadcast, reduce-scatter, reduce,
+//! send/recv, barrier) for CPU memory over TCP, RDMA and libfabric, in the shape NCCL users
+//! know.
+//!
+//! ```no_run
+//! use oxccl::{Communicator, ReduceOp, UniqueId};
+//! # fn main() -> oxccl::Result<()> {
+//! let id = UniqueId::new()?; // on one rank; ship id.as_bytes() to the others
+//! let comm = Communicator::init(&id, 0, 1)?;
+//! let send = vec![1.0f32; 1024];
+//! let mut recv = vec![0.0f32; 1024];
+//! comm.all_reduce(&send, &mut recv, ReduceOp::Sum)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layers, top to bottom: [`Communicator`] (`comm`), `coll` (argument checks, algorithm
+//! choice), `algo` (sans-IO schedules), `engine` (runs schedules over a transport),
+//! [`transport`] (the trait and its backends), with `bootstrap`, `reduce` and `topo` beside.
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod algo;
+pub mod bootstrap;
+mod coll;
+mod comm;
+pub mod config;
+pub mod engine;
+mod error;
+pub mod reduce;
+pub mod topo;
+pub mod transport;
+
+pub use bootstrap::UniqueId;
+pub use coll::{Algorithm, CollKind};
+pub use comm::{AbortHandle, Communicator, Request};
+pub use config::Config;
+pub use error::{Error, ErrorKind, Result};
+pub use reduce::{Bf16, DataType, Element, ReduceOp, F16};

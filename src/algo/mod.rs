@@ -1,1 +1,269 @@
-//! PLACEHOLDER
+//! Sans-IO collective schedules.
+//!
+//! Owns: turning (collective, rank, size, count, chunking) into the list of [`Step`]s one rank
+//! performs. A schedule is a pure function of its [`Plan`]; it names peers by rank and buffers
+//! by role, never a transport, a socket or a clock, so every algorithm is tested by running
+//! all ranks' schedules against each other in memory (`sim`).
+//!
+//! Matching rule, the contract with the engine: on each (sender, receiver, channel) the k-th
+//! [`Action::Send`] of the sender meets the k-th receive ([`Action::Recv`] or
+//! [`Action::RecvReduce`]) of the receiver, in the order the steps appear in the schedule.
+//! A step runs once all steps in its `deps` are done; the builders add the dependencies that
+//! keep data correct (read after write, and write after read of the same bytes).
+
+mod allgather;
+mod bcast;
+mod builder;
+mod chunks;
+mod reduce;
+mod ring;
+mod small;
+pub mod sim;
+
+pub use builder::ScheduleBuilder;
+
+/// Which of the caller's buffers a span points into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BufId {
+    /// The send (input) buffer.
+    Send,
+    /// The receive (output) buffer.
+    Recv,
+    /// Engine-owned scratch space of [`Schedule::scratch_bytes`].
+    Scratch,
+}
+
+/// A byte range of one buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// Which buffer.
+    pub buf: BufId,
+    /// Offset in bytes.
+    pub off: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Span {
+    /// A span of `len` bytes at `off` in `buf`.
+    pub const fn new(buf: BufId, off: usize, len: usize) -> Span {
+        Span { buf, off, len }
+    }
+
+    /// One past the last byte.
+    pub const fn end(&self) -> usize {
+        self.off + self.len
+    }
+}
+
+/// What one step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `src` to `peer`.
+    Send {
+        /// Destination rank.
+        peer: usize,
+        /// Bytes to send.
+        src: Span,
+    },
+    /// Receive from `peer` into `dst`.
+    Recv {
+        /// Source rank.
+        peer: usize,
+        /// Where the bytes land.
+        dst: Span,
+    },
+    /// Receive from `peer` and store `op(local, incoming)` into `dst`.
+    RecvReduce {
+        /// Source rank.
+        peer: usize,
+        /// Where the result lands (may be the same bytes as `local`).
+        dst: Span,
+        /// This rank's operand.
+        local: Span,
+    },
+    /// Copy `src` to `dst` locally (no-op when they are the same bytes).
+    Copy {
+        /// From.
+        src: Span,
+        /// To.
+        dst: Span,
+    },
+    /// Divide `span` by the rank count (the last step of an average).
+    Finalize {
+        /// The bytes to divide.
+        span: Span,
+    },
+}
+
+impl Action {
+    /// The peer this step talks to, if any.
+    pub fn peer(&self) -> Option<usize> {
+        match *self {
+            Action::Send { peer, .. } | Action::Recv { peer, .. } | Action::RecvReduce { peer, .. } => {
+                Some(peer)
+            }
+            Action::Copy { .. } | Action::Finalize { .. } => None,
+        }
+    }
+}
+
+/// One step of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// What to do.
+    pub action: Action,
+    /// The connection (channel) the step uses, for steps that talk to a peer.
+    pub channel: u16,
+    /// Indices of the steps that must be done first (all smaller than this step's index).
+    pub deps: Vec<u32>,
+}
+
+/// Everything one rank does for one collective call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// The steps, in posting order per connection.
+    pub steps: Vec<Step>,
+    /// Scratch bytes the engine must provide.
+    pub scratch_bytes: usize,
+}
+
+/// The collective a [`Plan`] describes. Buffer sizes per kind, in elements:
+///
+/// | kind | send | recv |
+/// | --- | --- | --- |
+/// | AllReduce | count | count |
+/// | AllGather | count | count x size |
+/// | ReduceScatter | count x size | count |
+/// | Broadcast | count (root) | count |
+/// | Reduce | count | count (root) |
+/// | Send / Recv | count | count |
+/// | Barrier | 0 | 0 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Every rank gets the reduction of all inputs.
+    AllReduce,
+    /// Every rank gets every rank's input, in rank order.
+    AllGather,
+    /// Rank r gets block r of the reduction.
+    ReduceScatter,
+    /// Every rank gets the root's input.
+    Broadcast,
+    /// The root gets the reduction.
+    Reduce,
+    /// Point-to-point send to `root` (the peer).
+    Send,
+    /// Point-to-point receive from `root` (the peer).
+    Recv,
+    /// Synchronisation only.
+    Barrier,
+}
+
+/// The algorithm a schedule uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algo {
+    /// Ring (bandwidth-optimal; allreduce = reduce-scatter + allgather).
+    Ring,
+    /// Binomial trees (reduce up, broadcast down), pipelined in chunks.
+    Tree,
+    /// Recursive doubling / Bruck / dissemination: log2(size) rounds, for small messages.
+    RecursiveDoubling,
+    /// Pipelined chain (broadcast and reduce along the ring order).
+    Chain,
+    /// A direct exchange with the peer (send/recv).
+    Direct,
+}
+
+impl Algo {
+    /// Every algorithm.
+    pub const ALL: [Algo; 5] = [
+        Algo::Ring,
+        Algo::Tree,
+        Algo::RecursiveDoubling,
+        Algo::Chain,
+        Algo::Direct,
+    ];
+
+    /// The name `OXCCL_ALGO` uses.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algo::Ring => "ring",
+            Algo::Tree => "tree",
+            Algo::RecursiveDoubling => "rd",
+            Algo::Chain => "chain",
+            Algo::Direct => "direct",
+        }
+    }
+
+    /// Whether this algorithm implements `kind`.
+    pub fn supports(self, kind: Kind) -> bool {
+        use Kind::*;
+        match self {
+            Algo::Ring => matches!(kind, AllReduce | AllGather | ReduceScatter),
+            Algo::Tree => matches!(kind, AllReduce | Broadcast | Reduce),
+            Algo::RecursiveDoubling => matches!(kind, AllReduce | AllGather | Barrier),
+            Algo::Chain => matches!(kind, Broadcast | Reduce),
+            Algo::Direct => matches!(kind, Send | Recv),
+        }
+    }
+}
+
+/// The inputs of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The collective.
+    pub kind: Kind,
+    /// The algorithm.
+    pub algo: Algo,
+    /// This rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub size: usize,
+    /// Element count (see [`Kind`] for what it counts).
+    pub count: usize,
+    /// Bytes per element.
+    pub elem: usize,
+    /// Root rank (broadcast, reduce) or peer (send, recv).
+    pub root: usize,
+    /// Whether the op is an average (adds [`Action::Finalize`] steps).
+    pub avg: bool,
+    /// Largest message in bytes (rounded down to whole elements, at least one element).
+    pub chunk_bytes: usize,
+    /// Channels (parallel connections) to spread chunks over.
+    pub nchannels: usize,
+    /// Ring order: `ring[i]` is the rank at position `i` (a permutation of 0..size).
+    pub ring: Vec<usize>,
+}
+
+impl Plan {
+    /// Chunk size in whole elements (at least 1).
+    pub fn chunk_elems(&self) -> usize {
+        (self.chunk_bytes / self.elem.max(1)).max(1)
+    }
+
+    /// Builds this rank's schedule.
+    pub fn build(&self) -> Schedule {
+        let mut b = ScheduleBuilder::new(self.nchannels);
+        match (self.kind, self.algo) {
+            (_, _) if self.size == 1 || (self.count == 0 && self.kind != Kind::Barrier) => {
+                small::local_only(self, &mut b)
+            }
+            (Kind::AllReduce, Algo::Ring) => ring::allreduce(self, &mut b),
+            (Kind::ReduceScatter, _) => ring::reduce_scatter(self, &mut b),
+            (Kind::AllGather, Algo::RecursiveDoubling) => allgather::bruck(self, &mut b),
+            (Kind::AllGather, _) => allgather::ring(self, &mut b),
+            (Kind::AllReduce, Algo::RecursiveDoubling) => small::allreduce_rd(self, &mut b),
+            (Kind::AllReduce, _) => reduce::allreduce_tree(self, &mut b),
+            (Kind::Broadcast, Algo::Chain) => bcast::chain(self, &mut b),
+            (Kind::Broadcast, _) => bcast::binomial(self, &mut b),
+            (Kind::Reduce, Algo::Chain) => reduce::chain(self, &mut b),
+            (Kind::Reduce, _) => reduce::binomial(self, &mut b),
+            (Kind::Send, _) | (Kind::Recv, _) => small::p2p(self, &mut b),
+            (Kind::Barrier, _) => small::barrier(self, &mut b),
+        }
+        b.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

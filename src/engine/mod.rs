@@ -1,1 +1,141 @@
-//! PLACEHOLDER
+//! The progress engine: the only code that drives a transport.
+//!
+//! Owns: connections to peers (opened lazily, greeted with the job token), running a
+//! [`Schedule`](crate::algo::Schedule) over them — posting sends and receives as their
+//! dependencies allow, keeping several chunks in flight per connection, reducing received
+//! chunks on arrival — and turning every failure into an error that names this rank, the
+//! peer and the call. Knows nothing of which algorithm produced the schedule.
+
+mod connect;
+mod exec;
+mod tag;
+
+pub use exec::Buffers;
+pub use tag::{kind_name, CallDesc};
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::transport::{ConnectHandle, Transport};
+
+/// Engine settings (from [`Config`](crate::Config)).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Longest time without progress before a wait fails with `Timeout`.
+    pub timeout: Duration,
+    /// Polls without progress before sleeping in the transport.
+    pub spin: u32,
+    /// Most requests in flight per connection.
+    pub max_in_flight: usize,
+}
+
+/// One rank's engine over transport `T`.
+pub struct Engine<T: Transport> {
+    transport: T,
+    rank: usize,
+    size: usize,
+    /// Every rank's connect handle, in rank order.
+    handles: Vec<ConnectHandle>,
+    listener: Option<T::Listener>,
+    /// Proves to peers that a connection belongs to this job.
+    token: u64,
+    cfg: EngineConfig,
+    abort: Arc<AtomicBool>,
+    conns: connect::Conns<T>,
+    scratch: Vec<u8>,
+    staging: Vec<Vec<u8>>,
+}
+
+impl<T: Transport> Engine<T> {
+    /// An engine for `rank` of `size`, listening with `listener`, reaching peers through
+    /// `handles` (indexed by rank).
+    pub fn new(
+        transport: T,
+        rank: usize,
+        size: usize,
+        handles: Vec<ConnectHandle>,
+        listener: T::Listener,
+        token: u64,
+        cfg: EngineConfig,
+        abort: Arc<AtomicBool>,
+    ) -> Self {
+        Engine {
+            transport,
+            rank,
+            size,
+            handles,
+            listener: Some(listener),
+            token,
+            cfg,
+            abort,
+            conns: connect::Conns::default(),
+            scratch: Vec::new(),
+            staging: Vec::new(),
+        }
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The transport's name.
+    pub fn transport_name(&self) -> &'static str {
+        self.transport.name()
+    }
+
+    /// Closes every connection and the listener, so that peers blocked on this rank fail
+    /// promptly with a Remote error. Errors while closing are ignored: this runs on the way
+    /// out of a failure or from `Drop`.
+    pub fn shutdown(&mut self) {
+        for (_, c) in std::mem::take(&mut self.conns.send) {
+            let _ = self.transport.close_send(c);
+        }
+        for (_, c) in std::mem::take(&mut self.conns.recv) {
+            let _ = self.transport.close_recv(c);
+        }
+        for p in std::mem::take(&mut self.conns.pending) {
+            p.close(&mut self.transport);
+        }
+        if let Some(l) = self.listener.take() {
+            let _ = self.transport.close_listen(l);
+        }
+    }
+}
+
+impl<T: Transport> Drop for Engine<T> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Error for a call on an engine that was shut down.
+fn closed(rank: usize) -> crate::Error {
+    crate::Error::invalid_usage(format!("rank {rank}: the communicator was shut down"))
+}
+
+impl<T: Transport> Engine<T> {
+    fn check_open(&self) -> Result<()> {
+        if self.listener.is_none() {
+            return Err(closed(self.rank));
+        }
+        Ok(())
+    }
+
+    fn check_abort(&self, what: &str) -> Result<()> {
+        if self.abort.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::Error::invalid_usage(format!(
+                "rank {}: {what}: the communicator was aborted",
+                self.rank
+            )));
+        }
+        Ok(())
+    }
+}

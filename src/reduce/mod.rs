@@ -8,9 +8,13 @@
 //! every rank that applies the same steps gets bitwise identical results. f16 and bf16 are
 //! widened to f32 for each step and rounded once per step (round to nearest even).
 
+mod arith;
 mod dtype;
 mod half;
 mod kernels;
+mod slices;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use dtype::{DataType, Element, ReduceOp};
 pub use half::{Bf16, F16};

@@ -1,0 +1,98 @@
+//! Broadcast: a binomial tree (log2 N hops, for small messages) and a pipelined chain along
+//! the ring (every link busy at once, for large messages).
+
+use super::chunks::{nchunks, part};
+use super::ring::{span, RingView};
+use super::{BufId, Plan, ScheduleBuilder};
+
+/// The binomial tree rooted at `root`, in virtual ranks v = (rank - root) mod N:
+/// parent of v is v minus its lowest set bit; children are v + m for m below that bit.
+pub(super) struct Binomial {
+    pub n: usize,
+    pub root: usize,
+    pub v: usize,
+}
+
+impl Binomial {
+    pub fn new(p: &Plan) -> Binomial {
+        Binomial {
+            n: p.size,
+            root: p.root,
+            v: (p.rank + p.size - p.root) % p.size,
+        }
+    }
+
+    fn real(&self, v: usize) -> usize {
+        (v + self.root) % self.n
+    }
+
+    /// Parent rank, none at the root.
+    pub fn parent(&self) -> Option<usize> {
+        (self.v != 0).then(|| self.real(self.v - (self.v & self.v.wrapping_neg())))
+    }
+
+    /// Child ranks, largest subtree first.
+    pub fn children(&self) -> Vec<usize> {
+        let top = if self.v == 0 {
+            self.n.next_power_of_two()
+        } else {
+            self.v & self.v.wrapping_neg()
+        };
+        let mut out = Vec::new();
+        let mut m = top / 2;
+        while m > 0 {
+            if self.v + m < self.n {
+                out.push(self.real(self.v + m));
+            }
+            m /= 2;
+        }
+        out
+    }
+}
+
+/// Binomial-tree broadcast, pipelined in chunks.
+pub fn binomial(p: &Plan, b: &mut ScheduleBuilder) {
+    let t = Binomial::new(p);
+    let nch = nchunks(p.count, p.chunk_elems());
+    let children = t.children();
+    let parent = t.parent();
+    if parent.is_none() {
+        b.copy(span(p, BufId::Send, (0, p.count)), span(p, BufId::Recv, (0, p.count)), &[]);
+    }
+    for j in 0..nch {
+        let r = part(p.count, nch, j);
+        let (src, dep) = match parent {
+            Some(up) => {
+                let dst = span(p, BufId::Recv, r);
+                (dst, Some(b.recv(up, dst, b.channel(j), &[])))
+            }
+            None => (span(p, BufId::Send, r), None),
+        };
+        for &c in &children {
+            b.send(c, src, b.channel(j), &[dep]);
+        }
+    }
+}
+
+/// Chain broadcast along the ring starting at the root, pipelined in chunks.
+pub fn chain(p: &Plan, b: &mut ScheduleBuilder) {
+    let v = RingView::new(p);
+    let root_pos = p.ring.iter().position(|&r| r == p.root).unwrap_or(p.root);
+    let i = (v.pos + v.n - root_pos) % v.n;
+    let nch = nchunks(p.count, p.chunk_elems());
+    if i == 0 {
+        b.copy(span(p, BufId::Send, (0, p.count)), span(p, BufId::Recv, (0, p.count)), &[]);
+    }
+    for j in 0..nch {
+        let r = part(p.count, nch, j);
+        let (src, dep) = if i == 0 {
+            (span(p, BufId::Send, r), None)
+        } else {
+            let dst = span(p, BufId::Recv, r);
+            (dst, Some(b.recv(v.prev, dst, b.channel(j), &[])))
+        };
+        if i + 1 < v.n {
+            b.send(v.next, src, b.channel(j), &[dep]);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Appends steps to a schedule and hands out scratch space.
+
+use super::{Action, Schedule, Span, Step};
+
+/// Builds a [`Schedule`] step by step. Dependencies are given as `Option<u32>` so that
+/// builders can pass "the step before, if there was one" without branching.
+#[derive(Debug)]
+pub struct ScheduleBuilder {
+    steps: Vec<Step>,
+    scratch: usize,
+    nchannels: usize,
+}
+
+impl ScheduleBuilder {
+    /// An empty schedule over `nchannels` channels (at least one).
+    pub fn new(nchannels: usize) -> Self {
+        ScheduleBuilder {
+            steps: Vec::new(),
+            scratch: 0,
+            nchannels: nchannels.max(1),
+        }
+    }
+
+    /// The channel that chunk number `chunk` travels on.
+    pub fn channel(&self, chunk: usize) -> u16 {
+        (chunk % self.nchannels) as u16
+    }
+
+    fn push(&mut self, action: Action, channel: u16, deps: &[Option<u32>]) -> u32 {
+        let id = self.steps.len() as u32;
+        let mut d: Vec<u32> = deps.iter().flatten().copied().collect();
+        d.sort_unstable();
+        d.dedup();
+        self.steps.push(Step {
+            action,
+            channel,
+            deps: d,
+        });
+        id
+    }
+
+    /// Sends `src` to `peer` on channel `ch`.
+    pub fn send(&mut self, peer: usize, src: Span, ch: u16, deps: &[Option<u32>]) -> u32 {
+        self.push(Action::Send { peer, src }, ch, deps)
+    }
+
+    /// Receives from `peer` into `dst` on channel `ch`.
+    pub fn recv(&mut self, peer: usize, dst: Span, ch: u16, deps: &[Option<u32>]) -> u32 {
+        self.push(Action::Recv { peer, dst }, ch, deps)
+    }
+
+    /// Receives from `peer` and stores `op(local, incoming)` in `dst`.
+    pub fn recv_reduce(
+        &mut self,
+        peer: usize,
+        dst: Span,
+        local: Span,
+        ch: u16,
+        deps: &[Option<u32>],
+    ) -> u32 {
+        self.push(Action::RecvReduce { peer, dst, local }, ch, deps)
+    }
+
+    /// Copies `src` to `dst`.
+    pub fn copy(&mut self, src: Span, dst: Span, deps: &[Option<u32>]) -> u32 {
+        self.push(Action::Copy { src, dst }, 0, deps)
+    }
+
+    /// Divides `span` by the rank count.
+    pub fn finalize(&mut self, span: Span, deps: &[Option<u32>]) -> u32 {
+        self.push(Action::Finalize { span }, 0, deps)
+    }
+
+    /// Reserves `len` bytes of scratch space, 64-byte aligned.
+    pub fn scratch(&mut self, len: usize) -> Span {
+        let off = self.scratch.div_ceil(64) * 64;
+        self.scratch = off + len;
+        Span::new(super::BufId::Scratch, off, len)
+    }
+
+    /// The finished schedule.
+    pub fn finish(self) -> Schedule {
+        Schedule {
+            steps: self.steps,
+            scratch_bytes: self.scratch,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Every schedule run against all its peers in the simulator, against a serial reference.
+
+use super::sim::{run, SimRank};
+use super::*;
+use crate::reduce::{DataType, ReduceOp};
+use proptest::prelude::*;
+
+const E: usize = 4; // i32 elements: exact arithmetic, so any order gives the same answer
+
+fn input(rank: usize, i: usize) -> i32 {
+    ((rank * 7 + i * 3) % 11) as i32 - 3
+}
+
+fn fold(op: ReduceOp, vals: impl Iterator<Item = i32>, n: usize) -> i32 {
+    let mut it = vals;
+    let first = it.next().unwrap_or(0);
+    let r = it.fold(first, |a, b| match op.step_op() {
+        ReduceOp::Sum => a.wrapping_add(b),
+        ReduceOp::Prod => a.wrapping_mul(b),
+        ReduceOp::Max => a.max(b),
+        ReduceOp::Min => a.min(b),
+        ReduceOp::Avg => unreachable!(),
+    });
+    if op == ReduceOp::Avg {
+        r / n as i32
+    } else {
+        r
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    kind: Kind,
+    algo: Algo,
+    n: usize,
+    count: usize,
+    root: usize,
+    chunk_elems: usize,
+    nch: usize,
+    in_place: bool,
+    op: ReduceOp,
+    seed: u64,
+}
+
+fn sizes(c: &Case) -> (usize, usize) {
+    match c.kind {
+        Kind::AllGather => (c.count, c.count * c.n),
+        Kind::ReduceScatter => (c.count * c.n, c.count),
+        Kind::Barrier => (0, 0),
+        _ => (c.count, c.count),
+    }
+}
+
+fn check(c: &Case) -> Result<(), String> {
+    let n = c.n;
+    let (ns, nr) = sizes(c);
+    let mut ranks = Vec::new();
+    for r in 0..n {
+        let plan = Plan {
+            kind: c.kind,
+            algo: c.algo,
+            rank: r,
+            size: n,
+            count: c.count,
+            elem: E,
+            root: c.root,
+            avg: c.op == ReduceOp::Avg,
+            chunk_bytes: c.chunk_elems * E,
+            nchannels: c.nch,
+            ring: (0..n).map(|i| (i * 5 + 3) % n).collect::<Vec<_>>(),
+        };
+        // A ring order that is a permutation only when gcd(5, n) == 1; fall back to identity.
+        let mut plan = plan;
+        let mut seen = plan.ring.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != n {
+            plan.ring = (0..n).collect();
+        }
+        let schedule = plan.build();
+        let (send_base, recv_base, len) = if !c.in_place {
+            (0, ns * E, (ns + nr) * E)
+        } else {
+            match c.kind {
+                Kind::AllGather => (r * c.count * E, 0, nr * E),
+                Kind::ReduceScatter => (0, r * c.count * E, ns * E),
+                _ => (0, 0, ns.max(nr) * E),
+            }
+        };
+        let scratch_base = len.div_ceil(64) * 64;
+        let mut arena = vec![0xEEu8; scratch_base + schedule.scratch_bytes];
+        for i in 0..ns {
+            let v = input(r, i).to_le_bytes();
+            arena[send_base + i * E..send_base + (i + 1) * E].copy_from_slice(&v);
+        }
+        ranks.push(SimRank {
+            arena,
+            send_base,
+            recv_base,
+            scratch_base,
+            schedule,
+        });
+    }
+    run(&mut ranks, DataType::I32, c.op, c.seed)?;
+    let out = |r: usize, i: usize| {
+        let a = ranks[r].recv_base + i * E;
+        i32::from_le_bytes(ranks[r].arena[a..a + 4].try_into().unwrap())
+    };
+    for r in 0..n {
+        for i in 0..nr {
+            let want = match c.kind {
+                Kind::AllReduce => fold(c.op, (0..n).map(|q| input(q, i)), n),
+                Kind::Reduce if r != c.root => continue,
+                Kind::Reduce => fold(c.op, (0..n).map(|q| input(q, i)), n),
+                Kind::ReduceScatter => fold(c.op, (0..n).map(|q| input(q, r * c.count + i)), n),
+                Kind::AllGather => input(i / c.count, i % c.count),
+                Kind::Broadcast => input(c.root, i),
+                _ => continue,
+            };
+            let got = out(r, i);
+            if got != want {
+                return Err(format!("rank {r} element {i}: got {got}, want {want}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kinds() -> Vec<(Kind, Algo)> {
+    let mut v = Vec::new();
+    for k in [
+        Kind::AllReduce,
+        Kind::AllGather,
+        Kind::ReduceScatter,
+        Kind::Broadcast,
+        Kind::Reduce,
+        Kind::Barrier,
+    ] {
+        for a in Algo::ALL {
+            if a.supports(k) {
+                v.push((k, a));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn every_schedule_matches_the_serial_reference() {
+    let mut cases = 0;
+    for (kind, algo) in kinds() {
+        for n in [1, 2, 3, 4, 5, 7, 8, 16] {
+            for count in [0, 1, 7, 40] {
+                for (chunk_elems, nch) in [(1000, 1), (3, 2), (1, 3)] {
+                    for in_place in [false, true] {
+                        let ops: &[ReduceOp] = match kind {
+                            Kind::AllReduce | Kind::Reduce | Kind::ReduceScatter => &ReduceOp::ALL,
+                            _ => &[ReduceOp::Sum],
+                        };
+                        for &op in ops {
+                            let c = Case {
+                                kind,
+                                algo,
+                                n,
+                                count,
+                                root: (n / 2 + 1) % n,
+                                chunk_elems,
+                                nch,
+                                in_place,
+                                op,
+                                seed: cases as u64,
+                            };
+                            if let Err(e) = check(&c) {
+                                panic!("{c:?}: {e}");
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 1000, "only {cases} cases ran");
+}
+
+#[test]
+fn the_simulator_catches_a_missing_dependency() {
+    // Recursive doubling in place without the reduce's wait on the send of the same bytes:
+    // strip the dependencies of every receive-reduce and the simulator must object.
+    let mut caught = false;
+    for seed in 0..50 {
+        let n = 2;
+        let mut ranks = Vec::new();
+        for r in 0..n {
+            let plan = Plan {
+                kind: Kind::AllReduce,
+                algo: Algo::RecursiveDoubling,
+                rank: r,
+                size: n,
+                count: 6,
+                elem: E,
+                root: 0,
+                avg: false,
+                chunk_bytes: 1024,
+                nchannels: 1,
+                ring: (0..n).collect(),
+            };
+            let mut schedule = plan.build();
+            for s in &mut schedule.steps {
+                if matches!(s.action, Action::RecvReduce { .. }) {
+                    s.deps.clear();
+                }
+            }
+            ranks.push(SimRank {
+                arena: vec![1; 24],
+                send_base: 0,
+                recv_base: 0,
+                scratch_base: 24,
+                schedule,
+            });
+        }
+        if run(&mut ranks, DataType::I32, ReduceOp::Sum, seed).is_err() {
+            caught = true;
+            break;
+        }
+    }
+    assert!(caught, "a schedule with a write-after-read hazard passed the simulator");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #[test]
+    fn random_schedules_are_right(
+        which in 0usize..12,
+        n in 1usize..12,
+        count in 0usize..200,
+        chunk_elems in 1usize..64,
+        nch in 1usize..4,
+        in_place: bool,
+        opi in 0usize..5,
+        root_pick in 0usize..64,
+        seed: u64,
+    ) {
+        let ks = kinds();
+        let (kind, algo) = ks[which % ks.len()];
+        let c = Case { kind, algo, n, count, root: root_pick % n, chunk_elems, nch, in_place,
+                       op: ReduceOp::ALL[opi], seed };
+        prop_assert!(check(&c).is_ok(), "{:?}: {:?}", c, check(&c));
+    }
+}

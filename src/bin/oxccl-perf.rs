@@ -1,2 +1,0 @@
-//! PLACEHOLDER
-fn main() {}

@@ -1,0 +1,420 @@
+//! The communicator: what users hold. Creation (bootstrap, transport, engine), the call path
+//! shared by every collective, error state and abort.
+//!
+//! Owns: the order of calls (a sequence number per collective, per peer for send/recv), the
+//! sticky error state after a failure (as NCCL's async error), and the hand-off to the
+//! background worker that runs non-blocking calls.
+
+mod calls;
+mod core;
+mod request;
+mod split;
+
+pub use request::Request;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use self::core::Core;
+use crate::algo::{Kind, Plan};
+use crate::bootstrap::{StoreClient, UniqueId};
+use crate::coll::{choose, Tuning};
+use crate::config::Config;
+use crate::engine::{Buffers, CallDesc, Engine, EngineConfig};
+use crate::error::{Error, Result};
+use crate::reduce::{DataType, ReduceOp};
+use crate::transport::mem::{MemFabric, MemFaults};
+use crate::transport::tcp::{TcpConfig, TcpTransport};
+use crate::transport::{ConnectHandle, Transport};
+
+/// A group of ranks that run collectives together (NCCL's `ncclComm_t`, MPI's communicator).
+///
+/// Calls are collective: every rank of the communicator makes the same calls in the same
+/// order. Blocking calls run on the calling thread; non-blocking ones (`i*`) on a background
+/// worker, in the order issued. After any failure the communicator stays failed and every
+/// later call returns the first error. A `Communicator` is `Send + Sync`; [`abort`] may be
+/// called from any thread.
+///
+/// [`abort`]: Communicator::abort
+pub struct Communicator {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<State>>,
+    worker: Mutex<Option<request::Worker>>,
+}
+
+/// Read-only facts of a communicator, shared with its worker and abort handles.
+pub(crate) struct Shared {
+    pub rank: usize,
+    pub size: usize,
+    pub abort: Arc<AtomicBool>,
+    pub cfg: Config,
+    pub tuning: Tuning,
+    pub ring: Vec<usize>,
+    pub nchannels: usize,
+    pub bind_ip: IpAddr,
+    pub transport: &'static str,
+}
+
+/// Mutable state, behind the communicator's lock.
+pub(crate) struct State {
+    core: Box<dyn Core>,
+    seq: u64,
+    sent: HashMap<usize, u64>,
+    received: HashMap<usize, u64>,
+    broken: Option<Error>,
+}
+
+/// A raw call: what the C ABI and the typed methods reduce to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call {
+    pub kind: Kind,
+    pub dtype: DataType,
+    pub op: ReduceOp,
+    pub root: usize,
+    pub count: usize,
+    pub send: *const u8,
+    pub recv: *mut u8,
+}
+
+/// Aborts a communicator from any thread, even while a call is blocked in it.
+#[derive(Clone)]
+pub struct AbortHandle {
+    abort: Arc<AtomicBool>,
+    state: Weak<Mutex<State>>,
+    rank: usize,
+}
+
+impl AbortHandle {
+    /// Makes the communicator's blocked and future calls fail promptly, and closes its
+    /// connections so that peers waiting on this rank fail with a Remote error.
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+        if let Some(state) = self.state.upgrade() {
+            if let Ok(mut s) = state.try_lock() {
+                s.core.shutdown();
+                s.broken
+                    .get_or_insert_with(|| Error::invalid_usage(format!("rank {}: the communicator was aborted", self.rank)));
+            }
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave State inconsistent in a way that matters:
+    // the engine is shut down on every error path. Recover instead of propagating the panic.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Communicator {
+    /// Joins the communicator of `size` ranks named by `id` as `rank`, with settings from the
+    /// `OXCCL_*` environment and the backend it names (`OXCCL_TRANSPORT`, default tcp).
+    pub fn init(id: &UniqueId, rank: usize, size: usize) -> Result<Communicator> {
+        Communicator::init_with_config(id, rank, size, Config::from_env()?)
+    }
+
+    /// As [`Communicator::init`] with explicit settings.
+    pub fn init_with_config(id: &UniqueId, rank: usize, size: usize, cfg: Config) -> Result<Communicator> {
+        check_rank(rank, size)?;
+        match cfg.transport.as_str() {
+            "tcp" => {
+                let socket_buf_bytes = cfg.socket_buf_bytes;
+                Communicator::init_with(id, rank, size, cfg, move |ip| {
+                    TcpTransport::new(TcpConfig {
+                        bind_ip: ip,
+                        socket_buf_bytes,
+                    })
+                })
+            }
+            "mem" => {
+                let fabric = mem_fabric(id);
+                Communicator::init_with(id, rank, size, cfg, move |_| Ok(fabric.endpoint()))
+            }
+            other => Err(Error::invalid_argument(format!(
+                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, mem)"
+            ))),
+        }
+    }
+
+    /// Joins with a transport made by `make` (given the IP address this rank reaches the
+    /// root from). Tests use it to pass a [`MemFabric`] endpoint with faults.
+    pub fn init_with<T: Transport>(
+        id: &UniqueId,
+        rank: usize,
+        size: usize,
+        cfg: Config,
+        make: impl FnOnce(IpAddr) -> Result<T>,
+    ) -> Result<Communicator> {
+        check_rank(rank, size)?;
+        let ctx = |e: Error| e.context(format!("rank {rank} of {size}: init"));
+        let mut store = StoreClient::connect(id.root_addr(), id.secret(), rank, size, cfg.timeout).map_err(ctx)?;
+        let bind_ip = store.local_ip();
+        let mut transport = make(bind_ip).map_err(ctx)?;
+        let devices = transport.devices().map_err(ctx)?;
+        let dev = devices
+            .first()
+            .cloned()
+            .ok_or_else(|| ctx(Error::system(format!("transport '{}' found no device", transport.name()))))?;
+        let (handle, listener) = transport.listen(0).map_err(ctx)?;
+        let host = crate::topo::host_id();
+        let mut mine = host.to_le_bytes().to_vec();
+        mine.extend_from_slice(handle.as_bytes());
+        let all = store.all_gather("oxccl/handle", &mine, cfg.timeout).map_err(ctx)?;
+        let _ = store.goodbye();
+        let mut handles = Vec::with_capacity(size);
+        let mut hosts = Vec::with_capacity(size);
+        for (r, b) in all.iter().enumerate() {
+            if b.len() < 8 {
+                return Err(ctx(Error::remote(format!("rank {r} published a malformed handle"))));
+            }
+            hosts.push(u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])));
+            handles.push(ConnectHandle::new(&b[8..]).map_err(ctx)?);
+        }
+        let forced = match cfg.algo.as_deref() {
+            None => None,
+            Some(name) => Some(
+                crate::algo::Algo::ALL
+                    .into_iter()
+                    .find(|a| a.name() == name)
+                    .ok_or_else(|| {
+                        Error::invalid_argument(format!(
+                            "OXCCL_ALGO='{name}' is not an algorithm (ring, tree, rd, chain)"
+                        ))
+                    })?,
+            ),
+        };
+        let abort = Arc::new(AtomicBool::new(false));
+        let engine = Engine::new(
+            transport,
+            rank,
+            size,
+            handles,
+            listener,
+            token(id.secret()),
+            EngineConfig {
+                timeout: cfg.timeout,
+                spin: cfg.spin,
+                max_in_flight: dev.caps.max_requests.clamp(1, 8),
+            },
+            abort.clone(),
+        );
+        let name = engine.transport_name();
+        let shared = Shared {
+            rank,
+            size,
+            abort,
+            tuning: Tuning::new(&dev, forced),
+            ring: crate::topo::ring_order(&hosts),
+            nchannels: cfg.nchannels.unwrap_or(2),
+            bind_ip,
+            transport: name,
+            cfg,
+        };
+        Ok(Communicator {
+            shared: Arc::new(shared),
+            state: Arc::new(Mutex::new(State {
+                core: Box::new(engine),
+                seq: 0,
+                sent: HashMap::new(),
+                received: HashMap::new(),
+                broken: None,
+            })),
+            worker: Mutex::new(None),
+        })
+    }
+
+    /// This rank's number, 0..size.
+    pub fn rank(&self) -> usize {
+        self.shared.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.shared.size
+    }
+
+    /// The backend in use (`tcp`, `mem`).
+    pub fn transport(&self) -> &'static str {
+        self.shared.transport
+    }
+
+    /// The first error this communicator met, if any (NCCL's `ncclCommGetAsyncError`).
+    pub fn async_error(&self) -> Option<Error> {
+        match self.state.try_lock() {
+            Ok(s) => s.broken.clone(),
+            Err(_) => None,
+        }
+    }
+
+    /// Aborts: see [`AbortHandle::abort`].
+    pub fn abort(&self) {
+        self.abort_handle().abort();
+    }
+
+    /// A handle that aborts this communicator from another thread.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            abort: self.shared.abort.clone(),
+            state: Arc::downgrade(&self.state),
+            rank: self.shared.rank,
+        }
+    }
+
+    /// Runs one call on this thread, after any non-blocking calls issued before it.
+    ///
+    /// # Safety
+    /// The call's pointers must be valid for the buffer sizes its kind implies (see
+    /// [`Kind`]) for the whole call.
+    pub(crate) unsafe fn run_blocking(&self, call: Call) -> Result<()> {
+        // SAFETY: forwarded; the slot is waited on before returning.
+        if let Some(slot) = unsafe { self.submit_if_busy(call) }? {
+            return slot.wait_result();
+        }
+        let mut st = lock(&self.state);
+        // SAFETY: forwarded.
+        unsafe { execute(&self.shared, &mut st, &call) }
+    }
+}
+
+impl Drop for Communicator {
+    fn drop(&mut self) {
+        let worker = match self.worker.get_mut() {
+            Ok(w) => w.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(w) = worker {
+            w.stop();
+        }
+        lock(&self.state).core.shutdown();
+    }
+}
+
+fn check_rank(rank: usize, size: usize) -> Result<()> {
+    if size == 0 {
+        return Err(Error::invalid_argument("communicator size must be at least 1"));
+    }
+    if rank >= size {
+        return Err(Error::invalid_argument(format!("rank {rank} is out of range for {size} ranks")));
+    }
+    Ok(())
+}
+
+/// The connection token: a mix of the job secret, so the secret itself never travels on
+/// data connections.
+fn token(secret: &[u8; 32]) -> u64 {
+    let mut h = 0x6f78_6363_6c00_0001u64;
+    for c in secret.chunks(8) {
+        let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// The in-process fabric for `id`: ranks of one process that join with the same id share it.
+fn mem_fabric(id: &UniqueId) -> Arc<MemFabric> {
+    static FABRICS: Mutex<Vec<(std::net::SocketAddr, Weak<MemFabric>)>> = Mutex::new(Vec::new());
+    let mut all = FABRICS.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(f) = all.iter().find(|(a, _)| *a == id.root_addr()).and_then(|(_, w)| w.upgrade()) {
+        return f;
+    }
+    let seed = std::env::var("OXCCL_MEM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let f = MemFabric::new(seed, MemFaults::default());
+    all.push((id.root_addr(), Arc::downgrade(&f)));
+    f
+}
+
+/// The call path shared by blocking calls and the worker.
+///
+/// # Safety
+/// As [`Communicator::run_blocking`].
+pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, call: &Call) -> Result<()> {
+    let rank = sh.rank;
+    if let Some(e) = &st.broken {
+        return Err(Error::new(
+            e.kind(),
+            format!("rank {rank}: the communicator failed earlier and cannot be used: {}", e.message()),
+        ));
+    }
+    if sh.abort.load(Ordering::SeqCst) {
+        let e = Error::invalid_usage(format!("rank {rank}: the communicator was aborted"));
+        st.broken = Some(e.clone());
+        return Err(e);
+    }
+    let elem = call.dtype.size();
+    let op = match call.kind {
+        Kind::AllReduce | Kind::Reduce | Kind::ReduceScatter => call.op,
+        _ => ReduceOp::Sum,
+    };
+    let mut desc = CallDesc {
+        seq: 0,
+        kind: call.kind,
+        dtype: call.dtype,
+        op,
+        root: call.root as u32,
+        count: call.count as u64,
+    };
+    let expect = match call.kind {
+        Kind::Send => {
+            let s = st.sent.entry(call.root).or_insert(0);
+            *s += 1;
+            desc.seq = *s;
+            desc.tag()
+        }
+        Kind::Recv => {
+            let s = st.received.entry(call.root).or_insert(0);
+            *s += 1;
+            desc.seq = *s;
+            CallDesc {
+                kind: Kind::Send,
+                root: rank as u32,
+                ..desc
+            }
+            .tag()
+        }
+        _ => {
+            st.seq += 1;
+            desc.seq = st.seq;
+            desc.tag()
+        }
+    };
+    if call.kind == Kind::Send {
+        desc = CallDesc { kind: Kind::Send, ..desc };
+    }
+    let (send_len, recv_len) = calls::buffer_bytes(call, rank, sh.size)?;
+    let bytes = match call.kind {
+        Kind::ReduceScatter => recv_len.saturating_mul(sh.size),
+        Kind::AllGather => recv_len,
+        _ => call.count.saturating_mul(elem),
+    };
+    let algo = choose(&sh.tuning, call.kind, sh.size, bytes);
+    let nchannels = if bytes >= sh.cfg.channel_threshold { sh.nchannels } else { 1 };
+    let plan = Plan {
+        kind: call.kind,
+        algo,
+        rank,
+        size: sh.size,
+        count: call.count,
+        elem,
+        root: call.root,
+        avg: op == ReduceOp::Avg,
+        chunk_bytes: sh.cfg.chunk_bytes,
+        nchannels,
+        ring: sh.ring.clone(),
+    };
+    let sched = plan.build();
+    let bufs = Buffers {
+        send: call.send,
+        send_len,
+        recv: call.recv,
+        recv_len,
+    };
+    // SAFETY: forwarded from the caller.
+    let r = unsafe { st.core.run(&desc, expect, &sched, bufs) };
+    if let Err(e) = &r {
+        st.broken = Some(e.clone());
+    }
+    r
+}

@@ -1,0 +1,184 @@
+//! Non-blocking calls: a background worker per communicator runs them in the order issued,
+//! and a [`Request`] borrows the buffers until the call is over.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{execute, lock, Call, Communicator, Shared, State};
+use crate::error::{Error, Result};
+
+/// Where a call's outcome lands.
+pub(crate) struct Slot {
+    result: Mutex<Option<Result<()>>>,
+    cv: Condvar,
+}
+
+impl Slot {
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot {
+            result: Mutex::new(None),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn put(&self, r: Result<()>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        self.cv.notify_all();
+    }
+
+    fn peek(&self) -> Option<Result<()>> {
+        self.result.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Blocks until the call is over. The engine bounds every call by `OXCCL_TIMEOUT` without
+    /// progress, so this returns; it wakes periodically only to be robust to lost wake-ups.
+    pub(crate) fn wait_result(&self) -> Result<()> {
+        let mut g = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = g.as_ref() {
+                return r.clone();
+            }
+            g = match self.cv.wait_timeout(g, Duration::from_millis(100)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+struct Job {
+    call: Call,
+    slot: Arc<Slot>,
+}
+
+// SAFETY: a job's raw pointers are only dereferenced by the worker while the submitting
+// `Request` (which borrows the buffers, and whose drop waits for the job) is alive.
+unsafe impl Send for Job {}
+
+/// The background thread of one communicator.
+pub(crate) struct Worker {
+    tx: mpsc::Sender<Job>,
+    handle: JoinHandle<()>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    fn start(shared: Arc<Shared>, state: Arc<Mutex<State>>) -> Result<Worker> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let p = pending.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("oxccl-rank{}", shared.rank))
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let r = {
+                        let mut st = lock(&state);
+                        // SAFETY: see `Job`.
+                        unsafe { execute(&shared, &mut st, &job.call) }
+                    };
+                    p.fetch_sub(1, Ordering::SeqCst);
+                    job.slot.put(r);
+                }
+            })
+            .map_err(|e| Error::io("starting the communicator's worker thread", e))?;
+        Ok(Worker { tx, handle, pending })
+    }
+
+    /// Lets the queued calls finish, then ends the thread.
+    pub(crate) fn stop(self) {
+        drop(self.tx);
+        let _ = self.handle.join();
+    }
+}
+
+/// A non-blocking call in flight. Dropping it waits for the call to finish, because the
+/// call still uses the buffers the request borrows.
+#[must_use = "a request must be waited on; dropping it waits anyway"]
+pub struct Request<'a> {
+    slot: Arc<Slot>,
+    finished: bool,
+    _buffers: PhantomData<&'a mut [u8]>,
+}
+
+impl Request<'_> {
+    /// Blocks until the call is over and returns its result.
+    pub fn wait(mut self) -> Result<()> {
+        self.finished = true;
+        self.slot.wait_result()
+    }
+
+    /// Whether the call is over (`Ok(true)`), still running (`Ok(false)`), or failed.
+    pub fn test(&mut self) -> Result<bool> {
+        match self.slot.peek() {
+            None => Ok(false),
+            Some(r) => {
+                self.finished = true;
+                r.map(|_| true)
+            }
+        }
+    }
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.slot.wait_result();
+        }
+    }
+}
+
+impl Communicator {
+    /// Queues `call` on the worker.
+    ///
+    /// # Safety
+    /// The call's buffers must stay valid until the returned request is finished; the
+    /// typed callers guarantee it with the request's lifetime.
+    pub(crate) unsafe fn submit<'a>(&'a self, call: Call) -> Result<Request<'a>> {
+        let slot = Slot::new();
+        let mut w = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_none() {
+            *w = Some(Worker::start(self.shared.clone(), self.state.clone())?);
+        }
+        let worker = w.as_ref().ok_or_else(|| Error::internal("worker missing"))?;
+        worker.pending.fetch_add(1, Ordering::SeqCst);
+        if worker
+            .tx
+            .send(Job {
+                call,
+                slot: slot.clone(),
+            })
+            .is_err()
+        {
+            worker.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::internal(format!("rank {}: the worker thread is gone", self.rank())));
+        }
+        Ok(Request {
+            slot,
+            finished: false,
+            _buffers: PhantomData,
+        })
+    }
+
+    /// When non-blocking calls are still queued, queues `call` behind them (so calls keep
+    /// their order) and returns its slot; otherwise `None` and the caller runs it inline.
+    ///
+    /// # Safety
+    /// As [`Communicator::submit`]; the caller waits on the slot before returning.
+    pub(crate) unsafe fn submit_if_busy(&self, call: Call) -> Result<Option<Arc<Slot>>> {
+        let busy = {
+            let w = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+            w.as_ref().is_some_and(|w| w.pending.load(Ordering::SeqCst) > 0)
+        };
+        if !busy {
+            return Ok(None);
+        }
+        // SAFETY: forwarded; the caller waits for the slot.
+        let mut req = unsafe { self.submit(call) }?;
+        req.finished = true;
+        Ok(Some(req.slot.clone()))
+    }
+}

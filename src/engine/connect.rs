@@ -1,0 +1,230 @@
+//! Opening connections to peers on first use, and the greeting that proves a connection
+//! belongs to this job: the first message on every connection is (token, rank, channel),
+//! checked before anything else is read from it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::tag::HELLO_TAG;
+use super::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::Transport;
+
+const HELLO: usize = 24;
+
+/// Established and half-established connections.
+pub(super) struct Conns<T: Transport> {
+    pub send: HashMap<(usize, u16), T::SendConn>,
+    pub recv: HashMap<(usize, u16), T::RecvConn>,
+    pub pending: Vec<Pending<T>>,
+}
+
+impl<T: Transport> Default for Conns<T> {
+    fn default() -> Self {
+        Conns {
+            send: HashMap::new(),
+            recv: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// A connection on its way up.
+pub(super) enum Pending<T: Transport> {
+    /// We are connecting to `peer`.
+    Connecting { peer: usize, ch: u16, c: T::Connecting },
+    /// Connected; our greeting is being sent.
+    Greeting {
+        peer: usize,
+        ch: u16,
+        conn: T::SendConn,
+        req: Option<T::Request>,
+        hello: Box<[u8; HELLO]>,
+    },
+    /// Someone connected to us; their greeting is being received.
+    Accepted {
+        conn: T::RecvConn,
+        req: Option<T::Request>,
+        hello: Box<[u8; HELLO]>,
+    },
+}
+
+impl<T: Transport> Pending<T> {
+    /// Closes whatever this holds, ignoring errors.
+    pub fn close(self, t: &mut T) {
+        match self {
+            Pending::Connecting { .. } => {}
+            Pending::Greeting { conn, .. } => {
+                let _ = t.close_send(conn);
+            }
+            Pending::Accepted { conn, .. } => {
+                let _ = t.close_recv(conn);
+            }
+        }
+    }
+
+    fn is_for(&self, p: usize, c: u16) -> bool {
+        matches!(*self, Pending::Connecting { peer, ch, .. } | Pending::Greeting { peer, ch, .. } if peer == p && ch == c)
+    }
+}
+
+impl<T: Transport> Engine<T> {
+    /// Makes sure the connections `send` (to peer, channel) and `recv` (from peer, channel)
+    /// exist, opening ours and accepting theirs. `what` names the call for messages.
+    pub(super) fn connect_all(
+        &mut self,
+        send: &[(usize, u16)],
+        recv: &[(usize, u16)],
+        what: &str,
+    ) -> Result<()> {
+        self.check_open()?;
+        for &(peer, ch) in send {
+            if self.conns.send.contains_key(&(peer, ch)) || self.conns.pending.iter().any(|p| p.is_for(peer, ch)) {
+                continue;
+            }
+            let handle = self.handles.get(peer).ok_or_else(|| {
+                Error::internal(format!("rank {}: {what}: no connect handle for rank {peer}", self.rank))
+            })?;
+            let c = self
+                .transport
+                .connect(0, handle)
+                .map_err(|e| e.context(format!("rank {}: {what}: connecting to rank {peer}", self.rank)))?;
+            self.conns.pending.push(Pending::Connecting { peer, ch, c });
+        }
+        let start = Instant::now();
+        let mut last_progress = start;
+        loop {
+            if self.progress_pending(what)? {
+                last_progress = Instant::now();
+            }
+            let miss_send: Vec<usize> = send.iter().filter(|k| !self.conns.send.contains_key(k)).map(|k| k.0).collect();
+            let miss_recv: Vec<usize> = recv.iter().filter(|k| !self.conns.recv.contains_key(k)).map(|k| k.0).collect();
+            if miss_send.is_empty() && miss_recv.is_empty() {
+                return Ok(());
+            }
+            self.check_abort(what)?;
+            let waited = last_progress.elapsed();
+            if waited >= self.cfg.timeout {
+                return Err(Error::timeout(format!(
+                    "rank {}: {what}: waited {:.1}s for connections{}{}",
+                    self.rank,
+                    waited.as_secs_f64(),
+                    if miss_send.is_empty() { String::new() } else { format!(" to ranks {}", ranks(&miss_send)) },
+                    if miss_recv.is_empty() { String::new() } else { format!(" from ranks {}", ranks(&miss_recv)) },
+                )));
+            }
+            self.transport.wait_activity(Duration::from_micros(200))?;
+        }
+    }
+
+    /// Advances every half-open connection and accepts new ones; true if anything moved.
+    pub(super) fn progress_pending(&mut self, what: &str) -> Result<bool> {
+        let mut moved = false;
+        if let Some(l) = self.listener.as_mut() {
+            while let Some(conn) = self
+                .transport
+                .accept(l)
+                .map_err(|e| e.context(format!("rank {}: {what}: accepting a connection", self.rank)))?
+            {
+                self.conns.pending.push(Pending::Accepted {
+                    conn,
+                    req: None,
+                    hello: Box::new([0; HELLO]),
+                });
+                moved = true;
+            }
+        }
+        let pending = std::mem::take(&mut self.conns.pending);
+        let mut keep = Vec::with_capacity(pending.len());
+        for p in pending {
+            let (back, m) = self.advance(p, what)?;
+            moved |= m;
+            keep.extend(back);
+        }
+        self.conns.pending.extend(keep);
+        Ok(moved)
+    }
+
+    /// One step of one pending connection: the entry back if it is not done yet.
+    fn advance(&mut self, p: Pending<T>, what: &str) -> Result<(Option<Pending<T>>, bool)> {
+        let rank = self.rank;
+        let t = &mut self.transport;
+        match p {
+            Pending::Connecting { peer, ch, mut c } => {
+                let ctx = |e: Error| e.context(format!("rank {rank}: {what}: connecting to rank {peer}"));
+                match t.poll_connect(&mut c).map_err(ctx)? {
+                    None => Ok((Some(Pending::Connecting { peer, ch, c }), false)),
+                    Some(conn) => {
+                        let mut hello = Box::new([0u8; HELLO]);
+                        hello[..8].copy_from_slice(&self.token.to_le_bytes());
+                        hello[8..16].copy_from_slice(&(rank as u64).to_le_bytes());
+                        hello[16..].copy_from_slice(&u64::from(ch).to_le_bytes());
+                        Ok((Some(Pending::Greeting { peer, ch, conn, req: None, hello }), true))
+                    }
+                }
+            }
+            Pending::Greeting { peer, ch, mut conn, mut req, hello } => {
+                let ctx = |e: Error| e.context(format!("rank {rank}: {what}: greeting rank {peer}"));
+                if req.is_none() {
+                    // SAFETY: `hello` is boxed and stays in this entry until the send completes
+                    // or the connection is closed.
+                    req = unsafe { t.isend(&mut conn, hello.as_ptr(), HELLO, HELLO_TAG, None) }.map_err(ctx)?;
+                }
+                let done = match req.as_mut() {
+                    Some(r) => t.test(r).map_err(ctx)?.is_some(),
+                    None => false,
+                };
+                if done {
+                    self.conns.send.insert((peer, ch), conn);
+                    return Ok((None, true));
+                }
+                Ok((Some(Pending::Greeting { peer, ch, conn, req, hello }), false))
+            }
+            Pending::Accepted { mut conn, mut req, mut hello } => {
+                let got = (|| -> Result<Option<crate::transport::Completion>> {
+                    if req.is_none() {
+                        // SAFETY: as above, the box outlives the receive.
+                        req = unsafe { t.irecv(&mut conn, hello.as_mut_ptr(), HELLO, None) }?;
+                    }
+                    match req.as_mut() {
+                        Some(r) => t.test(r),
+                        None => Ok(None),
+                    }
+                })();
+                match got {
+                    Ok(None) => Ok((Some(Pending::Accepted { conn, req, hello }), false)),
+                    Ok(Some(c)) => {
+                        let word = |i: usize| u64::from_le_bytes(hello[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                        let (peer, ch) = (word(1) as usize, word(2));
+                        let valid = c.tag == HELLO_TAG
+                            && c.bytes == HELLO
+                            && word(0) == self.token
+                            && peer < self.size
+                            && ch <= u64::from(u16::MAX)
+                            && !self.conns.recv.contains_key(&(peer, ch as u16));
+                        if valid {
+                            self.conns.recv.insert((peer, ch as u16), conn);
+                        } else {
+                            // Not one of ours (another job, a port scanner): drop it unread.
+                            let _ = t.close_recv(conn);
+                        }
+                        Ok((None, true))
+                    }
+                    Err(e) if e.kind() == ErrorKind::Remote => {
+                        let _ = t.close_recv(conn);
+                        Ok((None, true))
+                    }
+                    Err(e) => Err(e.context(format!("rank {rank}: {what}: reading a greeting"))),
+                }
+            }
+        }
+    }
+}
+
+/// "[1, 2, 5]", shortened past 16 entries.
+pub(super) fn ranks(v: &[usize]) -> String {
+    if v.len() <= 16 {
+        return format!("{v:?}");
+    }
+    format!("{:?} and {} more", &v[..16], v.len() - 16)
+}

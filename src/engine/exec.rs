@@ -1,0 +1,465 @@
+//! Running one schedule: post what is ready, test what is in flight, reduce what arrived.
+//!
+//! Per connection (peer, channel, direction) steps are posted strictly in schedule order,
+//! which is what makes the k-th send meet the k-th receive. Sends and plain receives wait for
+//! their dependencies before they are posted; a receive-reduce is posted at once into a
+//! staging buffer and applied when both the data and its dependencies are there. Only the
+//! oldest request of each connection is tested: transports complete a connection's requests
+//! in order.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::connect::ranks;
+use super::tag::CallDesc;
+use super::Engine;
+use crate::algo::{Action, BufId, Schedule, Span};
+use crate::error::{Error, Result};
+use crate::reduce::{finalize_avg, reduce_into, reduce_to};
+use crate::transport::{Tag, Transport};
+
+/// The caller's buffers for one call. Either may be null when its length is zero.
+#[derive(Debug, Clone, Copy)]
+pub struct Buffers {
+    /// Input.
+    pub send: *const u8,
+    /// Input length in bytes.
+    pub send_len: usize,
+    /// Output.
+    pub recv: *mut u8,
+    /// Output length in bytes.
+    pub recv_len: usize,
+}
+
+struct Queue<R> {
+    peer: usize,
+    ch: u16,
+    send: bool,
+    steps: Vec<u32>,
+    next: usize,
+    in_flight: VecDeque<(u32, R, Option<usize>)>,
+}
+
+/// Staging buffers for receive-reduce, reused across calls.
+struct Staging<'a> {
+    pool: &'a mut Vec<Vec<u8>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Staging<'_> {
+    fn take(&mut self) -> usize {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.pool.push(vec![0u8; self.len]);
+                self.pool.len() - 1
+            }
+        }
+    }
+}
+
+impl<T: Transport> Engine<T> {
+    /// Runs `sched` for the call `desc`: messages carry `desc.tag()`, received ones must carry
+    /// `expect`. On error the engine shuts down (no request may outlive the call with a
+    /// pointer into the caller's buffers) and the error names this rank, the peer and the call.
+    ///
+    /// # Safety
+    /// `bufs` must describe valid memory for the whole call: `send_len` readable bytes at
+    /// `send`, `recv_len` writable bytes at `recv` that nothing else touches during the call
+    /// (they may overlap `send` as in-place calls do).
+    pub unsafe fn run(&mut self, desc: &CallDesc, expect: Tag, sched: &Schedule, bufs: Buffers) -> Result<()> {
+        if sched.steps.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { self.run_inner(desc, expect, sched, bufs) };
+        if r.is_err() {
+            self.shutdown();
+        }
+        r
+    }
+
+    unsafe fn run_inner(&mut self, desc: &CallDesc, expect: Tag, sched: &Schedule, bufs: Buffers) -> Result<()> {
+        self.check_open()?;
+        let what = desc.describe();
+        let rank = self.rank;
+        let n = sched.steps.len();
+        if self.scratch.len() < sched.scratch_bytes {
+            self.scratch.resize(sched.scratch_bytes, 0);
+        }
+        let scratch_len = self.scratch.len();
+        let bound = |s: &Span| match s.buf {
+            BufId::Send => bufs.send_len,
+            BufId::Recv => bufs.recv_len,
+            BufId::Scratch => scratch_len,
+        };
+        // Queues per connection, and the connections they need.
+        let mut qindex: HashMap<(usize, u16, bool), usize> = HashMap::new();
+        let mut queues: Vec<Queue<T::Request>> = Vec::new();
+        let mut stage_len = 0;
+        for (i, st) in sched.steps.iter().enumerate() {
+            let spans: &[Span] = match &st.action {
+                Action::Send { src, .. } => std::slice::from_ref(src),
+                Action::Recv { dst, .. } | Action::Finalize { span: dst } => std::slice::from_ref(dst),
+                Action::RecvReduce { dst, local, .. } => {
+                    stage_len = stage_len.max(dst.len);
+                    if local.len != dst.len {
+                        return Err(Error::internal(format!("rank {rank}: {what}: step {i} reduces spans of different lengths")));
+                    }
+                    &[]
+                }
+                Action::Copy { src, dst } => {
+                    if src.len != dst.len {
+                        return Err(Error::internal(format!("rank {rank}: {what}: step {i} copies spans of different lengths")));
+                    }
+                    &[]
+                }
+            };
+            let extra: Vec<Span> = match &st.action {
+                Action::RecvReduce { dst, local, .. } => vec![*dst, *local],
+                Action::Copy { src, dst } => vec![*src, *dst],
+                _ => Vec::new(),
+            };
+            for s in spans.iter().chain(extra.iter()) {
+                if s.end() > bound(s) {
+                    return Err(Error::internal(format!(
+                        "rank {rank}: {what}: step {i} touches {:?} bytes {}..{} beyond its {} bytes",
+                        s.buf,
+                        s.off,
+                        s.end(),
+                        bound(s)
+                    )));
+                }
+            }
+            if st.deps.iter().any(|&d| d as usize >= i) {
+                return Err(Error::internal(format!("rank {rank}: {what}: step {i} depends on a later step")));
+            }
+            if let Some(peer) = st.action.peer() {
+                if peer >= self.size || peer == rank {
+                    return Err(Error::internal(format!("rank {rank}: {what}: step {i} talks to rank {peer}")));
+                }
+                let send = matches!(st.action, Action::Send { .. });
+                let k = (peer, st.channel, send);
+                let qi = *qindex.entry(k).or_insert_with(|| {
+                    queues.push(Queue {
+                        peer,
+                        ch: st.channel,
+                        send,
+                        steps: Vec::new(),
+                        next: 0,
+                        in_flight: VecDeque::new(),
+                    });
+                    queues.len() - 1
+                });
+                queues[qi].steps.push(i as u32);
+            }
+        }
+        let need_send: Vec<(usize, u16)> = queues.iter().filter(|q| q.send).map(|q| (q.peer, q.ch)).collect();
+        let need_recv: Vec<(usize, u16)> = queues.iter().filter(|q| !q.send).map(|q| (q.peer, q.ch)).collect();
+        self.connect_all(&need_send, &need_recv, &what)?;
+
+        // Dependency counters and the reverse edges.
+        let mut left: Vec<u32> = sched.steps.iter().map(|s| s.deps.len() as u32).collect();
+        let mut first = vec![0u32; n + 1];
+        for s in &sched.steps {
+            for &d in &s.deps {
+                first[d as usize + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            first[i + 1] += first[i];
+        }
+        let mut fill = first.clone();
+        let mut edges = vec![0u32; first[n] as usize];
+        for (i, s) in sched.steps.iter().enumerate() {
+            for &d in &s.deps {
+                edges[fill[d as usize] as usize] = i as u32;
+                fill[d as usize] += 1;
+            }
+        }
+        let mut arrived: Vec<Option<usize>> = vec![None; n];
+        let mut ready: Vec<u32> = (0..n as u32)
+            .filter(|&i| left[i as usize] == 0 && sched.steps[i as usize].action.peer().is_none())
+            .collect();
+
+        let Engine {
+            transport,
+            conns,
+            scratch,
+            staging,
+            cfg,
+            abort,
+            size,
+            ..
+        } = self;
+        let size = *size;
+        let mut stage = Staging {
+            pool: staging,
+            free: Vec::new(),
+            len: stage_len,
+        };
+        stage.pool.retain(|b| b.len() >= stage_len);
+        stage.free = (0..stage.pool.len()).collect();
+        let scratch_ptr = scratch.as_mut_ptr();
+        let ptr = |s: &Span| -> *mut u8 {
+            let base = match s.buf {
+                BufId::Send => bufs.send as *mut u8,
+                BufId::Recv => bufs.recv,
+                BufId::Scratch => scratch_ptr,
+            };
+            if s.len == 0 || base.is_null() {
+                return std::ptr::NonNull::<u8>::dangling().as_ptr();
+            }
+            // SAFETY: bounds checked above against the buffer lengths.
+            unsafe { base.add(s.off) }
+        };
+        let send_tag = desc.tag();
+        let dtype = desc.dtype;
+        let op = desc.op;
+        let max_in_flight = cfg.max_in_flight.max(1);
+        let mut done = 0usize;
+        let mut idle: u32 = 0;
+        let mut last_progress = Instant::now();
+
+        // Runs a local step or applies a staged reduce; the step is then complete.
+        let apply = |i: usize, arrived: &mut Vec<Option<usize>>, stage: &mut Staging| -> Result<()> {
+            match sched.steps[i].action {
+                Action::Copy { src, dst } => {
+                    let (s, d) = (ptr(&src), ptr(&dst));
+                    if s != d && src.len > 0 {
+                        // SAFETY: both in bounds; `copy` allows overlap.
+                        unsafe { std::ptr::copy(s, d, src.len) };
+                    }
+                }
+                Action::Finalize { span } => {
+                    // SAFETY: in bounds, and no other step touches it concurrently (the
+                    // schedule orders writers of the same bytes).
+                    let b = unsafe { std::slice::from_raw_parts_mut(ptr(&span), span.len) };
+                    finalize_avg(dtype, b, size);
+                }
+                Action::RecvReduce { dst, local, .. } => {
+                    let si = arrived[i].take().ok_or_else(|| Error::internal("reduce without data"))?;
+                    let inc = &stage.pool[si][..dst.len];
+                    let (d, l) = (ptr(&dst), ptr(&local));
+                    if d == l {
+                        // SAFETY: in bounds; the schedule gives this step sole use of `dst`.
+                        let acc = unsafe { std::slice::from_raw_parts_mut(d, dst.len) };
+                        reduce_into(dtype, op, acc, inc);
+                    } else {
+                        let (da, la) = (d as usize, l as usize);
+                        if da < la + local.len && la < da + dst.len {
+                            return Err(Error::internal("reduce operands overlap partially"));
+                        }
+                        // SAFETY: in bounds and disjoint (checked just above).
+                        let (out, mine) = unsafe {
+                            (
+                                std::slice::from_raw_parts_mut(d, dst.len),
+                                std::slice::from_raw_parts(l as *const u8, local.len),
+                            )
+                        };
+                        reduce_to(dtype, op, out, mine, inc);
+                    }
+                    stage.free.push(si);
+                }
+                _ => return Err(Error::internal("not a local step")),
+            }
+            Ok(())
+        };
+
+        while done < n {
+            let mut moved = false;
+            // Local work first: it may unblock sends.
+            while let Some(i) = ready.pop() {
+                apply(i as usize, &mut arrived, &mut stage).map_err(|e| e.context(format!("rank {rank}: {what}")))?;
+                done += 1;
+                moved = true;
+                release(i as usize, &first, &edges, &mut left, &mut ready, &arrived, sched);
+            }
+            for q in queues.iter_mut() {
+                let ctx = |e: Error| {
+                    let dir = if q.send { "sending to" } else { "receiving from" };
+                    e.context(format!("rank {rank}: {what}: {dir} rank {} (channel {})", q.peer, q.ch))
+                };
+                // Completions, oldest first.
+                while let Some((i, req, st)) = q.in_flight.front_mut() {
+                    let Some(c) = transport.test(req).map_err(ctx)? else { break };
+                    let (i, st) = (*i as usize, *st);
+                    q.in_flight.pop_front();
+                    moved = true;
+                    if !q.send {
+                        check_message(desc, expect, c.tag, c.bytes, &sched.steps[i].action).map_err(ctx)?;
+                    }
+                    match (st, sched.steps[i].action) {
+                        (Some(si), Action::RecvReduce { .. }) => {
+                            arrived[i] = Some(si);
+                            if left[i] == 0 {
+                                ready.push(i as u32);
+                            }
+                        }
+                        _ => {
+                            done += 1;
+                            release(i, &first, &edges, &mut left, &mut ready, &arrived, sched);
+                        }
+                    }
+                }
+                // Posts, in order.
+                while q.next < q.steps.len() && q.in_flight.len() < max_in_flight {
+                    let i = q.steps[q.next] as usize;
+                    let key = (q.peer, q.ch);
+                    let posted = match sched.steps[i].action {
+                        Action::Send { src, .. } => {
+                            if left[i] > 0 {
+                                break;
+                            }
+                            let conn = conns.send.get_mut(&key).ok_or_else(|| ctx(Error::internal("no connection")))?;
+                            // SAFETY: the span is in bounds and, by the schedule's dependencies,
+                            // nobody writes it before this send completes.
+                            unsafe { transport.isend(conn, ptr(&src), src.len, send_tag, None) }
+                                .map_err(ctx)?
+                                .map(|r| (r, None))
+                        }
+                        Action::Recv { dst, .. } => {
+                            if left[i] > 0 {
+                                break;
+                            }
+                            let conn = conns.recv.get_mut(&key).ok_or_else(|| ctx(Error::internal("no connection")))?;
+                            // SAFETY: in bounds, and only this receive writes it until done.
+                            unsafe { transport.irecv(conn, ptr(&dst), dst.len, None) }
+                                .map_err(ctx)?
+                                .map(|r| (r, None))
+                        }
+                        Action::RecvReduce { dst, .. } => {
+                            let conn = conns.recv.get_mut(&key).ok_or_else(|| ctx(Error::internal("no connection")))?;
+                            let si = stage.take();
+                            let buf = stage.pool[si].as_mut_ptr();
+                            // SAFETY: the staging buffer is ours until the reduce releases it.
+                            match unsafe { transport.irecv(conn, buf, dst.len, None) }.map_err(ctx)? {
+                                Some(r) => Some((r, Some(si))),
+                                None => {
+                                    stage.free.push(si);
+                                    None
+                                }
+                            }
+                        }
+                        _ => return Err(Error::internal(format!("rank {rank}: {what}: local step {i} queued"))),
+                    };
+                    match posted {
+                        Some((r, st)) => {
+                            q.in_flight.push_back((i as u32, r, st));
+                            q.next += 1;
+                            moved = true;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            if moved {
+                idle = 0;
+                last_progress = Instant::now();
+                continue;
+            }
+            if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::invalid_usage(format!(
+                    "rank {rank}: {what}: the communicator was aborted"
+                )));
+            }
+            idle = idle.saturating_add(1);
+            if idle > cfg.spin {
+                let waited = last_progress.elapsed();
+                if waited >= cfg.timeout {
+                    return Err(Error::timeout(format!(
+                        "rank {rank}: {what}: no progress for {:.1}s; {}",
+                        waited.as_secs_f64(),
+                        waiting_for(&queues, &left)
+                    )));
+                }
+                transport
+                    .wait_activity(Duration::from_millis(1).min(cfg.timeout - waited))
+                    .map_err(|e| e.context(format!("rank {rank}: {what}")))?;
+            } else if idle % 64 == 0 {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Marks step `i` done: its dependents lose one dependency, and local ones that became
+/// runnable (or receive-reduces whose data already came) join `ready`.
+fn release(
+    i: usize,
+    first: &[u32],
+    edges: &[u32],
+    left: &mut [u32],
+    ready: &mut Vec<u32>,
+    arrived: &[Option<usize>],
+    sched: &Schedule,
+) {
+    for &d in &edges[first[i] as usize..first[i + 1] as usize] {
+        let d = d as usize;
+        left[d] -= 1;
+        if left[d] == 0 {
+            match sched.steps[d].action {
+                Action::Copy { .. } | Action::Finalize { .. } => ready.push(d as u32),
+                Action::RecvReduce { .. } if arrived[d].is_some() => ready.push(d as u32),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Checks that a received message belongs to the call this rank is in, and has the size
+/// this rank expects.
+fn check_message(desc: &CallDesc, expect: Tag, tag: Tag, bytes: usize, action: &Action) -> Result<()> {
+    let want = match action {
+        Action::Recv { dst, .. } | Action::RecvReduce { dst, .. } => dst.len,
+        _ => bytes,
+    };
+    if tag != expect {
+        let theirs = match CallDesc::from_tag(tag) {
+            Some(d) => d.describe(),
+            None => format!("an unknown message (tag {tag:x?})"),
+        };
+        return Err(Error::invalid_usage(format!(
+            "mismatched calls: this rank is in {} but the peer sent a message of {theirs}",
+            desc.describe()
+        )));
+    }
+    if bytes != want {
+        return Err(Error::invalid_usage(format!(
+            "message of {bytes} bytes where {want} were expected (ranks passed different counts?)"
+        )));
+    }
+    Ok(())
+}
+
+/// What a stalled call is waiting for, for the timeout message.
+fn waiting_for<R>(queues: &[Queue<R>], left: &[u32]) -> String {
+    let mut recv_from = Vec::new();
+    let mut send_to = Vec::new();
+    for q in queues {
+        let pending = !q.in_flight.is_empty() || q.next < q.steps.len();
+        if !pending {
+            continue;
+        }
+        let blocked_on_deps = q.in_flight.is_empty() && q.steps.get(q.next).is_some_and(|&i| left[i as usize] > 0);
+        if blocked_on_deps {
+            continue;
+        }
+        if q.send {
+            send_to.push(q.peer);
+        } else {
+            recv_from.push(q.peer);
+        }
+    }
+    recv_from.sort_unstable();
+    recv_from.dedup();
+    send_to.sort_unstable();
+    send_to.dedup();
+    match (recv_from.is_empty(), send_to.is_empty()) {
+        (false, _) => format!("waiting for data from ranks {}", ranks(&recv_from)),
+        (true, false) => format!("waiting to send to ranks {}", ranks(&send_to)),
+        (true, true) => "waiting on local work".to_string(),
+    }
+}

@@ -1,0 +1,371 @@
+//! Collective correctness over the mem transport (seeded faults) and over TCP with threads,
+//! against a serial reference, with bitwise equality across ranks; and the failure cases:
+//! mismatched calls, abort, timeout and a dead peer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use oxccl::transport::mem::MemFaults;
+use oxccl::{Bf16, Communicator, DataType, Error, ErrorKind, ReduceOp, Result, F16};
+
+fn fail(c: &Communicator, what: String) -> Error {
+    Error::internal(format!("rank {}: {what}", c.rank()))
+}
+
+/// Every collective at every count for one element type; returns a hash of the results of
+/// a float-valued allreduce (for the bitwise comparison across ranks).
+fn all_collectives<T: Val>(c: &Communicator, counts: &[usize], ops: &[ReduceOp]) -> Result<u64> {
+    let (n, me) = (c.size(), c.rank());
+    for &count in counts {
+        for &op in ops {
+            let send: Vec<T> = (0..count).map(|i| T::v(input(op, n, me, i))).collect();
+            let mut recv = vec![T::default(); count];
+            c.all_reduce(&send, &mut recv, op)?;
+            let mut inplace = send.clone();
+            c.all_reduce_in_place(&mut inplace, op)?;
+            for i in 0..count {
+                let want = reference(op, n, i, T::FLOAT);
+                if !close(recv[i], want, op) || !close(inplace[i], want, op) {
+                    return Err(fail(c, format!("allreduce {op:?} count {count} [{i}]: {:?}/{:?}, want {want}", recv[i], inplace[i])));
+                }
+            }
+            let root = count % n;
+            let mut out = vec![T::default(); if me == root { count } else { 0 }];
+            c.reduce(&send, &mut out, op, root)?;
+            if me == root {
+                for (i, x) in out.iter().enumerate() {
+                    if !close(*x, reference(op, n, i, T::FLOAT), op) {
+                        return Err(fail(c, format!("reduce {op:?} count {count} [{i}]")));
+                    }
+                }
+            }
+            // Reduce-scatter: block r of every rank's input is `input(.., r*count + i)`.
+            let big: Vec<T> = (0..count * n).map(|i| T::v(input(op, n, me, i))).collect();
+            let mut block = vec![T::default(); count];
+            c.reduce_scatter(&big, &mut block, op)?;
+            for i in 0..count {
+                if !close(block[i], reference(op, n, me * count + i, T::FLOAT), op) {
+                    return Err(fail(c, format!("reduce_scatter {op:?} count {count} [{i}]")));
+                }
+            }
+        }
+        let mine: Vec<T> = (0..count).map(|i| T::v(input(ReduceOp::Sum, n, me, i))).collect();
+        let mut all = vec![T::default(); count * n];
+        c.all_gather(&mine, &mut all)?;
+        let mut all2 = vec![T::default(); count * n];
+        all2[me * count..(me + 1) * count].copy_from_slice(&mine);
+        c.all_gather_in_place(&mut all2)?;
+        for (i, (x, y)) in all.iter().zip(&all2).enumerate() {
+            let want = input(ReduceOp::Sum, n, i / count.max(1), i % count.max(1));
+            if x.f() != want || y.f() != want {
+                return Err(fail(c, format!("allgather count {count} [{i}]")));
+            }
+        }
+        let root = (count + 1) % n;
+        let mut b: Vec<T> = (0..count).map(|i| T::v(if me == root { input(ReduceOp::Sum, n, me, i) } else { -1.0 })).collect();
+        c.broadcast(&mut b, root)?;
+        for (i, x) in b.iter().enumerate() {
+            if x.f() != input(ReduceOp::Sum, n, root, i) {
+                return Err(fail(c, format!("broadcast count {count} [{i}]")));
+            }
+        }
+        c.barrier()?;
+    }
+    // Point to point around the ring.
+    if n > 1 {
+        let next = (me + 1) % n;
+        let prev = (me + n - 1) % n;
+        let out: Vec<T> = (0..1003).map(|i| T::v(((i + me) % 5) as f64)).collect();
+        let mut got = vec![T::default(); 1003];
+        let rq = c.irecv(&mut got, prev)?;
+        c.send(&out, next)?;
+        rq.wait()?;
+        for (i, x) in got.iter().enumerate() {
+            if x.f() != ((i + prev) % 5) as f64 {
+                return Err(fail(c, format!("recv from {prev} [{i}]")));
+            }
+        }
+    }
+    // Inexact floats: the results must still be bitwise identical on every rank.
+    let noisy: Vec<T> = (0..777).map(|i| T::v(((i * 31 + me * 17) % 97) as f64 / 7.3 - 5.1)).collect();
+    let mut r = vec![T::default(); 777];
+    c.all_reduce(&noisy, &mut r, ReduceOp::Sum)?;
+    Ok(fnv(bytemuck::cast_slice(&r)))
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn by_dtype(c: &Communicator, d: DataType, counts: &[usize], ops: &[ReduceOp]) -> Result<u64> {
+    match d {
+        DataType::I8 => all_collectives::<i8>(c, counts, ops),
+        DataType::U8 => all_collectives::<u8>(c, counts, ops),
+        DataType::I32 => all_collectives::<i32>(c, counts, ops),
+        DataType::U32 => all_collectives::<u32>(c, counts, ops),
+        DataType::I64 => all_collectives::<i64>(c, counts, ops),
+        DataType::U64 => all_collectives::<u64>(c, counts, ops),
+        DataType::F16 => all_collectives::<F16>(c, counts, ops),
+        DataType::F32 => all_collectives::<f32>(c, counts, ops),
+        DataType::F64 => all_collectives::<f64>(c, counts, ops),
+        DataType::Bf16 => all_collectives::<Bf16>(c, counts, ops),
+    }
+}
+
+fn expect_all_ok(label: &str, res: Vec<Result<Vec<u64>>>) {
+    let mut hashes = None;
+    for (r, x) in res.into_iter().enumerate() {
+        match x {
+            Ok(h) => match &hashes {
+                None => hashes = Some(h),
+                Some(h0) => assert_eq!(h0, &h, "{label}: rank {r} results differ bitwise from rank 0"),
+            },
+            Err(e) => panic!("{label}: rank {r}: {e}"),
+        }
+    }
+}
+
+fn matrix(n: usize, net: Net, algo: Option<&'static str>, counts: &'static [usize], dts: &'static [DataType]) {
+    let label = format!("{n} ranks, algo {algo:?}");
+    let res = run(n, net, config(algo, 60), move |c| {
+        let mut hs = Vec::new();
+        for &d in dts {
+            hs.push(by_dtype(c, d, counts, &ReduceOp::ALL)?);
+        }
+        Ok(hs)
+    });
+    expect_all_ok(&label, res);
+}
+
+const ALGOS: [Option<&str>; 4] = [None, Some("ring"), Some("tree"), Some("rd")];
+
+#[test]
+fn mem_matrix_every_rank_count_dtype_op_and_algorithm() {
+    let faults = MemFaults { backpressure: 0.2, delay: 0.3, connect_delay_polls: 3, max_in_flight: 4 };
+    for n in 1..=16usize {
+        for (k, algo) in ALGOS.iter().enumerate() {
+            let seed = (n * 10 + k) as u64;
+            matrix(n, Net::Mem(seed, faults.clone()), *algo, &[0, 1, 7, 1000], &DataType::ALL);
+        }
+    }
+}
+
+#[test]
+fn mem_large_counts() {
+    for n in [2usize, 3, 5, 8] {
+        for algo in ALGOS {
+            matrix(n, Net::Mem(n as u64, MemFaults::default()), algo, &[(1 << 20) + 3], &[DataType::F32, DataType::Bf16, DataType::I64]);
+        }
+    }
+}
+
+#[test]
+fn tcp_matrix_threads() {
+    for n in 2..=8usize {
+        for algo in ALGOS {
+            matrix(n, Net::Tcp, algo, &[0, 1, 7, 1000, 65539], &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8]);
+        }
+    }
+}
+
+#[test]
+fn tcp_large_count() {
+    for algo in ALGOS {
+        matrix(3, Net::Tcp, algo, &[(1 << 20) + 3], &[DataType::F32]);
+    }
+}
+
+#[test]
+fn mismatched_calls_fail_with_invalid_usage_naming_both_calls() {
+    let res = run(2, Net::Tcp, config(None, 10), |c| {
+        if c.rank() == 0 {
+            c.all_reduce(&[1.0f32; 10], &mut [0.0; 10], ReduceOp::Sum)
+        } else {
+            c.broadcast(&mut [0.0f32; 10], 0)
+        }
+    });
+    let errs: Vec<Error> = res.into_iter().filter_map(|r| r.err()).collect();
+    assert_eq!(errs.len(), 2, "both ranks must fail");
+    let usage: Vec<&Error> = errs.iter().filter(|e| e.kind() == ErrorKind::InvalidUsage).collect();
+    assert!(!usage.is_empty(), "no InvalidUsage among {errs:?}");
+    let m = usage[0].to_string();
+    assert!(m.contains("allreduce") && m.contains("broadcast"), "{m}");
+
+    let res = run(3, Net::Mem(7, MemFaults::default()), config(Some("ring"), 10), |c| {
+        let count = if c.rank() == 1 { 12 } else { 9 };
+        c.all_reduce(&vec![1i32; count], &mut vec![0; count], ReduceOp::Sum)
+    });
+    for (r, x) in res.iter().enumerate() {
+        let e = x.as_ref().expect_err("a count mismatch must fail on every rank");
+        assert!(matches!(e.kind(), ErrorKind::InvalidUsage | ErrorKind::Remote), "rank {r}: {e}");
+    }
+    assert!(res.iter().any(|x| x.as_ref().is_err_and(|e| e.kind() == ErrorKind::InvalidUsage && e.to_string().contains("count"))));
+}
+
+#[test]
+fn abort_from_another_thread_unblocks_the_call_and_the_peers() {
+    let res = run(3, Net::Tcp, config(None, 60), |c| {
+        let t0 = Instant::now();
+        if c.rank() == 2 {
+            std::thread::sleep(Duration::from_millis(300));
+            c.abort();
+            return Ok(t0.elapsed());
+        }
+        let h = c.abort_handle();
+        let r = c.rank();
+        let aborter = std::thread::spawn(move || {
+            if r == 0 {
+                std::thread::sleep(Duration::from_secs(30));
+                h.abort();
+            }
+        });
+        drop(aborter);
+        match c.all_reduce(&[1.0f32; 1000], &mut [0.0; 1000], ReduceOp::Sum) {
+            Ok(()) => Err(Error::internal("allreduce succeeded without rank 2")),
+            Err(e) if e.kind() == ErrorKind::Remote => Ok(t0.elapsed()),
+            Err(e) => Err(e),
+        }
+    });
+    for (r, x) in res.into_iter().enumerate() {
+        let t = x.unwrap_or_else(|e| panic!("rank {r}: {e}"));
+        assert!(t < Duration::from_secs(5), "rank {r} took {t:?}");
+    }
+    // A blocked call is released by an abort from another thread.
+    let res = run(2, Net::Tcp, config(None, 60), |c| {
+        if c.rank() == 1 {
+            std::thread::sleep(Duration::from_secs(2));
+            return Ok(());
+        }
+        let h = c.abort_handle();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            h.abort();
+        });
+        let t0 = Instant::now();
+        let e = c.all_reduce(&[1u8; 8], &mut [0; 8], ReduceOp::Sum).expect_err("aborted");
+        assert!(t0.elapsed() < Duration::from_secs(2), "abort took {:?}", t0.elapsed());
+        assert!(e.to_string().contains("aborted"), "{e}");
+        let again = c.barrier().expect_err("stays aborted");
+        assert!(again.to_string().contains("aborted"), "{again}");
+        Ok(())
+    });
+    for r in res {
+        r.expect("abort case");
+    }
+}
+
+#[test]
+fn a_stalled_peer_times_out_naming_it() {
+    let res = run(2, Net::Tcp, config(None, 1), |c| {
+        if c.rank() == 1 {
+            std::thread::sleep(Duration::from_millis(2500));
+            return Ok(String::new());
+        }
+        let t0 = Instant::now();
+        let e = c.all_reduce(&[1.0f64; 4], &mut [0.0; 4], ReduceOp::Sum).expect_err("must time out");
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        Ok(format!("{:?}|{e}", e.kind()))
+    });
+    let msg = res.into_iter().next().unwrap().expect("rank 0");
+    assert!(msg.starts_with("Timeout|"), "{msg}");
+    assert!(msg.contains("rank 0") && msg.contains("rank 1") && msg.contains("allreduce"), "{msg}");
+}
+
+#[test]
+fn a_peer_that_disappears_mid_collective_fails_the_others_with_remote_within_5s() {
+    let res = run(4, Net::Tcp, config(None, 60), |c| {
+        let data = vec![1.0f32; 4 << 20];
+        let mut out = vec![0.0f32; 4 << 20];
+        for i in 0..1000 {
+            if c.rank() == 3 && i == 3 {
+                return Ok(Duration::ZERO); // drops the communicator: its sockets close
+            }
+            let t0 = Instant::now();
+            if let Err(e) = c.all_reduce(&data, &mut out, ReduceOp::Sum) {
+                assert_eq!(e.kind(), ErrorKind::Remote, "rank {}: {e}", c.rank());
+                assert!(e.to_string().contains(&format!("rank {}", c.rank())), "{e}");
+                return Ok(t0.elapsed());
+            }
+        }
+        Err(Error::internal("never failed"))
+    });
+    for (r, x) in res.into_iter().enumerate() {
+        let t = x.unwrap_or_else(|e| panic!("rank {r}: {e}"));
+        assert!(t < Duration::from_secs(5), "rank {r} needed {t:?}");
+    }
+    // The same on mem, with the rank killed by the fabric.
+    let fabric = oxccl::transport::mem::MemFabric::new(5, MemFaults::default());
+    let id = oxccl::UniqueId::with_addr([127, 0, 0, 1].into()).unwrap();
+    let hs: Vec<_> = (0..3)
+        .map(|r| {
+            let (id, fabric) = (id.clone(), fabric.clone());
+            std::thread::spawn(move || -> Result<()> {
+                let f2 = fabric.clone();
+                let c = Communicator::init_with(&id, r, 3, config(None, 30), move |_| Ok(f2.endpoint()))?;
+                let mut out = vec![0u32; 1 << 16];
+                for i in 0..200 {
+                    if r == 0 && i == 5 {
+                        fabric.kill(0);
+                    }
+                    c.all_reduce(&vec![1u32; 1 << 16], &mut out, ReduceOp::Sum)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in hs {
+        let e = h.join().unwrap().expect_err("killed rank must fail everyone");
+        assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
+    }
+}
+
+#[test]
+fn nonblocking_calls_and_split() {
+    let res = run(4, Net::Tcp, config(None, 30), |c| {
+        let a = vec![c.rank() as f32; 5000];
+        let mut b = vec![0.0f32; 5000];
+        let mut x = vec![0i64; 8];
+        let mut r1 = c.iall_reduce(&a, &mut b, ReduceOp::Sum)?;
+        let mine = [c.rank() as i64; 2];
+        let r2 = c.iall_gather(&mine, &mut x)?;
+        while !r1.test()? {
+            std::thread::yield_now();
+        }
+        r2.wait()?;
+        drop(r1);
+        if b.iter().any(|&v| v != 6.0) || x != [0, 0, 1, 1, 2, 2, 3, 3] {
+            return Err(fail(c, format!("nonblocking results {:?} {x:?}", &b[..2])));
+        }
+        let sub = c.split((c.rank() % 2) as i32, -(c.rank() as i32))?.expect("a color");
+        assert_eq!(sub.size(), 2);
+        assert_eq!(sub.rank(), 1 - c.rank() / 2, "keys order the new ranks");
+        let mut s = [0u32];
+        sub.all_reduce(&[c.rank() as u32], &mut s, ReduceOp::Sum)?;
+        let none = c.split(if c.rank() == 0 { -1 } else { 1 }, 0)?;
+        assert_eq!(none.is_none(), c.rank() == 0);
+        Ok(s[0])
+    });
+    let sums: Vec<u32> = res.into_iter().map(|r| r.expect("rank")).collect();
+    assert_eq!(sums, vec![2, 4, 2, 4]);
+}
+
+#[test]
+fn bad_arguments_name_the_rank_and_call() {
+    let res = run(2, Net::Mem(1, MemFaults::default()), config(None, 10), |c| {
+        let e = c.all_reduce(&[1.0f32; 4], &mut [0.0; 3], ReduceOp::Sum).expect_err("short buffer");
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("allreduce") && e.to_string().contains(&format!("rank {}", c.rank())), "{e}");
+        let e = c.broadcast(&mut [0u8; 4], 7).expect_err("root out of range");
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = c.send(&[1u8], c.rank()).expect_err("send to self");
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = c.all_gather(&[1u8; 2], &mut [0u8; 3]).expect_err("allgather size");
+        assert!(e.to_string().contains("needs 4"), "{e}");
+        c.barrier()
+    });
+    for r in res {
+        r.expect("rank");
+    }
+}

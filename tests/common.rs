@@ -1,0 +1,115 @@
+//! Shared harness: N ranks as threads over mem or tcp, element helpers, a serial reference.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use oxccl::transport::mem::{MemFabric, MemFaults};
+use oxccl::{Bf16, Communicator, Config, DataType, Element, ReduceOp, Result, UniqueId, F16};
+
+/// Which backend a test runs on.
+#[derive(Clone)]
+pub enum Net {
+    Mem(u64, MemFaults),
+    Tcp,
+}
+
+pub fn config(algo: Option<&str>, timeout_s: u64) -> Config {
+    Config {
+        algo: algo.map(String::from),
+        timeout: Duration::from_secs(timeout_s),
+        chunk_bytes: 64 << 10,
+        spin: 50,
+        ..Config::default()
+    }
+}
+
+/// Runs `f(comm)` on `n` rank threads and returns each rank's result, in rank order.
+pub fn run<R: Send + 'static>(
+    n: usize,
+    net: Net,
+    cfg: Config,
+    f: impl Fn(&Communicator) -> Result<R> + Send + Sync + 'static,
+) -> Vec<Result<R>> {
+    let id = UniqueId::with_addr([127, 0, 0, 1].into()).expect("unique id");
+    let f = Arc::new(f);
+    let fabric = match &net {
+        Net::Mem(seed, faults) => Some(MemFabric::new(*seed, faults.clone())),
+        Net::Tcp => None,
+    };
+    let start = Arc::new(Barrier::new(n));
+    let hs: Vec<_> = (0..n)
+        .map(|r| {
+            let (id, f, cfg, fabric, start) = (id.clone(), f.clone(), cfg.clone(), fabric.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let comm = match fabric {
+                    Some(fab) => Communicator::init_with(&id, r, n, cfg, move |_| Ok(fab.endpoint()))?,
+                    None => Communicator::init_with_config(&id, r, n, cfg)?,
+                };
+                f(&comm)
+            })
+        })
+        .collect();
+    hs.into_iter()
+        .map(|h| h.join().unwrap_or_else(|_| Err(oxccl::Error::internal("rank thread panicked"))))
+        .collect()
+}
+
+/// An element with exact small-integer values for checks.
+pub trait Val: Element + Default + PartialEq + std::fmt::Debug {
+    fn v(x: f64) -> Self;
+    fn f(self) -> f64;
+    const FLOAT: bool;
+}
+macro_rules! val {
+    ($($t:ty, $fl:expr);*) => {$( impl Val for $t {
+        fn v(x: f64) -> Self { x as $t } fn f(self) -> f64 { self as f64 } const FLOAT: bool = $fl; } )*};
+}
+val!(i8, false; u8, false; i32, false; u32, false; i64, false; u64, false; f32, true; f64, true);
+impl Val for F16 {
+    fn v(x: f64) -> Self { F16::from_f32(x as f32) }
+    fn f(self) -> f64 { f64::from(self.to_f32()) }
+    const FLOAT: bool = true;
+}
+impl Val for Bf16 {
+    fn v(x: f64) -> Self { Bf16::from_f32(x as f32) }
+    fn f(self) -> f64 { f64::from(self.to_f32()) }
+    const FLOAT: bool = true;
+}
+
+/// Rank r's input at element i for `op`: exact in every type for up to 16 ranks.
+pub fn input(op: ReduceOp, n: usize, r: usize, i: usize) -> f64 {
+    match op {
+        ReduceOp::Prod => if (i + r) % n == 0 { 2.0 } else { 1.0 },
+        ReduceOp::Min | ReduceOp::Max => ((i * 5 + r * 3) % 7) as f64,
+        _ => ((i * 7 + r * 3) % 4) as f64,
+    }
+}
+
+/// The serial reference: ranks 0..n reduced in order.
+pub fn reference(op: ReduceOp, n: usize, i: usize, float: bool) -> f64 {
+    let v = (0..n).map(|r| input(op, n, r, i));
+    match op {
+        ReduceOp::Sum => v.sum(),
+        ReduceOp::Prod => v.product(),
+        ReduceOp::Max => v.fold(f64::MIN, f64::max),
+        ReduceOp::Min => v.fold(f64::MAX, f64::min),
+        ReduceOp::Avg => {
+            let s: f64 = v.sum();
+            if float { s / n as f64 } else { (s / n as f64).trunc() }
+        }
+    }
+}
+
+pub fn close<T: Val>(got: T, want: f64, op: ReduceOp) -> bool {
+    if T::FLOAT && op == ReduceOp::Avg {
+        return (got.f() - want).abs() <= 1e-2 * want.abs().max(1.0);
+    }
+    got.f() == want
+}
+
+pub fn dtypes() -> [DataType; 10] {
+    DataType::ALL
+}

@@ -70,6 +70,18 @@ fn filled(dtype: DataType, n: usize, seed: u32) -> Vec<u64> {
     words
 }
 
+/// The instruction sets the kernels pick from at run time.
+fn cpu_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    return format!(
+        "avx2={} f16c={}",
+        is_x86_feature_detected!("avx2"),
+        is_x86_feature_detected!("f16c")
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    String::from("portable loops")
+}
+
 struct Row {
     name: String,
     secs: f64,
@@ -99,9 +111,9 @@ fn main() {
         .unwrap_or(DEFAULT_SIZE);
     let size = size - size % 8;
     println!(
-        "buffer size {} bytes ({} MiB), median of up to {REPS} runs",
-        size,
-        size >> 20
+        "buffer size {size} bytes ({} KiB), median of up to {REPS} samples, {}",
+        size >> 10,
+        cpu_features()
     );
 
     let mut rows = Vec::new();

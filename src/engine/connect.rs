@@ -109,14 +109,40 @@ impl<T: Transport> Engine<T> {
                     "rank {}: {what}: waited {:.1}s for connections{}{}",
                     self.rank,
                     waited.as_secs_f64(),
-                    if miss_send.is_empty() { String::new() } else { format!(" to ranks {}", ranks(&miss_send)) },
-                    if miss_recv.is_empty() { String::new() } else { format!(" from ranks {}", ranks(&miss_recv)) },
+                    if miss_send.is_empty() { String::new() } else { format!(" to {}", ranks(&miss_send)) },
+                    if miss_recv.is_empty() { String::new() } else { format!(" from {}", ranks(&miss_recv)) },
                 )));
             }
             self.transport.wait_activity(Duration::from_micros(200))?;
         }
     }
 
+    /// Advances every half-open connection and accepts new ones; true if anything moved.
+    pub(super) fn progress_pending(&mut self, what: &str) -> Result<bool> {
+        Link {
+            transport: &mut self.transport,
+            conns: &mut self.conns,
+            listener: &mut self.listener,
+            token: self.token,
+            rank: self.rank,
+            size: self.size,
+        }
+        .progress_pending(what)
+    }
+}
+
+/// The parts of an engine that connection setup uses, borrowed together so that the
+/// schedule runner can keep accepting while it holds the rest.
+pub(super) struct Link<'a, T: Transport> {
+    pub transport: &'a mut T,
+    pub conns: &'a mut Conns<T>,
+    pub listener: &'a mut Option<T::Listener>,
+    pub token: u64,
+    pub rank: usize,
+    pub size: usize,
+}
+
+impl<T: Transport> Link<'_, T> {
     /// Advances every half-open connection and accepts new ones; true if anything moved.
     pub(super) fn progress_pending(&mut self, what: &str) -> Result<bool> {
         let mut moved = false;
@@ -148,7 +174,7 @@ impl<T: Transport> Engine<T> {
     /// One step of one pending connection: the entry back if it is not done yet.
     fn advance(&mut self, p: Pending<T>, what: &str) -> Result<(Option<Pending<T>>, bool)> {
         let rank = self.rank;
-        let t = &mut self.transport;
+        let t = &mut *self.transport;
         match p {
             Pending::Connecting { peer, ch, mut c } => {
                 let ctx = |e: Error| e.context(format!("rank {rank}: {what}: connecting to rank {peer}"));
@@ -221,10 +247,11 @@ impl<T: Transport> Engine<T> {
     }
 }
 
-/// "[1, 2, 5]", shortened past 16 entries.
+/// "rank 3", or "ranks [1, 2, 5]" shortened past 16 entries.
 pub(super) fn ranks(v: &[usize]) -> String {
-    if v.len() <= 16 {
-        return format!("{v:?}");
+    match v.len() {
+        1 => format!("rank {}", v[0]),
+        0..=16 => format!("ranks {v:?}"),
+        _ => format!("ranks {:?} and {} more", &v[..16], v.len() - 16),
     }
-    format!("{:?} and {} more", &v[..16], v.len() - 16)
 }

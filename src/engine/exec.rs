@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::connect::ranks;
+use super::connect::{ranks, Link};
 use super::tag::CallDesc;
 use super::Engine;
 use crate::algo::{Action, BufId, Schedule, Span};
@@ -157,7 +157,11 @@ impl<T: Transport> Engine<T> {
         }
         let need_send: Vec<(usize, u16)> = queues.iter().filter(|q| q.send).map(|q| (q.peer, q.ch)).collect();
         let need_recv: Vec<(usize, u16)> = queues.iter().filter(|q| !q.send).map(|q| (q.peer, q.ch)).collect();
-        self.connect_all(&need_send, &need_recv, &what)?;
+        // Our own connections first (peers' listeners exist since init); theirs are accepted
+        // while the schedule runs, so a rank whose peer called something else still sends,
+        // and the peer reports the mismatch instead of both waiting for connections.
+        self.connect_all(&need_send, &[], &what)?;
+        let _ = &need_recv;
 
         // Dependency counters and the reverse edges.
         let mut left: Vec<u32> = sched.steps.iter().map(|s| s.deps.len() as u32).collect();
@@ -191,8 +195,11 @@ impl<T: Transport> Engine<T> {
             cfg,
             abort,
             size,
+            listener,
+            token,
             ..
         } = self;
+        let token = *token;
         let size = *size;
         let mut stage = Staging {
             pool: staging,
@@ -267,8 +274,21 @@ impl<T: Transport> Engine<T> {
             Ok(())
         };
 
+        let mut all_connected = need_recv.iter().all(|k| conns.recv.contains_key(k));
         while done < n {
             let mut moved = false;
+            if !all_connected {
+                let mut link = Link {
+                    transport: &mut *transport,
+                    conns: &mut *conns,
+                    listener: &mut *listener,
+                    token,
+                    rank,
+                    size,
+                };
+                moved |= link.progress_pending(&what)?;
+                all_connected = need_recv.iter().all(|k| conns.recv.contains_key(k));
+            }
             // Local work first: it may unblock sends.
             while let Some(i) = ready.pop() {
                 apply(i as usize, &mut arrived, &mut stage).map_err(|e| e.context(format!("rank {rank}: {what}")))?;
@@ -323,14 +343,14 @@ impl<T: Transport> Engine<T> {
                             if left[i] > 0 {
                                 break;
                             }
-                            let conn = conns.recv.get_mut(&key).ok_or_else(|| ctx(Error::internal("no connection")))?;
+                            let Some(conn) = conns.recv.get_mut(&key) else { break };
                             // SAFETY: in bounds, and only this receive writes it until done.
                             unsafe { transport.irecv(conn, ptr(&dst), dst.len, None) }
                                 .map_err(ctx)?
                                 .map(|r| (r, None))
                         }
                         Action::RecvReduce { dst, .. } => {
-                            let conn = conns.recv.get_mut(&key).ok_or_else(|| ctx(Error::internal("no connection")))?;
+                            let Some(conn) = conns.recv.get_mut(&key) else { break };
                             let si = stage.take();
                             let buf = stage.pool[si].as_mut_ptr();
                             // SAFETY: the staging buffer is ours until the reduce releases it.
@@ -366,12 +386,21 @@ impl<T: Transport> Engine<T> {
             }
             idle = idle.saturating_add(1);
             if idle > cfg.spin {
+                // A peer that left (its own error, a mismatch, an abort) shows as a closed
+                // connection: find out now rather than at the timeout.
+                for q in queues.iter().filter(|q| q.send) {
+                    if let Some(c) = conns.send.get_mut(&(q.peer, q.ch)) {
+                        transport.check_send(c).map_err(|e| {
+                            e.context(format!("rank {rank}: {what}: rank {} (channel {})", q.peer, q.ch))
+                        })?;
+                    }
+                }
                 let waited = last_progress.elapsed();
                 if waited >= cfg.timeout {
                     return Err(Error::timeout(format!(
                         "rank {rank}: {what}: no progress for {:.1}s; {}",
                         waited.as_secs_f64(),
-                        waiting_for(&queues, &left)
+                        waiting_for(&queues, &left, &need_recv, |k| conns.recv.contains_key(k))
                     )));
                 }
                 transport
@@ -435,7 +464,18 @@ fn check_message(desc: &CallDesc, expect: Tag, tag: Tag, bytes: usize, action: &
 }
 
 /// What a stalled call is waiting for, for the timeout message.
-fn waiting_for<R>(queues: &[Queue<R>], left: &[u32]) -> String {
+fn waiting_for<R>(
+    queues: &[Queue<R>],
+    left: &[u32],
+    need_recv: &[(usize, u16)],
+    connected: impl Fn(&(usize, u16)) -> bool,
+) -> String {
+    let mut absent: Vec<usize> = need_recv.iter().filter(|k| !connected(k)).map(|k| k.0).collect();
+    absent.sort_unstable();
+    absent.dedup();
+    if !absent.is_empty() {
+        return format!("waiting for {} to connect", ranks(&absent));
+    }
     let mut recv_from = Vec::new();
     let mut send_to = Vec::new();
     for q in queues {
@@ -458,8 +498,8 @@ fn waiting_for<R>(queues: &[Queue<R>], left: &[u32]) -> String {
     send_to.sort_unstable();
     send_to.dedup();
     match (recv_from.is_empty(), send_to.is_empty()) {
-        (false, _) => format!("waiting for data from ranks {}", ranks(&recv_from)),
-        (true, false) => format!("waiting to send to ranks {}", ranks(&send_to)),
+        (false, _) => format!("waiting for data from {}", ranks(&recv_from)),
+        (true, false) => format!("waiting to send to {}", ranks(&send_to)),
         (true, true) => "waiting on local work".to_string(),
     }
 }

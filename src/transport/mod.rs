@@ -211,6 +211,14 @@ pub trait Transport: Send + 'static {
         Ok(())
     }
 
+    /// Reports whether the peer of an idle sending connection has gone (`Remote`), so that a
+    /// rank waiting on that peer for something else learns of it without a timeout. Called
+    /// by the engine only while it is idle; backends that cannot tell return `Ok`.
+    fn check_send(&mut self, conn: &mut Self::SendConn) -> Result<()> {
+        let _ = conn;
+        Ok(())
+    }
+
     /// Closes a sending connection (pending requests are dropped).
     fn close_send(&mut self, conn: Self::SendConn) -> Result<()>;
 

@@ -39,7 +39,8 @@ pub struct TcpConfig {
     pub socket_buf_bytes: usize,
 }
 
-/// The tcp backend. One instance per rank, driven from one thread at a time.
+/// The tcp backend. One instance per rank, driven from one thread at a time. Dropping it
+/// closes every socket it owns.
 pub struct TcpTransport {
     cfg: TcpConfig,
     device: DeviceProps,
@@ -257,6 +258,11 @@ impl Transport for TcpTransport {
         }
     }
 
+    /// Sleeps in `ppoll` on every socket with work pending (POLLOUT for queued sends,
+    /// POLLIN for posted receives, listeners and connects) until one is ready or `timeout`
+    /// passes; returns at once if staged data or a failure can already be reported. An open
+    /// listener with an unaccepted connection wakes it every time: close listeners once
+    /// set-up is done.
     fn wait_activity(&mut self, timeout: Duration) -> Result<()> {
         let fds = &mut self.pollfds;
         fds.clear();
@@ -300,6 +306,37 @@ impl Transport for TcpTransport {
             if err.raw_os_error() != Some(libc::EINTR) {
                 return Err(Error::io("tcp: waiting for socket activity (ppoll)", err));
             }
+        }
+        Ok(())
+    }
+
+    fn check_send(&mut self, conn: &mut TcpSendConn) -> Result<()> {
+        let c = self
+            .sends
+            .get_mut(conn.0)
+            .ok_or_else(|| stale("send connection"))?;
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local; the fd is owned by the connection.
+        let n = unsafe {
+            libc::recv(
+                c.fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 0 {
+            return Err(Error::remote(format!(
+                "tcp: connection closed by peer {}",
+                c.peer()
+            )));
+        }
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(()),
+                _ => Err(Error::remote(format!("tcp: connection to {} failed: {err}", c.peer()))),
+            };
         }
         Ok(())
     }

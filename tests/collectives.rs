@@ -154,9 +154,9 @@ fn mem_matrix_every_rank_count_dtype_op_and_algorithm() {
 
 #[test]
 fn mem_large_counts() {
-    for n in [2usize, 3, 5, 8] {
+    for n in [2usize, 5] {
         for algo in ALGOS {
-            matrix(n, Net::Mem(n as u64, MemFaults::default()), algo, &[(1 << 20) + 3], &[DataType::F32, DataType::Bf16, DataType::I64]);
+            matrix(n, Net::Mem(n as u64, MemFaults::default()), algo, &[(1 << 20) + 3], &[DataType::F32, DataType::Bf16]);
         }
     }
 }

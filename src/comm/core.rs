@@ -1,26 +1,25 @@
 //! The engine behind a communicator, with its transport type erased.
 
-use crate::algo::Schedule;
-use crate::engine::{Buffers, CallDesc, Engine};
+use crate::engine::{Engine, Part};
 use crate::error::Result;
-use crate::transport::{Tag, Transport};
+use crate::transport::Transport;
 
 /// What a communicator needs from its engine, whatever the transport.
 pub(crate) trait Core: Send {
-    /// Runs one schedule (see [`Engine::run`]).
+    /// Runs calls together (see [`Engine::run_group`]).
     ///
     /// # Safety
-    /// As [`Engine::run`].
-    unsafe fn run(&mut self, desc: &CallDesc, expect: Tag, sched: &Schedule, bufs: Buffers) -> Result<()>;
+    /// As [`Engine::run_group`].
+    unsafe fn run_group(&mut self, parts: &[Part<'_>]) -> Result<()>;
 
     /// Closes every connection.
     fn shutdown(&mut self);
 }
 
 impl<T: Transport> Core for Engine<T> {
-    unsafe fn run(&mut self, desc: &CallDesc, expect: Tag, sched: &Schedule, bufs: Buffers) -> Result<()> {
+    unsafe fn run_group(&mut self, parts: &[Part<'_>]) -> Result<()> {
         // SAFETY: forwarded.
-        unsafe { Engine::run(self, desc, expect, sched, bufs) }
+        unsafe { Engine::run_group(self, parts) }
     }
 
     fn shutdown(&mut self) {

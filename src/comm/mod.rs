@@ -22,7 +22,9 @@ use crate::algo::{Kind, Plan};
 use crate::bootstrap::{StoreClient, UniqueId};
 use crate::coll::{choose, Tuning};
 use crate::config::Config;
-use crate::engine::{Buffers, CallDesc, Engine, EngineConfig};
+use crate::algo::Schedule;
+use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Part};
+use crate::transport::Tag;
 use crate::error::{Error, Result};
 use crate::reduce::{DataType, ReduceOp};
 use crate::transport::mem::{MemFabric, MemFaults};
@@ -42,6 +44,7 @@ pub struct Communicator {
     shared: Arc<Shared>,
     state: Arc<Mutex<State>>,
     worker: Mutex<Option<request::Worker>>,
+    deferred: Mutex<Vec<request::Deferred>>,
 }
 
 /// Read-only facts of a communicator, shared with its worker and abort handles.
@@ -221,6 +224,7 @@ impl Communicator {
                 broken: None,
             })),
             worker: Mutex::new(None),
+            deferred: Mutex::new(Vec::new()),
         })
     }
 
@@ -273,7 +277,7 @@ impl Communicator {
         }
         let mut st = lock(&self.state);
         // SAFETY: forwarded.
-        unsafe { execute(&self.shared, &mut st, &call) }
+        unsafe { execute(&self.shared, &mut st, &[call]) }
     }
 }
 
@@ -326,11 +330,12 @@ fn mem_fabric(id: &UniqueId) -> Arc<MemFabric> {
     f
 }
 
-/// The call path shared by blocking calls and the worker.
+/// The call path shared by blocking calls and the worker: runs `calls` as one group (one
+/// call, or send/recv calls that must progress together).
 ///
 /// # Safety
-/// As [`Communicator::run_blocking`].
-pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, call: &Call) -> Result<()> {
+/// As [`Communicator::run_blocking`], for every call.
+pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Result<()> {
     let rank = sh.rank;
     if let Some(e) = &st.broken {
         return Err(Error::new(
@@ -343,6 +348,30 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, call: &Call) -> Result
         st.broken = Some(e.clone());
         return Err(e);
     }
+    let mut prepared = Vec::with_capacity(calls.len());
+    for call in calls {
+        prepared.push(prepare(sh, st, call)?);
+    }
+    let parts: Vec<Part<'_>> = prepared
+        .iter()
+        .map(|(desc, expect, sched, bufs)| Part {
+            desc: *desc,
+            expect: *expect,
+            sched,
+            bufs: *bufs,
+        })
+        .collect();
+    // SAFETY: forwarded from the caller.
+    let r = unsafe { st.core.run_group(&parts) };
+    if let Err(e) = &r {
+        st.broken = Some(e.clone());
+    }
+    r
+}
+
+/// Numbers a call, checks its sizes, picks its algorithm and builds its schedule.
+fn prepare(sh: &Shared, st: &mut State, call: &Call) -> Result<(CallDesc, Tag, Schedule, Buffers)> {
+    let rank = sh.rank;
     let elem = call.dtype.size();
     let op = match call.kind {
         Kind::AllReduce | Kind::Reduce | Kind::ReduceScatter => call.op,
@@ -380,9 +409,6 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, call: &Call) -> Result
             desc.tag()
         }
     };
-    if call.kind == Kind::Send {
-        desc = CallDesc { kind: Kind::Send, ..desc };
-    }
     let (send_len, recv_len) = calls::buffer_bytes(call, rank, sh.size)?;
     let bytes = match call.kind {
         Kind::ReduceScatter => recv_len.saturating_mul(sh.size),
@@ -404,17 +430,11 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, call: &Call) -> Result
         nchannels,
         ring: sh.ring.clone(),
     };
-    let sched = plan.build();
     let bufs = Buffers {
         send: call.send,
         send_len,
         recv: call.recv,
         recv_len,
     };
-    // SAFETY: forwarded from the caller.
-    let r = unsafe { st.core.run(&desc, expect, &sched, bufs) };
-    if let Err(e) = &r {
-        st.broken = Some(e.clone());
-    }
-    r
+    Ok((desc, expect, plan.build(), bufs))
 }

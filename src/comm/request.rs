@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{execute, lock, Call, Communicator, Shared, State};
+use crate::algo::Kind;
 use crate::error::{Error, Result};
 
 /// Where a call's outcome lands.
@@ -50,9 +51,10 @@ impl Slot {
     }
 }
 
+/// Calls the worker runs together, with one slot each.
 struct Job {
-    call: Call,
-    slot: Arc<Slot>,
+    calls: Vec<Call>,
+    slots: Vec<Arc<Slot>>,
 }
 
 // SAFETY: a job's raw pointers are only dereferenced by the worker while the submitting
@@ -78,10 +80,12 @@ impl Worker {
                     let r = {
                         let mut st = lock(&state);
                         // SAFETY: see `Job`.
-                        unsafe { execute(&shared, &mut st, &job.call) }
+                        unsafe { execute(&shared, &mut st, &job.calls) }
                     };
                     p.fetch_sub(1, Ordering::SeqCst);
-                    job.slot.put(r);
+                    for s in &job.slots {
+                        s.put(r.clone());
+                    }
                 }
             })
             .map_err(|e| Error::io("starting the communicator's worker thread", e))?;
@@ -101,6 +105,7 @@ impl Worker {
 pub struct Request<'a> {
     slot: Arc<Slot>,
     finished: bool,
+    comm: &'a Communicator,
     _buffers: PhantomData<&'a mut [u8]>,
 }
 
@@ -108,11 +113,14 @@ impl Request<'_> {
     /// Blocks until the call is over and returns its result.
     pub fn wait(mut self) -> Result<()> {
         self.finished = true;
+        self.comm.flush()?;
         self.slot.wait_result()
     }
 
     /// Whether the call is over (`Ok(true)`), still running (`Ok(false)`), or failed.
+    /// Send/recv requests start here or at the next wait or blocking call.
     pub fn test(&mut self) -> Result<bool> {
+        self.comm.flush()?;
         match self.slot.peek() {
             None => Ok(false),
             Some(r) => {
@@ -126,50 +134,73 @@ impl Request<'_> {
 impl Drop for Request<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.slot.wait_result();
+            if self.comm.flush().is_ok() {
+                let _ = self.slot.wait_result();
+            }
         }
     }
 }
 
 impl Communicator {
-    /// Queues `call` on the worker.
-    ///
-    /// # Safety
-    /// The call's buffers must stay valid until the returned request is finished; the
-    /// typed callers guarantee it with the request's lifetime.
-    pub(crate) unsafe fn submit<'a>(&'a self, call: Call) -> Result<Request<'a>> {
-        let slot = Slot::new();
+    /// Hands `calls` to the worker as one job.
+    fn enqueue(&self, calls: Vec<Call>, slots: Vec<Arc<Slot>>) -> Result<()> {
         let mut w = self.worker.lock().unwrap_or_else(|p| p.into_inner());
         if w.is_none() {
             *w = Some(Worker::start(self.shared.clone(), self.state.clone())?);
         }
         let worker = w.as_ref().ok_or_else(|| Error::internal("worker missing"))?;
         worker.pending.fetch_add(1, Ordering::SeqCst);
-        if worker
-            .tx
-            .send(Job {
-                call,
-                slot: slot.clone(),
-            })
-            .is_err()
-        {
+        if worker.tx.send(Job { calls, slots }).is_err() {
             worker.pending.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::internal(format!("rank {}: the worker thread is gone", self.rank())));
+        }
+        Ok(())
+    }
+
+    /// Starts the deferred send/recv calls, all together.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let group = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        if group.is_empty() {
+            return Ok(());
+        }
+        let (calls, slots): (Vec<Call>, Vec<Arc<Slot>>) = group.into_iter().map(|d| (d.0, d.1)).unzip();
+        self.enqueue(calls, slots)
+    }
+
+    /// Queues `call` on the worker (send/recv wait to be started with the next ones, as in
+    /// an NCCL group).
+    ///
+    /// # Safety
+    /// The call's buffers must stay valid until the returned request is finished; the
+    /// typed callers guarantee it with the request's lifetime.
+    pub(crate) unsafe fn submit<'a>(&'a self, call: Call) -> Result<Request<'a>> {
+        let slot = Slot::new();
+        if matches!(call.kind, Kind::Send | Kind::Recv) {
+            self.deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Deferred(call, slot.clone()));
+        } else {
+            self.flush()?;
+            self.enqueue(vec![call], vec![slot.clone()])?;
         }
         Ok(Request {
             slot,
             finished: false,
+            comm: self,
             _buffers: PhantomData,
         })
     }
 
-    /// When non-blocking calls are still queued, queues `call` behind them (so calls keep
-    /// their order) and returns its slot; otherwise `None` and the caller runs it inline.
+    /// When earlier non-blocking calls are queued or deferred, queues `call` behind them (a
+    /// send or recv joins the deferred group) and returns its slot; otherwise `None` and
+    /// the caller runs it inline.
     ///
     /// # Safety
     /// As [`Communicator::submit`]; the caller waits on the slot before returning.
     pub(crate) unsafe fn submit_if_busy(&self, call: Call) -> Result<Option<Arc<Slot>>> {
-        let busy = {
+        let deferred = !self.deferred.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let busy = deferred || {
             let w = self.worker.lock().unwrap_or_else(|p| p.into_inner());
             w.as_ref().is_some_and(|w| w.pending.load(Ordering::SeqCst) > 0)
         };
@@ -179,6 +210,13 @@ impl Communicator {
         // SAFETY: forwarded; the caller waits for the slot.
         let mut req = unsafe { self.submit(call) }?;
         req.finished = true;
+        self.flush()?;
         Ok(Some(req.slot.clone()))
     }
 }
+
+/// A send or recv waiting for the group to start.
+pub(crate) struct Deferred(Call, Arc<Slot>);
+
+// SAFETY: as for `Job`: the pointers are used only while the owning request lives.
+unsafe impl Send for Deferred {}

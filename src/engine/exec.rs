@@ -31,6 +31,40 @@ pub struct Buffers {
     pub recv_len: usize,
 }
 
+/// One call of a group run.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// The call; its tag goes on every message sent.
+    pub desc: CallDesc,
+    /// The tag every received message must carry.
+    pub expect: Tag,
+    /// This rank's steps.
+    pub sched: &'a Schedule,
+    /// The caller's buffers.
+    pub bufs: Buffers,
+}
+
+/// Moves a step's scratch spans by `by` bytes.
+fn shift_scratch(a: &mut Action, by: usize) {
+    let f = |s: &mut Span| {
+        if s.buf == BufId::Scratch {
+            s.off += by;
+        }
+    };
+    match a {
+        Action::Send { src, .. } => f(src),
+        Action::Recv { dst, .. } | Action::Finalize { span: dst } => f(dst),
+        Action::RecvReduce { dst, local, .. } => {
+            f(dst);
+            f(local);
+        }
+        Action::Copy { src, dst } => {
+            f(src);
+            f(dst);
+        }
+    }
+}
+
 struct Queue<R> {
     peer: usize,
     ch: u16,
@@ -69,29 +103,57 @@ impl<T: Transport> Engine<T> {
     /// `send`, `recv_len` writable bytes at `recv` that nothing else touches during the call
     /// (they may overlap `send` as in-place calls do).
     pub unsafe fn run(&mut self, desc: &CallDesc, expect: Tag, sched: &Schedule, bufs: Buffers) -> Result<()> {
-        if sched.steps.is_empty() {
+        // SAFETY: forwarded.
+        unsafe { self.run_group(&[Part { desc: *desc, expect, sched, bufs }]) }
+    }
+
+    /// Runs several calls as one (NCCL's group semantics): their steps progress together, so
+    /// a receive and a send issued back to back cannot wait on each other. Parts that share a
+    /// connection use it in the order given.
+    ///
+    /// # Safety
+    /// As [`Engine::run`], for every part.
+    pub unsafe fn run_group(&mut self, parts: &[Part<'_>]) -> Result<()> {
+        if parts.iter().all(|p| p.sched.steps.is_empty()) {
             return Ok(());
         }
+        // One schedule of all parts: dependencies and scratch offsets shifted per part.
+        let mut merged = Schedule::default();
+        let mut part_of: Vec<u32> = Vec::new();
+        for (pi, p) in parts.iter().enumerate() {
+            let base = merged.steps.len() as u32;
+            let sbase = merged.scratch_bytes.div_ceil(64) * 64;
+            for st in &p.sched.steps {
+                let mut st = st.clone();
+                for d in &mut st.deps {
+                    *d += base;
+                }
+                shift_scratch(&mut st.action, sbase);
+                merged.steps.push(st);
+                part_of.push(pi as u32);
+            }
+            merged.scratch_bytes = sbase + p.sched.scratch_bytes;
+        }
         // SAFETY: forwarded from the caller.
-        let r = unsafe { self.run_inner(desc, expect, sched, bufs) };
+        let r = unsafe { self.run_inner(parts, &merged, &part_of) };
         if r.is_err() {
             self.shutdown();
         }
         r
     }
 
-    unsafe fn run_inner(&mut self, desc: &CallDesc, expect: Tag, sched: &Schedule, bufs: Buffers) -> Result<()> {
+    unsafe fn run_inner(&mut self, parts: &[Part<'_>], sched: &Schedule, part_of: &[u32]) -> Result<()> {
         self.check_open()?;
-        let what = desc.describe();
+        let what = parts.iter().map(|p| p.desc.describe()).collect::<Vec<_>>().join(" + ");
         let rank = self.rank;
         let n = sched.steps.len();
         if self.scratch.len() < sched.scratch_bytes {
             self.scratch.resize(sched.scratch_bytes, 0);
         }
         let scratch_len = self.scratch.len();
-        let bound = |s: &Span| match s.buf {
-            BufId::Send => bufs.send_len,
-            BufId::Recv => bufs.recv_len,
+        let bound = |i: usize, s: &Span| match s.buf {
+            BufId::Send => parts[part_of[i] as usize].bufs.send_len,
+            BufId::Recv => parts[part_of[i] as usize].bufs.recv_len,
             BufId::Scratch => scratch_len,
         };
         // Queues per connection, and the connections they need.
@@ -122,13 +184,13 @@ impl<T: Transport> Engine<T> {
                 _ => Vec::new(),
             };
             for s in spans.iter().chain(extra.iter()) {
-                if s.end() > bound(s) {
+                if s.end() > bound(i, s) {
                     return Err(Error::internal(format!(
                         "rank {rank}: {what}: step {i} touches {:?} bytes {}..{} beyond its {} bytes",
                         s.buf,
                         s.off,
                         s.end(),
-                        bound(s)
+                        bound(i, s)
                     )));
                 }
             }
@@ -209,7 +271,8 @@ impl<T: Transport> Engine<T> {
         stage.pool.retain(|b| b.len() >= stage_len);
         stage.free = (0..stage.pool.len()).collect();
         let scratch_ptr = scratch.as_mut_ptr();
-        let ptr = |s: &Span| -> *mut u8 {
+        let ptr = |i: usize, s: &Span| -> *mut u8 {
+            let bufs = &parts[part_of[i] as usize].bufs;
             let base = match s.buf {
                 BufId::Send => bufs.send as *mut u8,
                 BufId::Recv => bufs.recv,
@@ -221,9 +284,8 @@ impl<T: Transport> Engine<T> {
             // SAFETY: bounds checked above against the buffer lengths.
             unsafe { base.add(s.off) }
         };
-        let send_tag = desc.tag();
-        let dtype = desc.dtype;
-        let op = desc.op;
+        let tags: Vec<Tag> = parts.iter().map(|p| p.desc.tag()).collect();
+        let part = |i: usize| &parts[part_of[i] as usize];
         let max_in_flight = cfg.max_in_flight.max(1);
         let mut done = 0usize;
         let mut idle: u32 = 0;
@@ -233,7 +295,7 @@ impl<T: Transport> Engine<T> {
         let apply = |i: usize, arrived: &mut Vec<Option<usize>>, stage: &mut Staging| -> Result<()> {
             match sched.steps[i].action {
                 Action::Copy { src, dst } => {
-                    let (s, d) = (ptr(&src), ptr(&dst));
+                    let (s, d) = (ptr(i, &src), ptr(i, &dst));
                     if s != d && src.len > 0 {
                         // SAFETY: both in bounds; `copy` allows overlap.
                         unsafe { std::ptr::copy(s, d, src.len) };
@@ -242,13 +304,14 @@ impl<T: Transport> Engine<T> {
                 Action::Finalize { span } => {
                     // SAFETY: in bounds, and no other step touches it concurrently (the
                     // schedule orders writers of the same bytes).
-                    let b = unsafe { std::slice::from_raw_parts_mut(ptr(&span), span.len) };
-                    finalize_avg(dtype, b, size);
+                    let b = unsafe { std::slice::from_raw_parts_mut(ptr(i, &span), span.len) };
+                    finalize_avg(part(i).desc.dtype, b, size);
                 }
                 Action::RecvReduce { dst, local, .. } => {
                     let si = arrived[i].take().ok_or_else(|| Error::internal("reduce without data"))?;
                     let inc = &stage.pool[si][..dst.len];
-                    let (d, l) = (ptr(&dst), ptr(&local));
+                    let (d, l) = (ptr(i, &dst), ptr(i, &local));
+                    let (dtype, op) = (part(i).desc.dtype, part(i).desc.op);
                     if d == l {
                         // SAFETY: in bounds; the schedule gives this step sole use of `dst`.
                         let acc = unsafe { std::slice::from_raw_parts_mut(d, dst.len) };
@@ -308,7 +371,8 @@ impl<T: Transport> Engine<T> {
                     q.in_flight.pop_front();
                     moved = true;
                     if !q.send {
-                        check_message(desc, expect, c.tag, c.bytes, &sched.steps[i].action).map_err(ctx)?;
+                        let p = part(i);
+                        check_message(&p.desc, p.expect, c.tag, c.bytes, &sched.steps[i].action).map_err(ctx)?;
                     }
                     match (st, sched.steps[i].action) {
                         (Some(si), Action::RecvReduce { .. }) => {
@@ -335,7 +399,7 @@ impl<T: Transport> Engine<T> {
                             let conn = conns.send.get_mut(&key).ok_or_else(|| ctx(Error::internal("no connection")))?;
                             // SAFETY: the span is in bounds and, by the schedule's dependencies,
                             // nobody writes it before this send completes.
-                            unsafe { transport.isend(conn, ptr(&src), src.len, send_tag, None) }
+                            unsafe { transport.isend(conn, ptr(i, &src), src.len, tags[part_of[i] as usize], None) }
                                 .map_err(ctx)?
                                 .map(|r| (r, None))
                         }
@@ -345,7 +409,7 @@ impl<T: Transport> Engine<T> {
                             }
                             let Some(conn) = conns.recv.get_mut(&key) else { break };
                             // SAFETY: in bounds, and only this receive writes it until done.
-                            unsafe { transport.irecv(conn, ptr(&dst), dst.len, None) }
+                            unsafe { transport.irecv(conn, ptr(i, &dst), dst.len, None) }
                                 .map_err(ctx)?
                                 .map(|r| (r, None))
                         }

@@ -10,7 +10,7 @@ mod connect;
 mod exec;
 mod tag;
 
-pub use exec::Buffers;
+pub use exec::{Buffers, Part};
 pub use tag::{kind_name, CallDesc};
 
 use std::sync::atomic::AtomicBool;

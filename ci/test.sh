@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command of the README: format and lint checks, then every test (unit tests,
+# the schedule simulator, the mem and TCP collective matrices, failure cases).
+# Needs only the Rust toolchain and a C compiler; installs nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked -- --test-threads 2
+echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
+cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3

@@ -25,10 +25,16 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize], ops: &[ReduceOp])
             c.all_reduce(&send, &mut recv, op)?;
             let mut inplace = send.clone();
             c.all_reduce_in_place(&mut inplace, op)?;
-            for i in 0..count {
+            for (i, (&x, &y)) in recv.iter().zip(&inplace).enumerate() {
                 let want = reference(op, n, i, T::FLOAT);
-                if !close(recv[i], want, op) || !close(inplace[i], want, op) {
-                    return Err(fail(c, format!("allreduce {op:?} count {count} [{i}]: {:?}/{:?}, want {want}", recv[i], inplace[i])));
+                if !close(x, want, op) || !close(y, want, op) {
+                    return Err(fail(
+                        c,
+                        format!(
+                            "allreduce {op:?} count {count} [{i}]: {:?}/{:?}, want {want}",
+                            recv[i], inplace[i]
+                        ),
+                    ));
                 }
             }
             let root = count % n;
@@ -45,13 +51,18 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize], ops: &[ReduceOp])
             let big: Vec<T> = (0..count * n).map(|i| T::v(input(op, n, me, i))).collect();
             let mut block = vec![T::default(); count];
             c.reduce_scatter(&big, &mut block, op)?;
-            for i in 0..count {
-                if !close(block[i], reference(op, n, me * count + i, T::FLOAT), op) {
-                    return Err(fail(c, format!("reduce_scatter {op:?} count {count} [{i}]")));
+            for (i, &x) in block.iter().enumerate() {
+                if !close(x, reference(op, n, me * count + i, T::FLOAT), op) {
+                    return Err(fail(
+                        c,
+                        format!("reduce_scatter {op:?} count {count} [{i}]"),
+                    ));
                 }
             }
         }
-        let mine: Vec<T> = (0..count).map(|i| T::v(input(ReduceOp::Sum, n, me, i))).collect();
+        let mine: Vec<T> = (0..count)
+            .map(|i| T::v(input(ReduceOp::Sum, n, me, i)))
+            .collect();
         let mut all = vec![T::default(); count * n];
         c.all_gather(&mine, &mut all)?;
         let mut all2 = vec![T::default(); count * n];
@@ -64,7 +75,15 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize], ops: &[ReduceOp])
             }
         }
         let root = (count + 1) % n;
-        let mut b: Vec<T> = (0..count).map(|i| T::v(if me == root { input(ReduceOp::Sum, n, me, i) } else { -1.0 })).collect();
+        let mut b: Vec<T> = (0..count)
+            .map(|i| {
+                T::v(if me == root {
+                    input(ReduceOp::Sum, n, me, i)
+                } else {
+                    -1.0
+                })
+            })
+            .collect();
         c.broadcast(&mut b, root)?;
         for (i, x) in b.iter().enumerate() {
             if x.f() != input(ReduceOp::Sum, n, root, i) {
@@ -89,14 +108,18 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize], ops: &[ReduceOp])
         }
     }
     // Inexact floats: the results must still be bitwise identical on every rank.
-    let noisy: Vec<T> = (0..777).map(|i| T::v(((i * 31 + me * 17) % 97) as f64 / 7.3 - 5.1)).collect();
+    let noisy: Vec<T> = (0..777)
+        .map(|i| T::v(((i * 31 + me * 17) % 97) as f64 / 7.3 - 5.1))
+        .collect();
     let mut r = vec![T::default(); 777];
     c.all_reduce(&noisy, &mut r, ReduceOp::Sum)?;
     Ok(fnv(bytemuck::cast_slice(&r)))
 }
 
 fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn by_dtype(c: &Communicator, d: DataType, counts: &[usize], ops: &[ReduceOp]) -> Result<u64> {
@@ -120,14 +143,23 @@ fn expect_all_ok(label: &str, res: Vec<Result<Vec<u64>>>) {
         match x {
             Ok(h) => match &hashes {
                 None => hashes = Some(h),
-                Some(h0) => assert_eq!(h0, &h, "{label}: rank {r} results differ bitwise from rank 0"),
+                Some(h0) => assert_eq!(
+                    h0, &h,
+                    "{label}: rank {r} results differ bitwise from rank 0"
+                ),
             },
             Err(e) => panic!("{label}: rank {r}: {e}"),
         }
     }
 }
 
-fn matrix(n: usize, net: Net, algo: Option<&'static str>, counts: &'static [usize], dts: &'static [DataType]) {
+fn matrix(
+    n: usize,
+    net: Net,
+    algo: Option<&'static str>,
+    counts: &'static [usize],
+    dts: &'static [DataType],
+) {
     let label = format!("{n} ranks, algo {algo:?}");
     let res = run(n, net, config(algo, 60), move |c| {
         let mut hs = Vec::new();
@@ -143,11 +175,22 @@ const ALGOS: [Option<&str>; 4] = [None, Some("ring"), Some("tree"), Some("rd")];
 
 #[test]
 fn mem_matrix_every_rank_count_dtype_op_and_algorithm() {
-    let faults = MemFaults { backpressure: 0.2, delay: 0.3, connect_delay_polls: 3, max_in_flight: 4 };
+    let faults = MemFaults {
+        backpressure: 0.2,
+        delay: 0.3,
+        connect_delay_polls: 3,
+        max_in_flight: 4,
+    };
     for n in 1..=16usize {
         for (k, algo) in ALGOS.iter().enumerate() {
             let seed = (n * 10 + k) as u64;
-            matrix(n, Net::Mem(seed, faults.clone()), *algo, &[0, 1, 7, 1000], &DataType::ALL);
+            matrix(
+                n,
+                Net::Mem(seed, faults.clone()),
+                *algo,
+                &[0, 1, 7, 1000],
+                &DataType::ALL,
+            );
         }
     }
 }
@@ -156,7 +199,13 @@ fn mem_matrix_every_rank_count_dtype_op_and_algorithm() {
 fn mem_large_counts() {
     for n in [2usize, 5] {
         for algo in ALGOS {
-            matrix(n, Net::Mem(n as u64, MemFaults::default()), algo, &[(1 << 20) + 3], &[DataType::F32, DataType::Bf16]);
+            matrix(
+                n,
+                Net::Mem(n as u64, MemFaults::default()),
+                algo,
+                &[(1 << 20) + 3],
+                &[DataType::F32, DataType::Bf16],
+            );
         }
     }
 }
@@ -165,7 +214,13 @@ fn mem_large_counts() {
 fn tcp_matrix_threads() {
     for n in 2..=8usize {
         for algo in ALGOS {
-            matrix(n, Net::Tcp, algo, &[0, 1, 7, 1000, 65539], &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8]);
+            matrix(
+                n,
+                Net::Tcp,
+                algo,
+                &[0, 1, 7, 1000, 65539],
+                &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
+            );
         }
     }
 }
@@ -188,20 +243,35 @@ fn mismatched_calls_fail_with_invalid_usage_naming_both_calls() {
     });
     let errs: Vec<Error> = res.into_iter().filter_map(|r| r.err()).collect();
     assert_eq!(errs.len(), 2, "both ranks must fail");
-    let usage: Vec<&Error> = errs.iter().filter(|e| e.kind() == ErrorKind::InvalidUsage).collect();
+    let usage: Vec<&Error> = errs
+        .iter()
+        .filter(|e| e.kind() == ErrorKind::InvalidUsage)
+        .collect();
     assert!(!usage.is_empty(), "no InvalidUsage among {errs:?}");
     let m = usage[0].to_string();
     assert!(m.contains("allreduce") && m.contains("broadcast"), "{m}");
 
-    let res = run(3, Net::Mem(7, MemFaults::default()), config(Some("ring"), 10), |c| {
-        let count = if c.rank() == 1 { 12 } else { 9 };
-        c.all_reduce(&vec![1i32; count], &mut vec![0; count], ReduceOp::Sum)
-    });
+    let res = run(
+        3,
+        Net::Mem(7, MemFaults::default()),
+        config(Some("ring"), 10),
+        |c| {
+            let count = if c.rank() == 1 { 12 } else { 9 };
+            c.all_reduce(&vec![1i32; count], &mut vec![0; count], ReduceOp::Sum)
+        },
+    );
     for (r, x) in res.iter().enumerate() {
-        let e = x.as_ref().expect_err("a count mismatch must fail on every rank");
-        assert!(matches!(e.kind(), ErrorKind::InvalidUsage | ErrorKind::Remote), "rank {r}: {e}");
+        let e = x
+            .as_ref()
+            .expect_err("a count mismatch must fail on every rank");
+        assert!(
+            matches!(e.kind(), ErrorKind::InvalidUsage | ErrorKind::Remote),
+            "rank {r}: {e}"
+        );
     }
-    assert!(res.iter().any(|x| x.as_ref().is_err_and(|e| e.kind() == ErrorKind::InvalidUsage && e.to_string().contains("count"))));
+    assert!(res.iter().any(|x| x
+        .as_ref()
+        .is_err_and(|e| e.kind() == ErrorKind::InvalidUsage && e.to_string().contains("count"))));
 }
 
 #[test]
@@ -244,8 +314,14 @@ fn abort_from_another_thread_unblocks_the_call_and_the_peers() {
             h.abort();
         });
         let t0 = Instant::now();
-        let e = c.all_reduce(&[1u8; 8], &mut [0; 8], ReduceOp::Sum).expect_err("aborted");
-        assert!(t0.elapsed() < Duration::from_secs(2), "abort took {:?}", t0.elapsed());
+        let e = c
+            .all_reduce(&[1u8; 8], &mut [0; 8], ReduceOp::Sum)
+            .expect_err("aborted");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "abort took {:?}",
+            t0.elapsed()
+        );
         assert!(e.to_string().contains("aborted"), "{e}");
         let again = c.barrier().expect_err("stays aborted");
         assert!(again.to_string().contains("aborted"), "{again}");
@@ -264,13 +340,18 @@ fn a_stalled_peer_times_out_naming_it() {
             return Ok(String::new());
         }
         let t0 = Instant::now();
-        let e = c.all_reduce(&[1.0f64; 4], &mut [0.0; 4], ReduceOp::Sum).expect_err("must time out");
+        let e = c
+            .all_reduce(&[1.0f64; 4], &mut [0.0; 4], ReduceOp::Sum)
+            .expect_err("must time out");
         assert!(t0.elapsed() < Duration::from_secs(3));
         Ok(format!("{:?}|{e}", e.kind()))
     });
     let msg = res.into_iter().next().unwrap().expect("rank 0");
     assert!(msg.starts_with("Timeout|"), "{msg}");
-    assert!(msg.contains("rank 0") && msg.contains("rank 1") && msg.contains("allreduce"), "{msg}");
+    assert!(
+        msg.contains("rank 0") && msg.contains("rank 1") && msg.contains("allreduce"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -303,7 +384,9 @@ fn a_peer_that_disappears_mid_collective_fails_the_others_with_remote_within_5s(
             let (id, fabric) = (id.clone(), fabric.clone());
             std::thread::spawn(move || -> Result<()> {
                 let f2 = fabric.clone();
-                let c = Communicator::init_with(&id, r, 3, config(None, 30), move |_| Ok(f2.endpoint()))?;
+                let c = Communicator::init_with(&id, r, 3, config(None, 30), move |_| {
+                    Ok(f2.endpoint())
+                })?;
                 let mut out = vec![0u32; 1 << 16];
                 for i in 0..200 {
                     if r == 0 && i == 5 {
@@ -316,7 +399,10 @@ fn a_peer_that_disappears_mid_collective_fails_the_others_with_remote_within_5s(
         })
         .collect();
     for h in hs {
-        let e = h.join().unwrap().expect_err("killed rank must fail everyone");
+        let e = h
+            .join()
+            .unwrap()
+            .expect_err("killed rank must fail everyone");
         assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
     }
 }
@@ -338,7 +424,9 @@ fn nonblocking_calls_and_split() {
         if b.iter().any(|&v| v != 6.0) || x != [0, 0, 1, 1, 2, 2, 3, 3] {
             return Err(fail(c, format!("nonblocking results {:?} {x:?}", &b[..2])));
         }
-        let sub = c.split((c.rank() % 2) as i32, -(c.rank() as i32))?.expect("a color");
+        let sub = c
+            .split((c.rank() % 2) as i32, -(c.rank() as i32))?
+            .expect("a color");
         assert_eq!(sub.size(), 2);
         assert_eq!(sub.rank(), 1 - c.rank() / 2, "keys order the new ranks");
         let mut s = [0u32];
@@ -353,18 +441,33 @@ fn nonblocking_calls_and_split() {
 
 #[test]
 fn bad_arguments_name_the_rank_and_call() {
-    let res = run(2, Net::Mem(1, MemFaults::default()), config(None, 10), |c| {
-        let e = c.all_reduce(&[1.0f32; 4], &mut [0.0; 3], ReduceOp::Sum).expect_err("short buffer");
-        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert!(e.to_string().contains("allreduce") && e.to_string().contains(&format!("rank {}", c.rank())), "{e}");
-        let e = c.broadcast(&mut [0u8; 4], 7).expect_err("root out of range");
-        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        let e = c.send(&[1u8], c.rank()).expect_err("send to self");
-        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        let e = c.all_gather(&[1u8; 2], &mut [0u8; 3]).expect_err("allgather size");
-        assert!(e.to_string().contains("needs 4"), "{e}");
-        c.barrier()
-    });
+    let res = run(
+        2,
+        Net::Mem(1, MemFaults::default()),
+        config(None, 10),
+        |c| {
+            let e = c
+                .all_reduce(&[1.0f32; 4], &mut [0.0; 3], ReduceOp::Sum)
+                .expect_err("short buffer");
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            assert!(
+                e.to_string().contains("allreduce")
+                    && e.to_string().contains(&format!("rank {}", c.rank())),
+                "{e}"
+            );
+            let e = c
+                .broadcast(&mut [0u8; 4], 7)
+                .expect_err("root out of range");
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            let e = c.send(&[1u8], c.rank()).expect_err("send to self");
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            let e = c
+                .all_gather(&[1u8; 2], &mut [0u8; 3])
+                .expect_err("allgather size");
+            assert!(e.to_string().contains("needs 4"), "{e}");
+            c.barrier()
+        },
+    );
     for r in res {
         r.expect("rank");
     }

@@ -41,11 +41,19 @@ pub fn run<R: Send + 'static>(
     let start = Arc::new(Barrier::new(n));
     let hs: Vec<_> = (0..n)
         .map(|r| {
-            let (id, f, cfg, fabric, start) = (id.clone(), f.clone(), cfg.clone(), fabric.clone(), start.clone());
+            let (id, f, cfg, fabric, start) = (
+                id.clone(),
+                f.clone(),
+                cfg.clone(),
+                fabric.clone(),
+                start.clone(),
+            );
             std::thread::spawn(move || {
                 start.wait();
                 let comm = match fabric {
-                    Some(fab) => Communicator::init_with(&id, r, n, cfg, move |_| Ok(fab.endpoint()))?,
+                    Some(fab) => {
+                        Communicator::init_with(&id, r, n, cfg, move |_| Ok(fab.endpoint()))?
+                    }
                     None => Communicator::init_with_config(&id, r, n, cfg)?,
                 };
                 f(&comm)
@@ -53,7 +61,10 @@ pub fn run<R: Send + 'static>(
         })
         .collect();
     hs.into_iter()
-        .map(|h| h.join().unwrap_or_else(|_| Err(oxccl::Error::internal("rank thread panicked"))))
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(oxccl::Error::internal("rank thread panicked")))
+        })
         .collect()
 }
 
@@ -69,20 +80,34 @@ macro_rules! val {
 }
 val!(i8, false; u8, false; i32, false; u32, false; i64, false; u64, false; f32, true; f64, true);
 impl Val for F16 {
-    fn v(x: f64) -> Self { F16::from_f32(x as f32) }
-    fn f(self) -> f64 { f64::from(self.to_f32()) }
+    fn v(x: f64) -> Self {
+        F16::from_f32(x as f32)
+    }
+    fn f(self) -> f64 {
+        f64::from(self.to_f32())
+    }
     const FLOAT: bool = true;
 }
 impl Val for Bf16 {
-    fn v(x: f64) -> Self { Bf16::from_f32(x as f32) }
-    fn f(self) -> f64 { f64::from(self.to_f32()) }
+    fn v(x: f64) -> Self {
+        Bf16::from_f32(x as f32)
+    }
+    fn f(self) -> f64 {
+        f64::from(self.to_f32())
+    }
     const FLOAT: bool = true;
 }
 
 /// Rank r's input at element i for `op`: exact in every type for up to 16 ranks.
 pub fn input(op: ReduceOp, n: usize, r: usize, i: usize) -> f64 {
     match op {
-        ReduceOp::Prod => if (i + r) % n == 0 { 2.0 } else { 1.0 },
+        ReduceOp::Prod => {
+            if (i + r) % n == 0 {
+                2.0
+            } else {
+                1.0
+            }
+        }
         ReduceOp::Min | ReduceOp::Max => ((i * 5 + r * 3) % 7) as f64,
         _ => ((i * 7 + r * 3) % 4) as f64,
     }
@@ -98,7 +123,11 @@ pub fn reference(op: ReduceOp, n: usize, i: usize, float: bool) -> f64 {
         ReduceOp::Min => v.fold(f64::MAX, f64::min),
         ReduceOp::Avg => {
             let s: f64 = v.sum();
-            if float { s / n as f64 } else { (s / n as f64).trunc() }
+            if float {
+                s / n as f64
+            } else {
+                (s / n as f64).trunc()
+            }
         }
     }
 }

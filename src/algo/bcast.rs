@@ -57,7 +57,11 @@ pub fn binomial(p: &Plan, b: &mut ScheduleBuilder) {
     let children = t.children();
     let parent = t.parent();
     if parent.is_none() {
-        b.copy(span(p, BufId::Send, (0, p.count)), span(p, BufId::Recv, (0, p.count)), &[]);
+        b.copy(
+            span(p, BufId::Send, (0, p.count)),
+            span(p, BufId::Recv, (0, p.count)),
+            &[],
+        );
     }
     for j in 0..nch {
         let r = part(p.count, nch, j);
@@ -81,7 +85,11 @@ pub fn chain(p: &Plan, b: &mut ScheduleBuilder) {
     let i = (v.pos + v.n - root_pos) % v.n;
     let nch = nchunks(p.count, p.chunk_elems());
     if i == 0 {
-        b.copy(span(p, BufId::Send, (0, p.count)), span(p, BufId::Recv, (0, p.count)), &[]);
+        b.copy(
+            span(p, BufId::Send, (0, p.count)),
+            span(p, BufId::Recv, (0, p.count)),
+            &[],
+        );
     }
     for j in 0..nch {
         let r = part(p.count, nch, j);

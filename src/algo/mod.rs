@@ -17,8 +17,8 @@ mod builder;
 mod chunks;
 mod reduce;
 mod ring;
-mod small;
 pub mod sim;
+mod small;
 
 pub use builder::ScheduleBuilder;
 
@@ -100,9 +100,9 @@ impl Action {
     /// The peer this step talks to, if any.
     pub fn peer(&self) -> Option<usize> {
         match *self {
-            Action::Send { peer, .. } | Action::Recv { peer, .. } | Action::RecvReduce { peer, .. } => {
-                Some(peer)
-            }
+            Action::Send { peer, .. }
+            | Action::Recv { peer, .. }
+            | Action::RecvReduce { peer, .. } => Some(peer),
             Action::Copy { .. } | Action::Finalize { .. } => None,
         }
     }

@@ -45,7 +45,11 @@ pub fn binomial(p: &Plan, b: &mut ScheduleBuilder) {
     let t = Binomial::new(p);
     let nch = nchunks(p.count, p.chunk_elems());
     let is_root = t.parent().is_none();
-    let scratch = if is_root { None } else { Some(b.scratch(p.count * p.elem)) };
+    let scratch = if is_root {
+        None
+    } else {
+        Some(b.scratch(p.count * p.elem))
+    };
     let acc = move |j: usize| {
         let (o, l) = part(p.count, nch, j);
         match scratch {
@@ -87,7 +91,11 @@ pub fn chain(p: &Plan, b: &mut ScheduleBuilder) {
     let i = (v.pos + 2 * v.n - root_pos - 1) % v.n;
     let nch = nchunks(p.count, p.chunk_elems());
     let is_root = i == v.n - 1;
-    let scratch = if is_root || i == 0 { None } else { Some(b.scratch(p.count * p.elem)) };
+    let scratch = if is_root || i == 0 {
+        None
+    } else {
+        Some(b.scratch(p.count * p.elem))
+    };
     for j in 0..nch {
         let (o, l) = part(p.count, nch, j);
         let mine = span(p, BufId::Send, (o, l));

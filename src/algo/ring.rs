@@ -40,6 +40,7 @@ pub(super) fn span(p: &Plan, buf: BufId, (off, len): (usize, usize)) -> Span {
 }
 
 /// Ring allreduce: N-1 reduce-scatter steps, then N-1 allgather steps.
+#[allow(clippy::needless_range_loop)] // steps and chunks are positions in the ring, not items
 pub fn allreduce(p: &Plan, b: &mut ScheduleBuilder) {
     let v = RingView::new(p);
     let n = v.n;
@@ -99,6 +100,7 @@ pub fn allreduce(p: &Plan, b: &mut ScheduleBuilder) {
 
 /// Ring reduce-scatter: block `r` of the send buffer (count elements each) ends reduced at
 /// rank `r`. Partial sums travel through scratch blocks.
+#[allow(clippy::needless_range_loop)] // as in `allreduce`
 pub fn reduce_scatter(p: &Plan, b: &mut ScheduleBuilder) {
     let v = RingView::new(p);
     let n = v.n;
@@ -107,9 +109,7 @@ pub fn reduce_scatter(p: &Plan, b: &mut ScheduleBuilder) {
         let (o, l) = part(p.count, nch, j);
         (p.ring[q] * p.count + o, l)
     };
-    let scratch: Vec<Span> = (0..n)
-        .map(|_| b.scratch(p.count * p.elem))
-        .collect();
+    let scratch: Vec<Span> = (0..n).map(|_| b.scratch(p.count * p.elem)).collect();
     // Where the partial sum of position q lives at this rank.
     let partial = |q: usize, j: usize| {
         let (o, l) = part(p.count, nch, j);
@@ -123,7 +123,11 @@ pub fn reduce_scatter(p: &Plan, b: &mut ScheduleBuilder) {
             if r.1 == 0 {
                 continue;
             }
-            let src = if s == 0 { span(p, BufId::Send, r) } else { partial(q, j) };
+            let src = if s == 0 {
+                span(p, BufId::Send, r)
+            } else {
+                partial(q, j)
+            };
             b.send(v.next, src, b.channel(j), &[last[j]]);
         }
         for (j, l) in last.iter_mut().enumerate() {

@@ -73,12 +73,7 @@ enum Ev {
 
 /// Runs all ranks' schedules to completion in a random order drawn from `seed`.
 /// Errors describe the first hazard, size mismatch or deadlock found.
-pub fn run(
-    ranks: &mut [SimRank],
-    dtype: DataType,
-    op: ReduceOp,
-    seed: u64,
-) -> Result<(), String> {
+pub fn run(ranks: &mut [SimRank], dtype: DataType, op: ReduceOp, seed: u64) -> Result<(), String> {
     let n = ranks.len();
     let mut rng = SplitMix(seed);
     let mut left: Vec<Vec<usize>> = ranks
@@ -97,14 +92,19 @@ pub fn run(
             d
         })
         .collect();
-    let mut done: Vec<Vec<bool>> = ranks.iter().map(|r| vec![false; r.schedule.steps.len()]).collect();
+    let mut done: Vec<Vec<bool>> = ranks
+        .iter()
+        .map(|r| vec![false; r.schedule.steps.len()])
+        .collect();
     // Per connection (src, dst, channel): the sender's and receiver's steps in order.
     let mut sends: HashMap<(usize, usize, u16), VecDeque<usize>> = HashMap::new();
     let mut recvs: HashMap<(usize, usize, u16), VecDeque<usize>> = HashMap::new();
     for (r, rk) in ranks.iter().enumerate() {
         for (i, s) in rk.schedule.steps.iter().enumerate() {
             match s.action {
-                Action::Send { peer, .. } => sends.entry((r, peer, s.channel)).or_default().push_back(i),
+                Action::Send { peer, .. } => {
+                    sends.entry((r, peer, s.channel)).or_default().push_back(i)
+                }
                 Action::Recv { peer, .. } | Action::RecvReduce { peer, .. } => {
                     recvs.entry((peer, r, s.channel)).or_default().push_back(i)
                 }
@@ -123,7 +123,10 @@ pub fn run(
     }
     for (&(a, b, ch), q) in &recvs {
         if !sends.contains_key(&(a, b, ch)) {
-            return Err(format!("rank {b} receives {} messages from rank {a} on channel {ch}, which sends none", q.len()));
+            return Err(format!(
+                "rank {b} receives {} messages from rank {a} on channel {ch}, which sends none",
+                q.len()
+            ));
         }
     }
     let mut in_flight: HashMap<(usize, usize, u16), VecDeque<usize>> = HashMap::new();
@@ -147,7 +150,9 @@ pub fn run(
                 }
                 match s.action {
                     Action::Copy { .. } | Action::Finalize { .. } => evs.push(Ev::Local(r, i)),
-                    Action::RecvReduce { .. } if staged[r].contains_key(&i) => evs.push(Ev::Apply(r, i)),
+                    Action::RecvReduce { .. } if staged[r].contains_key(&i) => {
+                        evs.push(Ev::Apply(r, i))
+                    }
                     _ => {}
                 }
             }
@@ -180,7 +185,10 @@ pub fn run(
         if evs.is_empty() {
             let stuck: Vec<String> = (0..n)
                 .map(|r| {
-                    let pending: Vec<usize> = (0..done[r].len()).filter(|&i| !done[r][i]).take(4).collect();
+                    let pending: Vec<usize> = (0..done[r].len())
+                        .filter(|&i| !done[r][i])
+                        .take(4)
+                        .collect();
                     format!("rank {r} waits at steps {pending:?}")
                 })
                 .collect();
@@ -211,7 +219,10 @@ pub fn run(
                 complete.push((r, i));
             }
             Ev::PostSend(r, k) => {
-                let i = sends.get_mut(&k).and_then(|q| q.pop_front()).ok_or("internal: empty send queue")?;
+                let i = sends
+                    .get_mut(&k)
+                    .and_then(|q| q.pop_front())
+                    .ok_or("internal: empty send queue")?;
                 if let Action::Send { src, .. } = ranks[r].schedule.steps[i].action {
                     let (a, e) = ranks[r].addr(src);
                     locks[r].push((a, e, i));
@@ -220,18 +231,29 @@ pub fn run(
             }
             Ev::Deliver(k) => {
                 let r = k.0;
-                let i = in_flight.get_mut(&k).and_then(|q| q.pop_front()).ok_or("internal: empty flight")?;
+                let i = in_flight
+                    .get_mut(&k)
+                    .and_then(|q| q.pop_front())
+                    .ok_or("internal: empty flight")?;
                 if let Action::Send { src, .. } = ranks[r].schedule.steps[i].action {
                     let (a, e) = ranks[r].addr(src);
-                    wire.entry(k).or_default().push_back(ranks[r].arena[a..e].to_vec());
+                    wire.entry(k)
+                        .or_default()
+                        .push_back(ranks[r].arena[a..e].to_vec());
                     locks[r].retain(|l| l.2 != i);
                 }
                 complete.push((r, i));
             }
             Ev::PostRecv(usize::MAX, k) => {
                 let r = k.1;
-                let i = posted_recv.get_mut(&k).and_then(|q| q.pop_front()).ok_or("internal: no recv")?;
-                let msg = wire.get_mut(&k).and_then(|q| q.pop_front()).ok_or("internal: no msg")?;
+                let i = posted_recv
+                    .get_mut(&k)
+                    .and_then(|q| q.pop_front())
+                    .ok_or("internal: no recv")?;
+                let msg = wire
+                    .get_mut(&k)
+                    .and_then(|q| q.pop_front())
+                    .ok_or("internal: no msg")?;
                 let rk = &mut ranks[r];
                 match rk.schedule.steps[i].action {
                     Action::Recv { dst, .. } => {
@@ -253,7 +275,10 @@ pub fn run(
                 }
             }
             Ev::PostRecv(_, k) => {
-                let i = recvs.get_mut(&k).and_then(|q| q.pop_front()).ok_or("internal: no recv step")?;
+                let i = recvs
+                    .get_mut(&k)
+                    .and_then(|q| q.pop_front())
+                    .ok_or("internal: no recv step")?;
                 posted_recv.entry(k).or_default().push_back(i);
             }
             Ev::Apply(r, i) => {
@@ -284,7 +309,13 @@ pub fn run(
     Ok(())
 }
 
-fn check_lock(locks: &[(usize, usize, usize)], r: usize, i: usize, a: usize, e: usize) -> Result<(), String> {
+fn check_lock(
+    locks: &[(usize, usize, usize)],
+    r: usize,
+    i: usize,
+    a: usize,
+    e: usize,
+) -> Result<(), String> {
     match locks.iter().find(|l| a < l.1 && l.0 < e) {
         Some(l) => Err(format!(
             "hazard at rank {r}: step {i} writes bytes {a}..{e} while send step {} of bytes {}..{} is in flight",

@@ -11,9 +11,17 @@ pub fn local_only(p: &Plan, b: &mut ScheduleBuilder) {
         return;
     }
     match p.kind {
-        Kind::AllReduce | Kind::AllGather | Kind::ReduceScatter | Kind::Broadcast | Kind::Reduce => {
+        Kind::AllReduce
+        | Kind::AllGather
+        | Kind::ReduceScatter
+        | Kind::Broadcast
+        | Kind::Reduce => {
             let whole = (0, p.count);
-            b.copy(span(p, BufId::Send, whole), span(p, BufId::Recv, whole), &[]);
+            b.copy(
+                span(p, BufId::Send, whole),
+                span(p, BufId::Recv, whole),
+                &[],
+            );
         }
         Kind::Send | Kind::Recv | Kind::Barrier => {}
     }
@@ -26,7 +34,11 @@ pub fn local_only(p: &Plan, b: &mut ScheduleBuilder) {
 pub fn allreduce_rd(p: &Plan, b: &mut ScheduleBuilder) {
     let n = p.size;
     let r = p.rank;
-    let pw = if n.is_power_of_two() { n } else { n.next_power_of_two() / 2 };
+    let pw = if n.is_power_of_two() {
+        n
+    } else {
+        n.next_power_of_two() / 2
+    };
     let extra = n - pw;
     let nch = nchunks(p.count, p.chunk_elems());
     for j in 0..nch {

@@ -224,7 +224,10 @@ fn the_simulator_catches_a_missing_dependency() {
             break;
         }
     }
-    assert!(caught, "a schedule with a write-after-read hazard passed the simulator");
+    assert!(
+        caught,
+        "a schedule with a write-after-read hazard passed the simulator"
+    );
 }
 
 proptest! {

@@ -34,7 +34,15 @@ fn args(rank: usize, kind: Kind, msg: String) -> Error {
 }
 
 impl Communicator {
-    fn call<T: Element>(&self, kind: Kind, op: ReduceOp, root: usize, count: usize, send: *const T, recv: *mut T) -> Call {
+    fn call<T: Element>(
+        &self,
+        kind: Kind,
+        op: ReduceOp,
+        root: usize,
+        count: usize,
+        send: *const T,
+        recv: *mut T,
+    ) -> Call {
         Call {
             kind,
             dtype: T::DTYPE,
@@ -48,7 +56,11 @@ impl Communicator {
 
     fn check_root(&self, kind: Kind, root: usize, what: &str) -> Result<()> {
         if root >= self.size() {
-            return Err(args(self.rank(), kind, format!("{what} {root} is out of range for {} ranks", self.size())));
+            return Err(args(
+                self.rank(),
+                kind,
+                format!("{what} {root} is out of range for {} ranks", self.size()),
+            ));
         }
         Ok(())
     }
@@ -64,7 +76,15 @@ impl Communicator {
         Ok(())
     }
 
-    fn checked<T: Element>(&self, kind: Kind, op: ReduceOp, root: usize, count: usize, send: &[T], recv: &mut [T]) -> Result<Call> {
+    fn checked<T: Element>(
+        &self,
+        kind: Kind,
+        op: ReduceOp,
+        root: usize,
+        count: usize,
+        send: &[T],
+        recv: &mut [T],
+    ) -> Result<Call> {
         let n = self.size();
         match kind {
             Kind::AllReduce => self.check_len(kind, "receive", recv.len(), count)?,
@@ -120,7 +140,12 @@ impl Communicator {
 
     /// Reduces every rank's `send` (size x `recv.len()` elements) and leaves block `rank`
     /// of the result in `recv`.
-    pub fn reduce_scatter<T: Element>(&self, send: &[T], recv: &mut [T], op: ReduceOp) -> Result<()> {
+    pub fn reduce_scatter<T: Element>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        op: ReduceOp,
+    ) -> Result<()> {
         let c = self.checked(Kind::ReduceScatter, op, 0, recv.len(), send, recv)?;
         // SAFETY: lengths checked.
         unsafe { self.run_blocking(c) }
@@ -140,11 +165,18 @@ impl Communicator {
         self.check_root(Kind::Broadcast, root, "root")?;
         let p = buf.as_mut_ptr();
         // SAFETY: in place; the length is the count.
-        unsafe { self.run_blocking(self.call(Kind::Broadcast, ReduceOp::Sum, root, buf.len(), p, p)) }
+        unsafe {
+            self.run_blocking(self.call(Kind::Broadcast, ReduceOp::Sum, root, buf.len(), p, p))
+        }
     }
 
     /// The root's `send` into every rank's `recv` (`send` is read at the root only).
-    pub fn broadcast_into<T: Element>(&self, send: &[T], recv: &mut [T], root: usize) -> Result<()> {
+    pub fn broadcast_into<T: Element>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        root: usize,
+    ) -> Result<()> {
         let c = self.checked(Kind::Broadcast, ReduceOp::Sum, root, recv.len(), send, recv)?;
         // SAFETY: lengths checked.
         unsafe { self.run_blocking(c) }
@@ -152,14 +184,25 @@ impl Communicator {
 
     /// Reduction of every rank's `send` into the root's `recv` (`recv` is written at the
     /// root only, and may be empty elsewhere).
-    pub fn reduce<T: Element>(&self, send: &[T], recv: &mut [T], op: ReduceOp, root: usize) -> Result<()> {
+    pub fn reduce<T: Element>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<()> {
         let c = self.checked(Kind::Reduce, op, root, send.len(), send, recv)?;
         // SAFETY: lengths checked.
         unsafe { self.run_blocking(c) }
     }
 
     /// [`Communicator::reduce`] in place.
-    pub fn reduce_in_place<T: Element>(&self, buf: &mut [T], op: ReduceOp, root: usize) -> Result<()> {
+    pub fn reduce_in_place<T: Element>(
+        &self,
+        buf: &mut [T],
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<()> {
         self.check_root(Kind::Reduce, root, "root")?;
         let p = buf.as_mut_ptr();
         // SAFETY: in place.
@@ -169,7 +212,14 @@ impl Communicator {
     /// Sends `buf` to `peer`, which must call [`Communicator::recv`] with the same length.
     pub fn send<T: Element>(&self, buf: &[T], peer: usize) -> Result<()> {
         self.check_peer(Kind::Send, peer)?;
-        let c = self.call(Kind::Send, ReduceOp::Sum, peer, buf.len(), buf.as_ptr(), std::ptr::null_mut());
+        let c = self.call(
+            Kind::Send,
+            ReduceOp::Sum,
+            peer,
+            buf.len(),
+            buf.as_ptr(),
+            std::ptr::null_mut(),
+        );
         // SAFETY: the buffer is borrowed for the call.
         unsafe { self.run_blocking(c) }
     }
@@ -177,7 +227,14 @@ impl Communicator {
     /// Receives into `buf` from `peer`.
     pub fn recv<T: Element>(&self, buf: &mut [T], peer: usize) -> Result<()> {
         self.check_peer(Kind::Recv, peer)?;
-        let c = self.call(Kind::Recv, ReduceOp::Sum, peer, buf.len(), std::ptr::null(), buf.as_mut_ptr());
+        let c = self.call(
+            Kind::Recv,
+            ReduceOp::Sum,
+            peer,
+            buf.len(),
+            std::ptr::null(),
+            buf.as_mut_ptr(),
+        );
         // SAFETY: the buffer is borrowed for the call.
         unsafe { self.run_blocking(c) }
     }
@@ -199,28 +256,46 @@ impl Communicator {
 
     /// Non-blocking [`Communicator::all_reduce`]: the buffers stay borrowed until the
     /// request is waited on (or dropped, which waits).
-    pub fn iall_reduce<'a, T: Element>(&'a self, send: &'a [T], recv: &'a mut [T], op: ReduceOp) -> Result<Request<'a>> {
+    pub fn iall_reduce<'a, T: Element>(
+        &'a self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        op: ReduceOp,
+    ) -> Result<Request<'a>> {
         let c = self.checked(Kind::AllReduce, op, 0, send.len(), send, recv)?;
         // SAFETY: the request borrows the buffers for 'a.
         unsafe { self.submit(c) }
     }
 
     /// Non-blocking [`Communicator::all_gather`].
-    pub fn iall_gather<'a, T: Element>(&'a self, send: &'a [T], recv: &'a mut [T]) -> Result<Request<'a>> {
+    pub fn iall_gather<'a, T: Element>(
+        &'a self,
+        send: &'a [T],
+        recv: &'a mut [T],
+    ) -> Result<Request<'a>> {
         let c = self.checked(Kind::AllGather, ReduceOp::Sum, 0, send.len(), send, recv)?;
         // SAFETY: as above.
         unsafe { self.submit(c) }
     }
 
     /// Non-blocking [`Communicator::reduce_scatter`].
-    pub fn ireduce_scatter<'a, T: Element>(&'a self, send: &'a [T], recv: &'a mut [T], op: ReduceOp) -> Result<Request<'a>> {
+    pub fn ireduce_scatter<'a, T: Element>(
+        &'a self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        op: ReduceOp,
+    ) -> Result<Request<'a>> {
         let c = self.checked(Kind::ReduceScatter, op, 0, recv.len(), send, recv)?;
         // SAFETY: as above.
         unsafe { self.submit(c) }
     }
 
     /// Non-blocking [`Communicator::broadcast`].
-    pub fn ibroadcast<'a, T: Element>(&'a self, buf: &'a mut [T], root: usize) -> Result<Request<'a>> {
+    pub fn ibroadcast<'a, T: Element>(
+        &'a self,
+        buf: &'a mut [T],
+        root: usize,
+    ) -> Result<Request<'a>> {
         self.check_root(Kind::Broadcast, root, "root")?;
         let p = buf.as_mut_ptr();
         // SAFETY: as above.
@@ -228,7 +303,13 @@ impl Communicator {
     }
 
     /// Non-blocking [`Communicator::reduce`].
-    pub fn ireduce<'a, T: Element>(&'a self, send: &'a [T], recv: &'a mut [T], op: ReduceOp, root: usize) -> Result<Request<'a>> {
+    pub fn ireduce<'a, T: Element>(
+        &'a self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        op: ReduceOp,
+        root: usize,
+    ) -> Result<Request<'a>> {
         let c = self.checked(Kind::Reduce, op, root, send.len(), send, recv)?;
         // SAFETY: as above.
         unsafe { self.submit(c) }
@@ -237,7 +318,14 @@ impl Communicator {
     /// Non-blocking [`Communicator::send`].
     pub fn isend<'a, T: Element>(&'a self, buf: &'a [T], peer: usize) -> Result<Request<'a>> {
         self.check_peer(Kind::Send, peer)?;
-        let c = self.call(Kind::Send, ReduceOp::Sum, peer, buf.len(), buf.as_ptr(), std::ptr::null_mut());
+        let c = self.call(
+            Kind::Send,
+            ReduceOp::Sum,
+            peer,
+            buf.len(),
+            buf.as_ptr(),
+            std::ptr::null_mut(),
+        );
         // SAFETY: as above.
         unsafe { self.submit(c) }
     }
@@ -245,7 +333,14 @@ impl Communicator {
     /// Non-blocking [`Communicator::recv`].
     pub fn irecv<'a, T: Element>(&'a self, buf: &'a mut [T], peer: usize) -> Result<Request<'a>> {
         self.check_peer(Kind::Recv, peer)?;
-        let c = self.call(Kind::Recv, ReduceOp::Sum, peer, buf.len(), std::ptr::null(), buf.as_mut_ptr());
+        let c = self.call(
+            Kind::Recv,
+            ReduceOp::Sum,
+            peer,
+            buf.len(),
+            std::ptr::null(),
+            buf.as_mut_ptr(),
+        );
         // SAFETY: as above.
         unsafe { self.submit(c) }
     }
@@ -263,7 +358,10 @@ impl Communicator {
             return Err(args(
                 self.rank(),
                 kind,
-                format!("buffer of {len} elements does not split into {} equal blocks", self.size()),
+                format!(
+                    "buffer of {len} elements does not split into {} equal blocks",
+                    self.size()
+                ),
             ));
         }
         Ok(len / self.size())

@@ -18,17 +18,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use self::core::Core;
+use crate::algo::Schedule;
 use crate::algo::{Kind, Plan};
 use crate::bootstrap::{StoreClient, UniqueId};
 use crate::coll::{choose, Tuning};
 use crate::config::Config;
-use crate::algo::Schedule;
 use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Part};
-use crate::transport::Tag;
 use crate::error::{Error, Result};
 use crate::reduce::{DataType, ReduceOp};
 use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
+use crate::transport::Tag;
 use crate::transport::{ConnectHandle, Transport};
 
 /// A group of ranks that run collectives together (NCCL's `ncclComm_t`, MPI's communicator).
@@ -97,8 +97,12 @@ impl AbortHandle {
         if let Some(state) = self.state.upgrade() {
             if let Ok(mut s) = state.try_lock() {
                 s.core.shutdown();
-                s.broken
-                    .get_or_insert_with(|| Error::invalid_usage(format!("rank {}: the communicator was aborted", self.rank)));
+                s.broken.get_or_insert_with(|| {
+                    Error::invalid_usage(format!(
+                        "rank {}: the communicator was aborted",
+                        self.rank
+                    ))
+                });
             }
         }
     }
@@ -118,7 +122,12 @@ impl Communicator {
     }
 
     /// As [`Communicator::init`] with explicit settings.
-    pub fn init_with_config(id: &UniqueId, rank: usize, size: usize, cfg: Config) -> Result<Communicator> {
+    pub fn init_with_config(
+        id: &UniqueId,
+        rank: usize,
+        size: usize,
+        cfg: Config,
+    ) -> Result<Communicator> {
         check_rank(rank, size)?;
         match cfg.transport.as_str() {
             "tcp" => {
@@ -151,25 +160,32 @@ impl Communicator {
     ) -> Result<Communicator> {
         check_rank(rank, size)?;
         let ctx = |e: Error| e.context(format!("rank {rank} of {size}: init"));
-        let mut store = StoreClient::connect(id.root_addr(), id.secret(), rank, size, cfg.timeout).map_err(ctx)?;
+        let mut store = StoreClient::connect(id.root_addr(), id.secret(), rank, size, cfg.timeout)
+            .map_err(ctx)?;
         let bind_ip = store.local_ip();
         let mut transport = make(bind_ip).map_err(ctx)?;
         let devices = transport.devices().map_err(ctx)?;
-        let dev = devices
-            .first()
-            .cloned()
-            .ok_or_else(|| ctx(Error::system(format!("transport '{}' found no device", transport.name()))))?;
+        let dev = devices.first().cloned().ok_or_else(|| {
+            ctx(Error::system(format!(
+                "transport '{}' found no device",
+                transport.name()
+            )))
+        })?;
         let (handle, listener) = transport.listen(0).map_err(ctx)?;
         let host = crate::topo::host_id();
         let mut mine = host.to_le_bytes().to_vec();
         mine.extend_from_slice(handle.as_bytes());
-        let all = store.all_gather("oxccl/handle", &mine, cfg.timeout).map_err(ctx)?;
+        let all = store
+            .all_gather("oxccl/handle", &mine, cfg.timeout)
+            .map_err(ctx)?;
         let _ = store.goodbye();
         let mut handles = Vec::with_capacity(size);
         let mut hosts = Vec::with_capacity(size);
         for (r, b) in all.iter().enumerate() {
             if b.len() < 8 {
-                return Err(ctx(Error::remote(format!("rank {r} published a malformed handle"))));
+                return Err(ctx(Error::remote(format!(
+                    "rank {r} published a malformed handle"
+                ))));
             }
             hosts.push(u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])));
             handles.push(ConnectHandle::new(&b[8..]).map_err(ctx)?);
@@ -296,10 +312,14 @@ impl Drop for Communicator {
 
 fn check_rank(rank: usize, size: usize) -> Result<()> {
     if size == 0 {
-        return Err(Error::invalid_argument("communicator size must be at least 1"));
+        return Err(Error::invalid_argument(
+            "communicator size must be at least 1",
+        ));
     }
     if rank >= size {
-        return Err(Error::invalid_argument(format!("rank {rank} is out of range for {size} ranks")));
+        return Err(Error::invalid_argument(format!(
+            "rank {rank} is out of range for {size} ranks"
+        )));
     }
     Ok(())
 }
@@ -321,10 +341,17 @@ fn mem_fabric(id: &UniqueId) -> Arc<MemFabric> {
     static FABRICS: Mutex<Vec<(std::net::SocketAddr, Weak<MemFabric>)>> = Mutex::new(Vec::new());
     let mut all = FABRICS.lock().unwrap_or_else(|p| p.into_inner());
     all.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(f) = all.iter().find(|(a, _)| *a == id.root_addr()).and_then(|(_, w)| w.upgrade()) {
+    if let Some(f) = all
+        .iter()
+        .find(|(a, _)| *a == id.root_addr())
+        .and_then(|(_, w)| w.upgrade())
+    {
         return f;
     }
-    let seed = std::env::var("OXCCL_MEM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seed = std::env::var("OXCCL_MEM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let f = MemFabric::new(seed, MemFaults::default());
     all.push((id.root_addr(), Arc::downgrade(&f)));
     f
@@ -340,7 +367,10 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     if let Some(e) = &st.broken {
         return Err(Error::new(
             e.kind(),
-            format!("rank {rank}: the communicator failed earlier and cannot be used: {}", e.message()),
+            format!(
+                "rank {rank}: the communicator failed earlier and cannot be used: {}",
+                e.message()
+            ),
         ));
     }
     if sh.abort.load(Ordering::SeqCst) {
@@ -416,7 +446,11 @@ fn prepare(sh: &Shared, st: &mut State, call: &Call) -> Result<(CallDesc, Tag, S
         _ => call.count.saturating_mul(elem),
     };
     let algo = choose(&sh.tuning, call.kind, sh.size, bytes);
-    let nchannels = if bytes >= sh.cfg.channel_threshold { sh.nchannels } else { 1 };
+    let nchannels = if bytes >= sh.cfg.channel_threshold {
+        sh.nchannels
+    } else {
+        1
+    };
     let plan = Plan {
         kind: call.kind,
         algo,

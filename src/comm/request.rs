@@ -32,7 +32,10 @@ impl Slot {
     }
 
     fn peek(&self) -> Option<Result<()>> {
-        self.result.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Blocks until the call is over. The engine bounds every call by `OXCCL_TIMEOUT` without
@@ -89,7 +92,11 @@ impl Worker {
                 }
             })
             .map_err(|e| Error::io("starting the communicator's worker thread", e))?;
-        Ok(Worker { tx, handle, pending })
+        Ok(Worker {
+            tx,
+            handle,
+            pending,
+        })
     }
 
     /// Lets the queued calls finish, then ends the thread.
@@ -133,10 +140,8 @@ impl Request<'_> {
 
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            if self.comm.flush().is_ok() {
-                let _ = self.slot.wait_result();
-            }
+        if !self.finished && self.comm.flush().is_ok() {
+            let _ = self.slot.wait_result();
         }
     }
 }
@@ -148,11 +153,16 @@ impl Communicator {
         if w.is_none() {
             *w = Some(Worker::start(self.shared.clone(), self.state.clone())?);
         }
-        let worker = w.as_ref().ok_or_else(|| Error::internal("worker missing"))?;
+        let worker = w
+            .as_ref()
+            .ok_or_else(|| Error::internal("worker missing"))?;
         worker.pending.fetch_add(1, Ordering::SeqCst);
         if worker.tx.send(Job { calls, slots }).is_err() {
             worker.pending.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::internal(format!("rank {}: the worker thread is gone", self.rank())));
+            return Err(Error::internal(format!(
+                "rank {}: the worker thread is gone",
+                self.rank()
+            )));
         }
         Ok(())
     }
@@ -163,7 +173,8 @@ impl Communicator {
         if group.is_empty() {
             return Ok(());
         }
-        let (calls, slots): (Vec<Call>, Vec<Arc<Slot>>) = group.into_iter().map(|d| (d.0, d.1)).unzip();
+        let (calls, slots): (Vec<Call>, Vec<Arc<Slot>>) =
+            group.into_iter().map(|d| (d.0, d.1)).unzip();
         self.enqueue(calls, slots)
     }
 
@@ -199,10 +210,15 @@ impl Communicator {
     /// # Safety
     /// As [`Communicator::submit`]; the caller waits on the slot before returning.
     pub(crate) unsafe fn submit_if_busy(&self, call: Call) -> Result<Option<Arc<Slot>>> {
-        let deferred = !self.deferred.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let deferred = !self
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
         let busy = deferred || {
             let w = self.worker.lock().unwrap_or_else(|p| p.into_inner());
-            w.as_ref().is_some_and(|w| w.pending.load(Ordering::SeqCst) > 0)
+            w.as_ref()
+                .is_some_and(|w| w.pending.load(Ordering::SeqCst) > 0)
         };
         if !busy {
             return Ok(None);

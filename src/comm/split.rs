@@ -23,7 +23,11 @@ impl Communicator {
         // Each group's leader creates the id of the new communicator; the others read it.
         let mine = if color >= 0 && leader == Some(rank) {
             UniqueId::with_addr(self.shared.bind_ip)
-                .map_err(|e| e.context(format!("rank {rank}: split: creating the new communicator's id")))?
+                .map_err(|e| {
+                    e.context(format!(
+                        "rank {rank}: split: creating the new communicator's id"
+                    ))
+                })?
                 .as_bytes()
                 .to_vec()
         } else {

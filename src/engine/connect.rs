@@ -32,7 +32,11 @@ impl<T: Transport> Default for Conns<T> {
 /// A connection on its way up.
 pub(super) enum Pending<T: Transport> {
     /// We are connecting to `peer`.
-    Connecting { peer: usize, ch: u16, c: T::Connecting },
+    Connecting {
+        peer: usize,
+        ch: u16,
+        c: T::Connecting,
+    },
     /// Connected; our greeting is being sent.
     Greeting {
         peer: usize,
@@ -79,16 +83,23 @@ impl<T: Transport> Engine<T> {
     ) -> Result<()> {
         self.check_open()?;
         for &(peer, ch) in send {
-            if self.conns.send.contains_key(&(peer, ch)) || self.conns.pending.iter().any(|p| p.is_for(peer, ch)) {
+            if self.conns.send.contains_key(&(peer, ch))
+                || self.conns.pending.iter().any(|p| p.is_for(peer, ch))
+            {
                 continue;
             }
             let handle = self.handles.get(peer).ok_or_else(|| {
-                Error::internal(format!("rank {}: {what}: no connect handle for rank {peer}", self.rank))
+                Error::internal(format!(
+                    "rank {}: {what}: no connect handle for rank {peer}",
+                    self.rank
+                ))
             })?;
-            let c = self
-                .transport
-                .connect(0, handle)
-                .map_err(|e| e.context(format!("rank {}: {what}: connecting to rank {peer}", self.rank)))?;
+            let c = self.transport.connect(0, handle).map_err(|e| {
+                e.context(format!(
+                    "rank {}: {what}: connecting to rank {peer}",
+                    self.rank
+                ))
+            })?;
             self.conns.pending.push(Pending::Connecting { peer, ch, c });
         }
         let start = Instant::now();
@@ -97,8 +108,16 @@ impl<T: Transport> Engine<T> {
             if self.progress_pending(what)? {
                 last_progress = Instant::now();
             }
-            let miss_send: Vec<usize> = send.iter().filter(|k| !self.conns.send.contains_key(k)).map(|k| k.0).collect();
-            let miss_recv: Vec<usize> = recv.iter().filter(|k| !self.conns.recv.contains_key(k)).map(|k| k.0).collect();
+            let miss_send: Vec<usize> = send
+                .iter()
+                .filter(|k| !self.conns.send.contains_key(k))
+                .map(|k| k.0)
+                .collect();
+            let miss_recv: Vec<usize> = recv
+                .iter()
+                .filter(|k| !self.conns.recv.contains_key(k))
+                .map(|k| k.0)
+                .collect();
             if miss_send.is_empty() && miss_recv.is_empty() {
                 return Ok(());
             }
@@ -109,8 +128,16 @@ impl<T: Transport> Engine<T> {
                     "rank {}: {what}: waited {:.1}s for connections{}{}",
                     self.rank,
                     waited.as_secs_f64(),
-                    if miss_send.is_empty() { String::new() } else { format!(" to {}", ranks(&miss_send)) },
-                    if miss_recv.is_empty() { String::new() } else { format!(" from {}", ranks(&miss_recv)) },
+                    if miss_send.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" to {}", ranks(&miss_send))
+                    },
+                    if miss_recv.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" from {}", ranks(&miss_recv))
+                    },
                 )));
             }
             self.transport.wait_activity(Duration::from_micros(200))?;
@@ -147,11 +174,12 @@ impl<T: Transport> Link<'_, T> {
     pub(super) fn progress_pending(&mut self, what: &str) -> Result<bool> {
         let mut moved = false;
         if let Some(l) = self.listener.as_mut() {
-            while let Some(conn) = self
-                .transport
-                .accept(l)
-                .map_err(|e| e.context(format!("rank {}: {what}: accepting a connection", self.rank)))?
-            {
+            while let Some(conn) = self.transport.accept(l).map_err(|e| {
+                e.context(format!(
+                    "rank {}: {what}: accepting a connection",
+                    self.rank
+                ))
+            })? {
                 self.conns.pending.push(Pending::Accepted {
                     conn,
                     req: None,
@@ -177,7 +205,8 @@ impl<T: Transport> Link<'_, T> {
         let t = &mut *self.transport;
         match p {
             Pending::Connecting { peer, ch, mut c } => {
-                let ctx = |e: Error| e.context(format!("rank {rank}: {what}: connecting to rank {peer}"));
+                let ctx =
+                    |e: Error| e.context(format!("rank {rank}: {what}: connecting to rank {peer}"));
                 match t.poll_connect(&mut c).map_err(ctx)? {
                     None => Ok((Some(Pending::Connecting { peer, ch, c }), false)),
                     Some(conn) => {
@@ -185,16 +214,33 @@ impl<T: Transport> Link<'_, T> {
                         hello[..8].copy_from_slice(&self.token.to_le_bytes());
                         hello[8..16].copy_from_slice(&(rank as u64).to_le_bytes());
                         hello[16..].copy_from_slice(&u64::from(ch).to_le_bytes());
-                        Ok((Some(Pending::Greeting { peer, ch, conn, req: None, hello }), true))
+                        Ok((
+                            Some(Pending::Greeting {
+                                peer,
+                                ch,
+                                conn,
+                                req: None,
+                                hello,
+                            }),
+                            true,
+                        ))
                     }
                 }
             }
-            Pending::Greeting { peer, ch, mut conn, mut req, hello } => {
-                let ctx = |e: Error| e.context(format!("rank {rank}: {what}: greeting rank {peer}"));
+            Pending::Greeting {
+                peer,
+                ch,
+                mut conn,
+                mut req,
+                hello,
+            } => {
+                let ctx =
+                    |e: Error| e.context(format!("rank {rank}: {what}: greeting rank {peer}"));
                 if req.is_none() {
                     // SAFETY: `hello` is boxed and stays in this entry until the send completes
                     // or the connection is closed.
-                    req = unsafe { t.isend(&mut conn, hello.as_ptr(), HELLO, HELLO_TAG, None) }.map_err(ctx)?;
+                    req = unsafe { t.isend(&mut conn, hello.as_ptr(), HELLO, HELLO_TAG, None) }
+                        .map_err(ctx)?;
                 }
                 let done = match req.as_mut() {
                     Some(r) => t.test(r).map_err(ctx)?.is_some(),
@@ -204,9 +250,22 @@ impl<T: Transport> Link<'_, T> {
                     self.conns.send.insert((peer, ch), conn);
                     return Ok((None, true));
                 }
-                Ok((Some(Pending::Greeting { peer, ch, conn, req, hello }), false))
+                Ok((
+                    Some(Pending::Greeting {
+                        peer,
+                        ch,
+                        conn,
+                        req,
+                        hello,
+                    }),
+                    false,
+                ))
             }
-            Pending::Accepted { mut conn, mut req, mut hello } => {
+            Pending::Accepted {
+                mut conn,
+                mut req,
+                mut hello,
+            } => {
                 let got = (|| -> Result<Option<crate::transport::Completion>> {
                     if req.is_none() {
                         // SAFETY: as above, the box outlives the receive.
@@ -220,7 +279,9 @@ impl<T: Transport> Link<'_, T> {
                 match got {
                     Ok(None) => Ok((Some(Pending::Accepted { conn, req, hello }), false)),
                     Ok(Some(c)) => {
-                        let word = |i: usize| u64::from_le_bytes(hello[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                        let word = |i: usize| {
+                            u64::from_le_bytes(hello[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
+                        };
                         let (peer, ch) = (word(1) as usize, word(2));
                         let valid = c.tag == HELLO_TAG
                             && c.bytes == HELLO

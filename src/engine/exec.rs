@@ -102,9 +102,22 @@ impl<T: Transport> Engine<T> {
     /// `bufs` must describe valid memory for the whole call: `send_len` readable bytes at
     /// `send`, `recv_len` writable bytes at `recv` that nothing else touches during the call
     /// (they may overlap `send` as in-place calls do).
-    pub unsafe fn run(&mut self, desc: &CallDesc, expect: Tag, sched: &Schedule, bufs: Buffers) -> Result<()> {
+    pub unsafe fn run(
+        &mut self,
+        desc: &CallDesc,
+        expect: Tag,
+        sched: &Schedule,
+        bufs: Buffers,
+    ) -> Result<()> {
         // SAFETY: forwarded.
-        unsafe { self.run_group(&[Part { desc: *desc, expect, sched, bufs }]) }
+        unsafe {
+            self.run_group(&[Part {
+                desc: *desc,
+                expect,
+                sched,
+                bufs,
+            }])
+        }
     }
 
     /// Runs several calls as one (NCCL's group semantics): their steps progress together, so
@@ -142,9 +155,18 @@ impl<T: Transport> Engine<T> {
         r
     }
 
-    unsafe fn run_inner(&mut self, parts: &[Part<'_>], sched: &Schedule, part_of: &[u32]) -> Result<()> {
+    unsafe fn run_inner(
+        &mut self,
+        parts: &[Part<'_>],
+        sched: &Schedule,
+        part_of: &[u32],
+    ) -> Result<()> {
         self.check_open()?;
-        let what = parts.iter().map(|p| p.desc.describe()).collect::<Vec<_>>().join(" + ");
+        let what = parts
+            .iter()
+            .map(|p| p.desc.describe())
+            .collect::<Vec<_>>()
+            .join(" + ");
         let rank = self.rank;
         let n = sched.steps.len();
         if self.scratch.len() < sched.scratch_bytes {
@@ -163,17 +185,23 @@ impl<T: Transport> Engine<T> {
         for (i, st) in sched.steps.iter().enumerate() {
             let spans: &[Span] = match &st.action {
                 Action::Send { src, .. } => std::slice::from_ref(src),
-                Action::Recv { dst, .. } | Action::Finalize { span: dst } => std::slice::from_ref(dst),
+                Action::Recv { dst, .. } | Action::Finalize { span: dst } => {
+                    std::slice::from_ref(dst)
+                }
                 Action::RecvReduce { dst, local, .. } => {
                     stage_len = stage_len.max(dst.len);
                     if local.len != dst.len {
-                        return Err(Error::internal(format!("rank {rank}: {what}: step {i} reduces spans of different lengths")));
+                        return Err(Error::internal(format!(
+                            "rank {rank}: {what}: step {i} reduces spans of different lengths"
+                        )));
                     }
                     &[]
                 }
                 Action::Copy { src, dst } => {
                     if src.len != dst.len {
-                        return Err(Error::internal(format!("rank {rank}: {what}: step {i} copies spans of different lengths")));
+                        return Err(Error::internal(format!(
+                            "rank {rank}: {what}: step {i} copies spans of different lengths"
+                        )));
                     }
                     &[]
                 }
@@ -195,11 +223,15 @@ impl<T: Transport> Engine<T> {
                 }
             }
             if st.deps.iter().any(|&d| d as usize >= i) {
-                return Err(Error::internal(format!("rank {rank}: {what}: step {i} depends on a later step")));
+                return Err(Error::internal(format!(
+                    "rank {rank}: {what}: step {i} depends on a later step"
+                )));
             }
             if let Some(peer) = st.action.peer() {
                 if peer >= self.size || peer == rank {
-                    return Err(Error::internal(format!("rank {rank}: {what}: step {i} talks to rank {peer}")));
+                    return Err(Error::internal(format!(
+                        "rank {rank}: {what}: step {i} talks to rank {peer}"
+                    )));
                 }
                 let send = matches!(st.action, Action::Send { .. });
                 let k = (peer, st.channel, send);
@@ -217,8 +249,16 @@ impl<T: Transport> Engine<T> {
                 queues[qi].steps.push(i as u32);
             }
         }
-        let need_send: Vec<(usize, u16)> = queues.iter().filter(|q| q.send).map(|q| (q.peer, q.ch)).collect();
-        let need_recv: Vec<(usize, u16)> = queues.iter().filter(|q| !q.send).map(|q| (q.peer, q.ch)).collect();
+        let need_send: Vec<(usize, u16)> = queues
+            .iter()
+            .filter(|q| q.send)
+            .map(|q| (q.peer, q.ch))
+            .collect();
+        let need_recv: Vec<(usize, u16)> = queues
+            .iter()
+            .filter(|q| !q.send)
+            .map(|q| (q.peer, q.ch))
+            .collect();
         // Our own connections first (peers' listeners exist since init); theirs are accepted
         // while the schedule runs, so a rank whose peer called something else still sends,
         // and the peer reports the mismatch instead of both waiting for connections.
@@ -292,50 +332,53 @@ impl<T: Transport> Engine<T> {
         let mut last_progress = Instant::now();
 
         // Runs a local step or applies a staged reduce; the step is then complete.
-        let apply = |i: usize, arrived: &mut Vec<Option<usize>>, stage: &mut Staging| -> Result<()> {
-            match sched.steps[i].action {
-                Action::Copy { src, dst } => {
-                    let (s, d) = (ptr(i, &src), ptr(i, &dst));
-                    if s != d && src.len > 0 {
-                        // SAFETY: both in bounds; `copy` allows overlap.
-                        unsafe { std::ptr::copy(s, d, src.len) };
-                    }
-                }
-                Action::Finalize { span } => {
-                    // SAFETY: in bounds, and no other step touches it concurrently (the
-                    // schedule orders writers of the same bytes).
-                    let b = unsafe { std::slice::from_raw_parts_mut(ptr(i, &span), span.len) };
-                    finalize_avg(part(i).desc.dtype, b, size);
-                }
-                Action::RecvReduce { dst, local, .. } => {
-                    let si = arrived[i].take().ok_or_else(|| Error::internal("reduce without data"))?;
-                    let inc = &stage.pool[si][..dst.len];
-                    let (d, l) = (ptr(i, &dst), ptr(i, &local));
-                    let (dtype, op) = (part(i).desc.dtype, part(i).desc.op);
-                    if d == l {
-                        // SAFETY: in bounds; the schedule gives this step sole use of `dst`.
-                        let acc = unsafe { std::slice::from_raw_parts_mut(d, dst.len) };
-                        reduce_into(dtype, op, acc, inc);
-                    } else {
-                        let (da, la) = (d as usize, l as usize);
-                        if da < la + local.len && la < da + dst.len {
-                            return Err(Error::internal("reduce operands overlap partially"));
+        let apply =
+            |i: usize, arrived: &mut Vec<Option<usize>>, stage: &mut Staging| -> Result<()> {
+                match sched.steps[i].action {
+                    Action::Copy { src, dst } => {
+                        let (s, d) = (ptr(i, &src), ptr(i, &dst));
+                        if s != d && src.len > 0 {
+                            // SAFETY: both in bounds; `copy` allows overlap.
+                            unsafe { std::ptr::copy(s, d, src.len) };
                         }
-                        // SAFETY: in bounds and disjoint (checked just above).
-                        let (out, mine) = unsafe {
-                            (
-                                std::slice::from_raw_parts_mut(d, dst.len),
-                                std::slice::from_raw_parts(l as *const u8, local.len),
-                            )
-                        };
-                        reduce_to(dtype, op, out, mine, inc);
                     }
-                    stage.free.push(si);
+                    Action::Finalize { span } => {
+                        // SAFETY: in bounds, and no other step touches it concurrently (the
+                        // schedule orders writers of the same bytes).
+                        let b = unsafe { std::slice::from_raw_parts_mut(ptr(i, &span), span.len) };
+                        finalize_avg(part(i).desc.dtype, b, size);
+                    }
+                    Action::RecvReduce { dst, local, .. } => {
+                        let si = arrived[i]
+                            .take()
+                            .ok_or_else(|| Error::internal("reduce without data"))?;
+                        let inc = &stage.pool[si][..dst.len];
+                        let (d, l) = (ptr(i, &dst), ptr(i, &local));
+                        let (dtype, op) = (part(i).desc.dtype, part(i).desc.op);
+                        if d == l {
+                            // SAFETY: in bounds; the schedule gives this step sole use of `dst`.
+                            let acc = unsafe { std::slice::from_raw_parts_mut(d, dst.len) };
+                            reduce_into(dtype, op, acc, inc);
+                        } else {
+                            let (da, la) = (d as usize, l as usize);
+                            if da < la + local.len && la < da + dst.len {
+                                return Err(Error::internal("reduce operands overlap partially"));
+                            }
+                            // SAFETY: in bounds and disjoint (checked just above).
+                            let (out, mine) = unsafe {
+                                (
+                                    std::slice::from_raw_parts_mut(d, dst.len),
+                                    std::slice::from_raw_parts(l as *const u8, local.len),
+                                )
+                            };
+                            reduce_to(dtype, op, out, mine, inc);
+                        }
+                        stage.free.push(si);
+                    }
+                    _ => return Err(Error::internal("not a local step")),
                 }
-                _ => return Err(Error::internal("not a local step")),
-            }
-            Ok(())
-        };
+                Ok(())
+            };
 
         let mut all_connected = need_recv.iter().all(|k| conns.recv.contains_key(k));
         while done < n {
@@ -354,25 +397,38 @@ impl<T: Transport> Engine<T> {
             }
             // Local work first: it may unblock sends.
             while let Some(i) = ready.pop() {
-                apply(i as usize, &mut arrived, &mut stage).map_err(|e| e.context(format!("rank {rank}: {what}")))?;
+                apply(i as usize, &mut arrived, &mut stage)
+                    .map_err(|e| e.context(format!("rank {rank}: {what}")))?;
                 done += 1;
                 moved = true;
-                release(i as usize, &first, &edges, &mut left, &mut ready, &arrived, sched);
+                release(
+                    i as usize, &first, &edges, &mut left, &mut ready, &arrived, sched,
+                );
             }
             for q in queues.iter_mut() {
                 let ctx = |e: Error| {
-                    let dir = if q.send { "sending to" } else { "receiving from" };
-                    e.context(format!("rank {rank}: {what}: {dir} rank {} (channel {})", q.peer, q.ch))
+                    let dir = if q.send {
+                        "sending to"
+                    } else {
+                        "receiving from"
+                    };
+                    e.context(format!(
+                        "rank {rank}: {what}: {dir} rank {} (channel {})",
+                        q.peer, q.ch
+                    ))
                 };
                 // Completions, oldest first.
                 while let Some((i, req, st)) = q.in_flight.front_mut() {
-                    let Some(c) = transport.test(req).map_err(ctx)? else { break };
+                    let Some(c) = transport.test(req).map_err(ctx)? else {
+                        break;
+                    };
                     let (i, st) = (*i as usize, *st);
                     q.in_flight.pop_front();
                     moved = true;
                     if !q.send {
                         let p = part(i);
-                        check_message(&p.desc, p.expect, c.tag, c.bytes, &sched.steps[i].action).map_err(ctx)?;
+                        check_message(&p.desc, p.expect, c.tag, c.bytes, &sched.steps[i].action)
+                            .map_err(ctx)?;
                     }
                     match (st, sched.steps[i].action) {
                         (Some(si), Action::RecvReduce { .. }) => {
@@ -396,29 +452,46 @@ impl<T: Transport> Engine<T> {
                             if left[i] > 0 {
                                 break;
                             }
-                            let conn = conns.send.get_mut(&key).ok_or_else(|| ctx(Error::internal("no connection")))?;
+                            let conn = conns
+                                .send
+                                .get_mut(&key)
+                                .ok_or_else(|| ctx(Error::internal("no connection")))?;
                             // SAFETY: the span is in bounds and, by the schedule's dependencies,
                             // nobody writes it before this send completes.
-                            unsafe { transport.isend(conn, ptr(i, &src), src.len, tags[part_of[i] as usize], None) }
-                                .map_err(ctx)?
-                                .map(|r| (r, None))
+                            unsafe {
+                                transport.isend(
+                                    conn,
+                                    ptr(i, &src),
+                                    src.len,
+                                    tags[part_of[i] as usize],
+                                    None,
+                                )
+                            }
+                            .map_err(ctx)?
+                            .map(|r| (r, None))
                         }
                         Action::Recv { dst, .. } => {
                             if left[i] > 0 {
                                 break;
                             }
-                            let Some(conn) = conns.recv.get_mut(&key) else { break };
+                            let Some(conn) = conns.recv.get_mut(&key) else {
+                                break;
+                            };
                             // SAFETY: in bounds, and only this receive writes it until done.
                             unsafe { transport.irecv(conn, ptr(i, &dst), dst.len, None) }
                                 .map_err(ctx)?
                                 .map(|r| (r, None))
                         }
                         Action::RecvReduce { dst, .. } => {
-                            let Some(conn) = conns.recv.get_mut(&key) else { break };
+                            let Some(conn) = conns.recv.get_mut(&key) else {
+                                break;
+                            };
                             let si = stage.take();
                             let buf = stage.pool[si].as_mut_ptr();
                             // SAFETY: the staging buffer is ours until the reduce releases it.
-                            match unsafe { transport.irecv(conn, buf, dst.len, None) }.map_err(ctx)? {
+                            match unsafe { transport.irecv(conn, buf, dst.len, None) }
+                                .map_err(ctx)?
+                            {
                                 Some(r) => Some((r, Some(si))),
                                 None => {
                                     stage.free.push(si);
@@ -426,7 +499,11 @@ impl<T: Transport> Engine<T> {
                                 }
                             }
                         }
-                        _ => return Err(Error::internal(format!("rank {rank}: {what}: local step {i} queued"))),
+                        _ => {
+                            return Err(Error::internal(format!(
+                                "rank {rank}: {what}: local step {i} queued"
+                            )))
+                        }
                     };
                     match posted {
                         Some((r, st)) => {
@@ -455,7 +532,10 @@ impl<T: Transport> Engine<T> {
                 for q in queues.iter().filter(|q| q.send) {
                     if let Some(c) = conns.send.get_mut(&(q.peer, q.ch)) {
                         transport.check_send(c).map_err(|e| {
-                            e.context(format!("rank {rank}: {what}: rank {} (channel {})", q.peer, q.ch))
+                            e.context(format!(
+                                "rank {rank}: {what}: rank {} (channel {})",
+                                q.peer, q.ch
+                            ))
                         })?;
                     }
                 }
@@ -504,7 +584,13 @@ fn release(
 
 /// Checks that a received message belongs to the call this rank is in, and has the size
 /// this rank expects.
-fn check_message(desc: &CallDesc, expect: Tag, tag: Tag, bytes: usize, action: &Action) -> Result<()> {
+fn check_message(
+    desc: &CallDesc,
+    expect: Tag,
+    tag: Tag,
+    bytes: usize,
+    action: &Action,
+) -> Result<()> {
     let want = match action {
         Action::Recv { dst, .. } | Action::RecvReduce { dst, .. } => dst.len,
         _ => bytes,
@@ -534,7 +620,11 @@ fn waiting_for<R>(
     need_recv: &[(usize, u16)],
     connected: impl Fn(&(usize, u16)) -> bool,
 ) -> String {
-    let mut absent: Vec<usize> = need_recv.iter().filter(|k| !connected(k)).map(|k| k.0).collect();
+    let mut absent: Vec<usize> = need_recv
+        .iter()
+        .filter(|k| !connected(k))
+        .map(|k| k.0)
+        .collect();
     absent.sort_unstable();
     absent.dedup();
     if !absent.is_empty() {
@@ -547,7 +637,8 @@ fn waiting_for<R>(
         if !pending {
             continue;
         }
-        let blocked_on_deps = q.in_flight.is_empty() && q.steps.get(q.next).is_some_and(|&i| left[i as usize] > 0);
+        let blocked_on_deps =
+            q.in_flight.is_empty() && q.steps.get(q.next).is_some_and(|&i| left[i as usize] > 0);
         if blocked_on_deps {
             continue;
         }

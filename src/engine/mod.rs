@@ -51,6 +51,7 @@ pub struct Engine<T: Transport> {
 impl<T: Transport> Engine<T> {
     /// An engine for `rank` of `size`, listening with `listener`, reaching peers through
     /// `handles` (indexed by rank).
+    #[allow(clippy::too_many_arguments)] // each is a distinct fact of the rank's setup
     pub fn new(
         transport: T,
         rank: usize,

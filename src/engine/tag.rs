@@ -76,7 +76,12 @@ impl CallDesc {
         if self.kind == Kind::Barrier {
             return format!("{name} #{}", self.seq);
         }
-        format!("{name} #{} (count {}, {}{extra})", self.seq, self.count, self.dtype.name())
+        format!(
+            "{name} #{} (count {}, {}{extra})",
+            self.seq,
+            self.count,
+            self.dtype.name()
+        )
     }
 }
 

@@ -84,7 +84,9 @@ impl DataType {
             .iter()
             .copied()
             .find(|d| *d as i64 == raw)
-            .ok_or_else(|| Error::invalid_argument(format!("unknown data type {raw} (valid: 0..=9)")))
+            .ok_or_else(|| {
+                Error::invalid_argument(format!("unknown data type {raw} (valid: 0..=9)"))
+            })
     }
 
     /// Parses a name as printed by [`DataType::name`] or a common alias (`f32`, `fp16`, `bf16`).
@@ -153,7 +155,9 @@ impl ReduceOp {
             .iter()
             .copied()
             .find(|o| *o as i64 == raw)
-            .ok_or_else(|| Error::invalid_argument(format!("unknown reduction op {raw} (valid: 0..=4)")))
+            .ok_or_else(|| {
+                Error::invalid_argument(format!("unknown reduction op {raw} (valid: 0..=4)"))
+            })
     }
 
     /// Parses a name as printed by [`ReduceOp::name`].
@@ -162,7 +166,11 @@ impl ReduceOp {
             .iter()
             .copied()
             .find(|o| o.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| Error::invalid_argument(format!("unknown reduction op '{s}' (sum prod max min avg)")))
+            .ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "unknown reduction op '{s}' (sum prod max min avg)"
+                ))
+            })
     }
 
     /// The operation applied step by step; `Avg` reduces as `Sum` and divides at the end.

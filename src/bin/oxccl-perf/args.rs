@@ -13,7 +13,13 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [Op::AllReduce, Op::AllGather, Op::Broadcast, Op::ReduceScatter, Op::Reduce];
+    pub const ALL: [Op; 5] = [
+        Op::AllReduce,
+        Op::AllGather,
+        Op::Broadcast,
+        Op::ReduceScatter,
+        Op::Reduce,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -88,7 +94,8 @@ fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'
 }
 
 fn num(flag: &str, v: &str) -> Result<usize, String> {
-    v.parse().map_err(|_| format!("{flag}: '{v}' is not a number"))
+    v.parse()
+        .map_err(|_| format!("{flag}: '{v}' is not a number"))
 }
 
 pub fn parse(argv: &[String]) -> Result<Args, String> {
@@ -125,8 +132,12 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
                     vec![op]
                 };
             }
-            "-b" => a.min_bytes = parse_bytes("-b", value(&mut it, f)?).map_err(|e| e.to_string())?,
-            "-e" => a.max_bytes = parse_bytes("-e", value(&mut it, f)?).map_err(|e| e.to_string())?,
+            "-b" => {
+                a.min_bytes = parse_bytes("-b", value(&mut it, f)?).map_err(|e| e.to_string())?
+            }
+            "-e" => {
+                a.max_bytes = parse_bytes("-e", value(&mut it, f)?).map_err(|e| e.to_string())?
+            }
             "-f" => a.factor = num(f, value(&mut it, f)?)?,
             "-d" => a.dtype = DataType::parse(value(&mut it, f)?).map_err(|e| e.to_string())?,
             "-o" => a.redop = ReduceOp::parse(value(&mut it, f)?).map_err(|e| e.to_string())?,
@@ -139,7 +150,9 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             "--label" => a.label = value(&mut it, f)?.clone(),
             "-t" => {
                 let v = value(&mut it, f)?;
-                a.target_secs = v.parse().map_err(|_| format!("-t: '{v}' is not a number of seconds"))?;
+                a.target_secs = v
+                    .parse()
+                    .map_err(|_| format!("-t: '{v}' is not a number of seconds"))?;
             }
             _ => return Err(format!("unknown option '{f}'")),
         }

@@ -29,12 +29,22 @@ struct Bufs<T> {
 }
 
 /// Element counts of one point: (count printed, send elements, receive elements, bytes).
-fn shape(op: Op, bytes: usize, elem: usize, n: usize, at_least_one: bool) -> (usize, usize, usize, usize) {
+fn shape(
+    op: Op,
+    bytes: usize,
+    elem: usize,
+    n: usize,
+    at_least_one: bool,
+) -> (usize, usize, usize, usize) {
     let min = usize::from(at_least_one);
     match op {
         Op::AllGather | Op::ReduceScatter => {
             let c = (bytes / elem / n).max(min);
-            let (s, r) = if op == Op::AllGather { (c, c * n) } else { (c * n, c) };
+            let (s, r) = if op == Op::AllGather {
+                (c, c * n)
+            } else {
+                (c * n, c)
+            };
             (c * n, s, r, c * n * elem)
         }
         _ => {
@@ -47,10 +57,16 @@ fn shape(op: Op, bytes: usize, elem: usize, n: usize, at_least_one: bool) -> (us
 fn fill<T: Val>(b: &mut Bufs<T>, op: Op, redop: ReduceOp, rank: usize, n: usize, in_place: bool) {
     let ro = if op.reduces() { redop } else { ReduceOp::Sum };
     let (sl, rl) = (b.send.len(), b.recv.len());
-    let src: &mut [T] = if in_place && op == Op::AllGather { &mut b.recv[rank * sl..(rank + 1) * sl] } else if in_place { &mut b.recv[..] } else { &mut b.send[..] };
-    let off = if op == Op::AllGather && in_place { 0 } else { 0 };
+    let src: &mut [T] = if in_place && op == Op::AllGather {
+        &mut b.recv[rank * sl..(rank + 1) * sl]
+    } else if in_place {
+        &mut b.recv[..]
+    } else {
+        &mut b.send[..]
+    };
+
     for (i, x) in src.iter_mut().enumerate() {
-        *x = T::from_f64(input(ro, n, rank, i + off));
+        *x = T::from_f64(input(ro, n, rank, i));
     }
     if !in_place {
         for x in b.recv[..rl].iter_mut() {
@@ -60,7 +76,14 @@ fn fill<T: Val>(b: &mut Bufs<T>, op: Op, redop: ReduceOp, rank: usize, n: usize,
 }
 
 /// Wrong elements of this rank's result.
-fn wrong<T: Val>(b: &Bufs<T>, op: Op, redop: ReduceOp, rank: usize, n: usize, root: usize) -> usize {
+fn wrong<T: Val>(
+    b: &Bufs<T>,
+    op: Op,
+    redop: ReduceOp,
+    rank: usize,
+    n: usize,
+    root: usize,
+) -> usize {
     let out = &b.recv;
     let count = match op {
         Op::AllGather => out.len() / n,
@@ -83,7 +106,13 @@ fn wrong<T: Val>(b: &Bufs<T>, op: Op, redop: ReduceOp, rank: usize, n: usize, ro
     bad
 }
 
-fn call<T: Val>(comm: &Communicator, b: &mut Bufs<T>, op: Op, a: &Args, in_place: bool) -> Result<()> {
+fn call<T: Val>(
+    comm: &Communicator,
+    b: &mut Bufs<T>,
+    op: Op,
+    a: &Args,
+    in_place: bool,
+) -> Result<()> {
     let (redop, root) = (a.redop, a.root);
     match (op, in_place) {
         (Op::AllReduce, false) => comm.all_reduce(&b.send, &mut b.recv, redop),
@@ -127,18 +156,50 @@ fn points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
     let me = comm.rank();
     let root = a.root;
     if root >= n {
-        return Err(oxccl::Error::invalid_argument(format!("-r {root} is out of range for {n} ranks")));
+        return Err(oxccl::Error::invalid_argument(format!(
+            "-r {root} is out of range for {n} ranks"
+        )));
     }
     if me == 0 {
-        println!("# oxccl-perf: {} ranks as threads, transport {}, {} {}", n, comm.transport(), a.dtype.name(), a.redop.name());
+        println!(
+            "# oxccl-perf: {} ranks as threads, transport {}, {} {}",
+            n,
+            comm.transport(),
+            a.dtype.name(),
+            a.redop.name()
+        );
         println!("# {:>62}   {:>30}", "out-of-place", "in-place");
         println!(
             "#{:>11} {:>12} {:>9} {:>6} {:>6} {:>9} {:>7} {:>7} {:>6} {:>9} {:>7} {:>7} {:>6}",
-            "size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong"
+            "size",
+            "count",
+            "type",
+            "redop",
+            "root",
+            "time",
+            "algbw",
+            "busbw",
+            "#wrong",
+            "time",
+            "algbw",
+            "busbw",
+            "#wrong"
         );
         println!(
             "#{:>11} {:>12} {:>9} {:>6} {:>6} {:>9} {:>7} {:>7} {:>6} {:>9} {:>7} {:>7} {:>6}",
-            "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)", ""
+            "(B)",
+            "(elements)",
+            "",
+            "",
+            "",
+            "(us)",
+            "(GB/s)",
+            "(GB/s)",
+            "",
+            "(us)",
+            "(GB/s)",
+            "(GB/s)",
+            ""
         );
     }
     let mut total_wrong = 0usize;
@@ -148,8 +209,11 @@ fn points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
         let mut bytes = a.min_bytes;
         while bytes <= a.max_bytes {
             let (count, sn, rn, real) = shape(op, bytes, e, n, false);
-            let mut b = Bufs { send: vec![T::default(); sn.max(rn)], recv: vec![T::default(); rn] };
-            b.send.truncate(if op == Op::ReduceScatter { sn } else { sn });
+            let mut b = Bufs {
+                send: vec![T::default(); sn],
+                recv: vec![T::default(); rn],
+            };
+
             let mut row = String::new();
             for in_place in [false, true] {
                 fill(&mut b, op, a.redop, me, n, in_place);
@@ -174,19 +238,47 @@ fn points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
                 let busbw = algbw * op.bus_factor(n);
                 bus_sum += busbw;
                 bus_n += 1;
-                row += &format!(" {:>9.2} {:>7.2} {:>7.2} {:>6}", t * 1e6, algbw, busbw, if a.check { format!("{}", bad as usize) } else { "N/A".into() });
+                row += &format!(
+                    " {:>9.2} {:>7.2} {:>7.2} {:>6}",
+                    t * 1e6,
+                    algbw,
+                    busbw,
+                    if a.check {
+                        format!("{}", bad as usize)
+                    } else {
+                        "N/A".into()
+                    }
+                );
             }
             if me == 0 {
                 let redop = if op.reduces() { a.redop.name() } else { "none" };
                 let r = if op.rooted() { root as i64 } else { -1 };
-                println!("{:>12} {:>12} {:>9} {:>6} {:>6}{row}  {}", real, count, a.dtype.name(), redop, r, op.name());
+                println!(
+                    "{:>12} {:>12} {:>9} {:>6} {:>6}{row}  {}",
+                    real,
+                    count,
+                    a.dtype.name(),
+                    redop,
+                    r,
+                    op.name()
+                );
             }
             bytes = bytes.saturating_mul(a.factor);
         }
     }
     if me == 0 {
-        println!("# Out of bounds values : {total_wrong} {}", if total_wrong == 0 { "OK" } else { "WRONG" });
-        println!("# Avg bus bandwidth    : {:.4}", if bus_n > 0 { bus_sum / bus_n as f64 } else { 0.0 });
+        println!(
+            "# Out of bounds values : {total_wrong} {}",
+            if total_wrong == 0 { "OK" } else { "WRONG" }
+        );
+        println!(
+            "# Avg bus bandwidth    : {:.4}",
+            if bus_n > 0 {
+                bus_sum / bus_n as f64
+            } else {
+                0.0
+            }
+        );
     }
     Ok(if me == 0 { total_wrong } else { 0 })
 }
@@ -200,7 +292,10 @@ fn csv_points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
     let me = comm.rank();
     let e = std::mem::size_of::<T>();
     let mut total_wrong = 0;
-    let ops: Vec<Op> = if a.ops.len() == 1 && a.ops[0] == Op::AllReduce && !std::env::args().any(|x| x == "--op") {
+    let ops: Vec<Op> = if a.ops.len() == 1
+        && a.ops[0] == Op::AllReduce
+        && !std::env::args().any(|x| x == "--op")
+    {
         vec![Op::AllReduce, Op::AllGather, Op::Broadcast]
     } else {
         a.ops.clone()
@@ -209,9 +304,16 @@ fn csv_points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
     for &op in &ops {
         for &size in &SIZES {
             let (_, sn, rn, bytes) = shape(op, size, e, n, true);
-            let mut b = Bufs { send: vec![T::default(); sn], recv: vec![T::default(); rn] };
+            let mut b = Bufs {
+                send: vec![T::default(); sn],
+                recv: vec![T::default(); rn],
+            };
             fill(&mut b, op, ReduceOp::Sum, me, n, false);
-            let sum_args = Args { redop: ReduceOp::Sum, root: 0, ..a.clone() };
+            let sum_args = Args {
+                redop: ReduceOp::Sum,
+                root: 0,
+                ..a.clone()
+            };
             comm.barrier()?;
             let t0 = Instant::now();
             call(comm, &mut b, op, &sum_args, false)?;
@@ -234,7 +336,11 @@ fn csv_points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
             }
             let mine = samples.iter().sum::<f64>() / iters as f64;
             samples.sort_by(|x, y| x.total_cmp(y));
-            let p50 = if iters % 2 == 1 { samples[iters / 2] } else { 0.5 * (samples[iters / 2 - 1] + samples[iters / 2]) };
+            let p50 = if iters % 2 == 1 {
+                samples[iters / 2]
+            } else {
+                0.5 * (samples[iters / 2 - 1] + samples[iters / 2])
+            };
             let mut v = [mine, p50];
             let mut sums = [0.0f64; 2];
             comm.all_reduce(&v, &mut sums, ReduceOp::Sum)?;

@@ -335,7 +335,10 @@ impl Transport for TcpTransport {
             let err = std::io::Error::last_os_error();
             return match err.raw_os_error() {
                 Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(()),
-                _ => Err(Error::remote(format!("tcp: connection to {} failed: {err}", c.peer()))),
+                _ => Err(Error::remote(format!(
+                    "tcp: connection to {} failed: {err}",
+                    c.peer()
+                ))),
             };
         }
         Ok(())

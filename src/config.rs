@@ -21,7 +21,7 @@ pub struct Config {
     /// Connections per peer pair for large messages (`OXCCL_NCHANNELS`; default: the
     /// transport's choice).
     pub nchannels: Option<usize>,
-    /// Pipelining chunk size in bytes (`OXCCL_CHUNK_SIZE`; default 512 KiB).
+    /// Pipelining chunk size in bytes (`OXCCL_CHUNK_SIZE`; default 128 KiB).
     pub chunk_bytes: usize,
     /// Messages below this size use one channel (`OXCCL_CHANNEL_THRESHOLD`; default 256 KiB).
     pub channel_threshold: usize,
@@ -39,7 +39,7 @@ impl Default for Config {
             timeout: Duration::from_secs(300),
             algo: None,
             nchannels: None,
-            chunk_bytes: 512 << 10,
+            chunk_bytes: 128 << 10,
             channel_threshold: 256 << 10,
             socket_buf_bytes: 4 << 20,
             spin: 2000,

@@ -67,7 +67,26 @@ pub(crate) struct State {
     sent: HashMap<usize, u64>,
     received: HashMap<usize, u64>,
     broken: Option<Error>,
+    /// Schedules already built: a training loop repeats the same calls, and building costs
+    /// allocations on the latency-critical path.
+    plans: HashMap<PlanKey, Arc<Schedule>>,
 }
+
+/// What a schedule depends on besides the communicator's fixed rank, size and ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PlanKey {
+    kind: Kind,
+    algo: crate::algo::Algo,
+    count: usize,
+    elem: usize,
+    root: usize,
+    avg: bool,
+    chunk: usize,
+    nchannels: usize,
+}
+
+/// Most schedules a communicator keeps.
+const PLAN_CACHE: usize = 256;
 
 /// A raw call: what the C ABI and the typed methods reduce to.
 #[derive(Debug, Clone, Copy)]
@@ -238,6 +257,7 @@ impl Communicator {
                 sent: HashMap::new(),
                 received: HashMap::new(),
                 broken: None,
+                plans: HashMap::new(),
             })),
             worker: Mutex::new(None),
             deferred: Mutex::new(Vec::new()),
@@ -387,7 +407,7 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
         .map(|(desc, expect, sched, bufs)| Part {
             desc: *desc,
             expect: *expect,
-            sched,
+            sched: sched.as_ref(),
             bufs: *bufs,
         })
         .collect();
@@ -400,7 +420,11 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
 }
 
 /// Numbers a call, checks its sizes, picks its algorithm and builds its schedule.
-fn prepare(sh: &Shared, st: &mut State, call: &Call) -> Result<(CallDesc, Tag, Schedule, Buffers)> {
+fn prepare(
+    sh: &Shared,
+    st: &mut State,
+    call: &Call,
+) -> Result<(CallDesc, Tag, Arc<Schedule>, Buffers)> {
     let rank = sh.rank;
     let elem = call.dtype.size();
     let op = match call.kind {
@@ -451,18 +475,39 @@ fn prepare(sh: &Shared, st: &mut State, call: &Call) -> Result<(CallDesc, Tag, S
     } else {
         1
     };
-    let plan = Plan {
+    let key = PlanKey {
         kind: call.kind,
         algo,
-        rank,
-        size: sh.size,
         count: call.count,
         elem,
         root: call.root,
         avg: op == ReduceOp::Avg,
-        chunk_bytes: sh.cfg.chunk_bytes,
+        chunk: sh.cfg.chunk_bytes,
         nchannels,
-        ring: sh.ring.clone(),
+    };
+    let sched = match st.plans.get(&key) {
+        Some(s) => s.clone(),
+        None => {
+            let plan = Plan {
+                kind: call.kind,
+                algo,
+                rank,
+                size: sh.size,
+                count: call.count,
+                elem,
+                root: call.root,
+                avg: key.avg,
+                chunk_bytes: sh.cfg.chunk_bytes,
+                nchannels,
+                ring: sh.ring.clone(),
+            };
+            if st.plans.len() >= PLAN_CACHE {
+                st.plans.clear();
+            }
+            let s = Arc::new(plan.build());
+            st.plans.insert(key, s.clone());
+            s
+        }
     };
     let bufs = Buffers {
         send: call.send,
@@ -470,5 +515,5 @@ fn prepare(sh: &Shared, st: &mut State, call: &Call) -> Result<(CallDesc, Tag, S
         recv: call.recv,
         recv_len,
     };
-    Ok((desc, expect, plan.build(), bufs))
+    Ok((desc, expect, sched, bufs))
 }

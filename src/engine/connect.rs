@@ -2,11 +2,10 @@
 //! belongs to this job: the first message on every connection is (token, rank, channel),
 //! checked before anything else is read from it.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::tag::HELLO_TAG;
-use super::Engine;
+use super::{ConnMap, Engine};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::Transport;
 
@@ -14,16 +13,16 @@ const HELLO: usize = 24;
 
 /// Established and half-established connections.
 pub(super) struct Conns<T: Transport> {
-    pub send: HashMap<(usize, u16), T::SendConn>,
-    pub recv: HashMap<(usize, u16), T::RecvConn>,
+    pub send: ConnMap<T::SendConn>,
+    pub recv: ConnMap<T::RecvConn>,
     pub pending: Vec<Pending<T>>,
 }
 
 impl<T: Transport> Default for Conns<T> {
     fn default() -> Self {
         Conns {
-            send: HashMap::new(),
-            recv: HashMap::new(),
+            send: ConnMap::default(),
+            recv: ConnMap::default(),
             pending: Vec::new(),
         }
     }
@@ -73,15 +72,34 @@ impl<T: Transport> Pending<T> {
 }
 
 impl<T: Transport> Engine<T> {
-    /// Makes sure the connections `send` (to peer, channel) and `recv` (from peer, channel)
-    /// exist, opening ours and accepting theirs. `what` names the call for messages.
+    /// Opens the connections this rank initiates for the links `send` (to peer, channel) and
+    /// `recv` (from peer, channel), and waits until they are up. Without duplex connections
+    /// a rank opens its sending ends; with them, the lower rank of each pair opens the one
+    /// connection both directions share. The rest arrive through `accept` while the
+    /// schedule runs. `what` names the call for messages.
     pub(super) fn connect_all(
         &mut self,
         send: &[(usize, u16)],
         recv: &[(usize, u16)],
-        what: &str,
+        what: &dyn std::fmt::Display,
     ) -> Result<()> {
         self.check_open()?;
+        let duplex = self.transport.duplex();
+        let rank = self.rank;
+        let mine: Vec<(usize, u16)> = if duplex {
+            send.iter()
+                .chain(recv)
+                .copied()
+                .filter(|k| k.0 > rank)
+                .collect()
+        } else {
+            send.to_vec()
+        };
+        if mine.iter().all(|k| self.conns.send.contains_key(k)) {
+            return Ok(());
+        }
+        let send = &mine[..];
+        let recv: &[(usize, u16)] = &[];
         for &(peer, ch) in send {
             if self.conns.send.contains_key(&(peer, ch))
                 || self.conns.pending.iter().any(|p| p.is_for(peer, ch))
@@ -145,7 +163,7 @@ impl<T: Transport> Engine<T> {
     }
 
     /// Advances every half-open connection and accepts new ones; true if anything moved.
-    pub(super) fn progress_pending(&mut self, what: &str) -> Result<bool> {
+    pub(super) fn progress_pending(&mut self, what: &dyn std::fmt::Display) -> Result<bool> {
         Link {
             transport: &mut self.transport,
             conns: &mut self.conns,
@@ -171,7 +189,7 @@ pub(super) struct Link<'a, T: Transport> {
 
 impl<T: Transport> Link<'_, T> {
     /// Advances every half-open connection and accepts new ones; true if anything moved.
-    pub(super) fn progress_pending(&mut self, what: &str) -> Result<bool> {
+    pub(super) fn progress_pending(&mut self, what: &dyn std::fmt::Display) -> Result<bool> {
         let mut moved = false;
         if let Some(l) = self.listener.as_mut() {
             while let Some(conn) = self.transport.accept(l).map_err(|e| {
@@ -200,7 +218,11 @@ impl<T: Transport> Link<'_, T> {
     }
 
     /// One step of one pending connection: the entry back if it is not done yet.
-    fn advance(&mut self, p: Pending<T>, what: &str) -> Result<(Option<Pending<T>>, bool)> {
+    fn advance(
+        &mut self,
+        p: Pending<T>,
+        what: &dyn std::fmt::Display,
+    ) -> Result<(Option<Pending<T>>, bool)> {
         let rank = self.rank;
         let t = &mut *self.transport;
         match p {
@@ -247,6 +269,10 @@ impl<T: Transport> Link<'_, T> {
                     None => false,
                 };
                 if done {
+                    if t.duplex() {
+                        let back = t.reverse_recv(&conn).map_err(ctx)?;
+                        self.conns.recv.insert((peer, ch), back);
+                    }
                     self.conns.send.insert((peer, ch), conn);
                     return Ok((None, true));
                 }
@@ -290,6 +316,12 @@ impl<T: Transport> Link<'_, T> {
                             && ch <= u64::from(u16::MAX)
                             && !self.conns.recv.contains_key(&(peer, ch as u16));
                         if valid {
+                            if t.duplex() {
+                                let back = t.reverse_send(&conn).map_err(|e| {
+                                    e.context(format!("rank {rank}: {what}: answering rank {peer}"))
+                                })?;
+                                self.conns.send.insert((peer, ch as u16), back);
+                            }
                             self.conns.recv.insert((peer, ch as u16), conn);
                         } else {
                             // Not one of ours (another job, a port scanner): drop it unread.

@@ -7,7 +7,7 @@
 //! oldest request of each connection is tested: transports complete a connection's requests
 //! in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::connect::{ranks, Link};
@@ -29,6 +29,21 @@ pub struct Buffers {
     pub recv: *mut u8,
     /// Output length in bytes.
     pub recv_len: usize,
+}
+
+/// The calls of a run, described only when a message needs it.
+struct Described<'a, 'b>(&'a [Part<'b>]);
+
+impl std::fmt::Display for Described<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (k, p) in self.0.iter().enumerate() {
+            if k > 0 {
+                f.write_str(" + ")?;
+            }
+            f.write_str(&p.desc.describe())?;
+        }
+        Ok(())
+    }
 }
 
 /// One call of a group run.
@@ -130,6 +145,14 @@ impl<T: Transport> Engine<T> {
         if parts.iter().all(|p| p.sched.steps.is_empty()) {
             return Ok(());
         }
+        if let [one] = parts {
+            // SAFETY: forwarded from the caller.
+            let r = unsafe { self.run_inner(parts, one.sched, &[]) };
+            if r.is_err() {
+                self.shutdown();
+            }
+            return r;
+        }
         // One schedule of all parts: dependencies and scratch offsets shifted per part.
         let mut merged = Schedule::default();
         let mut part_of: Vec<u32> = Vec::new();
@@ -155,6 +178,7 @@ impl<T: Transport> Engine<T> {
         r
     }
 
+    /// `part_of[i]` is the part of step `i`; empty when there is one part.
     unsafe fn run_inner(
         &mut self,
         parts: &[Part<'_>],
@@ -162,11 +186,8 @@ impl<T: Transport> Engine<T> {
         part_of: &[u32],
     ) -> Result<()> {
         self.check_open()?;
-        let what = parts
-            .iter()
-            .map(|p| p.desc.describe())
-            .collect::<Vec<_>>()
-            .join(" + ");
+        let what = Described(parts);
+        let pidx = |i: usize| part_of.get(i).map_or(0, |&p| p as usize);
         let rank = self.rank;
         let n = sched.steps.len();
         if self.scratch.len() < sched.scratch_bytes {
@@ -174,12 +195,11 @@ impl<T: Transport> Engine<T> {
         }
         let scratch_len = self.scratch.len();
         let bound = |i: usize, s: &Span| match s.buf {
-            BufId::Send => parts[part_of[i] as usize].bufs.send_len,
-            BufId::Recv => parts[part_of[i] as usize].bufs.recv_len,
+            BufId::Send => parts[pidx(i)].bufs.send_len,
+            BufId::Recv => parts[pidx(i)].bufs.recv_len,
             BufId::Scratch => scratch_len,
         };
         // Queues per connection, and the connections they need.
-        let mut qindex: HashMap<(usize, u16, bool), usize> = HashMap::new();
         let mut queues: Vec<Queue<T::Request>> = Vec::new();
         let mut stage_len = 0;
         for (i, st) in sched.steps.iter().enumerate() {
@@ -206,10 +226,11 @@ impl<T: Transport> Engine<T> {
                     &[]
                 }
             };
-            let extra: Vec<Span> = match &st.action {
-                Action::RecvReduce { dst, local, .. } => vec![*dst, *local],
-                Action::Copy { src, dst } => vec![*src, *dst],
-                _ => Vec::new(),
+            let extra: &[Span] = match &st.action {
+                Action::RecvReduce { dst, local, .. } | Action::Copy { src: local, dst } => {
+                    &[*dst, *local]
+                }
+                _ => &[],
             };
             for s in spans.iter().chain(extra.iter()) {
                 if s.end() > bound(i, s) {
@@ -234,8 +255,11 @@ impl<T: Transport> Engine<T> {
                     )));
                 }
                 let send = matches!(st.action, Action::Send { .. });
-                let k = (peer, st.channel, send);
-                let qi = *qindex.entry(k).or_insert_with(|| {
+                // Schedules talk to few connections: a linear search beats hashing.
+                let found = queues
+                    .iter()
+                    .position(|q| q.peer == peer && q.ch == st.channel && q.send == send);
+                let qi = found.unwrap_or_else(|| {
                     queues.push(Queue {
                         peer,
                         ch: st.channel,
@@ -262,8 +286,7 @@ impl<T: Transport> Engine<T> {
         // Our own connections first (peers' listeners exist since init); theirs are accepted
         // while the schedule runs, so a rank whose peer called something else still sends,
         // and the peer reports the mismatch instead of both waiting for connections.
-        self.connect_all(&need_send, &[], &what)?;
-        let _ = &need_recv;
+        self.connect_all(&need_send, &need_recv, &what)?;
 
         // Dependency counters and the reverse edges.
         let mut left: Vec<u32> = sched.steps.iter().map(|s| s.deps.len() as u32).collect();
@@ -312,7 +335,7 @@ impl<T: Transport> Engine<T> {
         stage.free = (0..stage.pool.len()).collect();
         let scratch_ptr = scratch.as_mut_ptr();
         let ptr = |i: usize, s: &Span| -> *mut u8 {
-            let bufs = &parts[part_of[i] as usize].bufs;
+            let bufs = &parts[pidx(i)].bufs;
             let base = match s.buf {
                 BufId::Send => bufs.send as *mut u8,
                 BufId::Recv => bufs.recv,
@@ -325,7 +348,7 @@ impl<T: Transport> Engine<T> {
             unsafe { base.add(s.off) }
         };
         let tags: Vec<Tag> = parts.iter().map(|p| p.desc.tag()).collect();
-        let part = |i: usize| &parts[part_of[i] as usize];
+        let part = |i: usize| &parts[pidx(i)];
         let max_in_flight = cfg.max_in_flight.max(1);
         let mut done = 0usize;
         let mut idle: u32 = 0;
@@ -380,7 +403,11 @@ impl<T: Transport> Engine<T> {
                 Ok(())
             };
 
-        let mut all_connected = need_recv.iter().all(|k| conns.recv.contains_key(k));
+        let connected = |c: &super::connect::Conns<T>| {
+            need_recv.iter().all(|k| c.recv.contains_key(k))
+                && need_send.iter().all(|k| c.send.contains_key(k))
+        };
+        let mut all_connected = connected(conns);
         while done < n {
             let mut moved = false;
             if !all_connected {
@@ -393,7 +420,7 @@ impl<T: Transport> Engine<T> {
                     size,
                 };
                 moved |= link.progress_pending(&what)?;
-                all_connected = need_recv.iter().all(|k| conns.recv.contains_key(k));
+                all_connected = connected(conns);
             }
             // Local work first: it may unblock sends.
             while let Some(i) = ready.pop() {
@@ -452,20 +479,13 @@ impl<T: Transport> Engine<T> {
                             if left[i] > 0 {
                                 break;
                             }
-                            let conn = conns
-                                .send
-                                .get_mut(&key)
-                                .ok_or_else(|| ctx(Error::internal("no connection")))?;
+                            let Some(conn) = conns.send.get_mut(&key) else {
+                                break;
+                            };
                             // SAFETY: the span is in bounds and, by the schedule's dependencies,
                             // nobody writes it before this send completes.
                             unsafe {
-                                transport.isend(
-                                    conn,
-                                    ptr(i, &src),
-                                    src.len,
-                                    tags[part_of[i] as usize],
-                                    None,
-                                )
+                                transport.isend(conn, ptr(i, &src), src.len, tags[pidx(i)], None)
                             }
                             .map_err(ctx)?
                             .map(|r| (r, None))
@@ -544,7 +564,14 @@ impl<T: Transport> Engine<T> {
                     return Err(Error::timeout(format!(
                         "rank {rank}: {what}: no progress for {:.1}s; {}",
                         waited.as_secs_f64(),
-                        waiting_for(&queues, &left, &need_recv, |k| conns.recv.contains_key(k))
+                        waiting_for(
+                            &queues,
+                            &left,
+                            &need_recv,
+                            |k| { conns.recv.contains_key(k) },
+                            &need_send,
+                            |k| conns.send.contains_key(k)
+                        )
                     )));
                 }
                 transport
@@ -619,10 +646,13 @@ fn waiting_for<R>(
     left: &[u32],
     need_recv: &[(usize, u16)],
     connected: impl Fn(&(usize, u16)) -> bool,
+    need_send: &[(usize, u16)],
+    connected_to: impl Fn(&(usize, u16)) -> bool,
 ) -> String {
     let mut absent: Vec<usize> = need_recv
         .iter()
         .filter(|k| !connected(k))
+        .chain(need_send.iter().filter(|k| !connected_to(k)))
         .map(|k| k.0)
         .collect();
     absent.sort_unstable();

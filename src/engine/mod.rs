@@ -117,6 +117,39 @@ impl<T: Transport> Drop for Engine<T> {
     }
 }
 
+/// A hasher for the small integer keys of the connection maps (SipHash's defence against
+/// chosen keys buys nothing here and costs on every post).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(17) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by (peer, channel).
+pub(crate) type ConnMap<V> =
+    std::collections::HashMap<(usize, u16), V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Error for a call on an engine that was shut down.
 fn closed(rank: usize) -> crate::Error {
     crate::Error::invalid_usage(format!("rank {rank}: the communicator was shut down"))
@@ -130,7 +163,7 @@ impl<T: Transport> Engine<T> {
         Ok(())
     }
 
-    fn check_abort(&self, what: &str) -> Result<()> {
+    fn check_abort(&self, what: &dyn std::fmt::Display) -> Result<()> {
         if self.abort.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(crate::Error::invalid_usage(format!(
                 "rank {}: {what}: the communicator was aborted",

@@ -211,6 +211,33 @@ pub trait Transport: Send + 'static {
         Ok(())
     }
 
+    /// Whether one connection carries both directions: the side that connected can receive
+    /// on it ([`Transport::reverse_recv`]) and the side that accepted can send on it
+    /// ([`Transport::reverse_send`]). Then only one side of a pair connects, and replies ride
+    /// with the other direction's data (on TCP, acknowledgements piggyback instead of
+    /// costing packets of their own).
+    fn duplex(&self) -> bool {
+        false
+    }
+
+    /// The receiving end of the connection `conn` sends on, where [`Transport::duplex`].
+    fn reverse_recv(&mut self, conn: &Self::SendConn) -> Result<Self::RecvConn> {
+        let _ = conn;
+        Err(Error::invalid_usage(format!(
+            "transport '{}' has no duplex connections",
+            self.name()
+        )))
+    }
+
+    /// The sending end of the connection `conn` receives on, where [`Transport::duplex`].
+    fn reverse_send(&mut self, conn: &Self::RecvConn) -> Result<Self::SendConn> {
+        let _ = conn;
+        Err(Error::invalid_usage(format!(
+            "transport '{}' has no duplex connections",
+            self.name()
+        )))
+    }
+
     /// Reports whether the peer of an idle sending connection has gone (`Remote`), so that a
     /// rank waiting on that peer for something else learns of it without a timeout. Called
     /// by the engine only while it is idle; backends that cannot tell return `Ok`.

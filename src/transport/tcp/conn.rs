@@ -340,6 +340,11 @@ impl RecvConnState {
         }
     }
 
+    /// The peer's address.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     pub(super) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -310,6 +310,28 @@ impl Transport for TcpTransport {
         Ok(())
     }
 
+    fn duplex(&self) -> bool {
+        true
+    }
+
+    fn reverse_recv(&mut self, conn: &TcpSendConn) -> Result<TcpRecvConn> {
+        let c = self
+            .sends
+            .get_mut(conn.0)
+            .ok_or_else(|| stale("send connection"))?;
+        let (fd, peer) = (dup_fd(c.fd())?, c.peer());
+        Ok(TcpRecvConn(self.recvs.insert(RecvConnState::new(fd, peer))))
+    }
+
+    fn reverse_send(&mut self, conn: &TcpRecvConn) -> Result<TcpSendConn> {
+        let c = self
+            .recvs
+            .get_mut(conn.0)
+            .ok_or_else(|| stale("receive connection"))?;
+        let (fd, peer) = (dup_fd(c.fd())?, c.peer());
+        Ok(TcpSendConn(self.sends.insert(SendConnState::new(fd, peer))))
+    }
+
     fn check_send(&mut self, conn: &mut TcpSendConn) -> Result<()> {
         let c = self
             .sends
@@ -364,6 +386,21 @@ impl Transport for TcpTransport {
             .map(drop)
             .ok_or_else(|| stale("listener"))
     }
+}
+
+/// A second descriptor of the same socket, so each direction's state owns one.
+fn dup_fd(fd: std::os::fd::RawFd) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` is an open socket owned by a connection of this transport.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if d < 0 {
+        return Err(Error::io(
+            "tcp: duplicating a socket",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `d` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(d) })
 }
 
 /// An OS error with what was being done; connection failures caused by the peer (refused,

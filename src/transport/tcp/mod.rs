@@ -50,6 +50,9 @@ pub struct TcpTransport {
     recvs: Slab<RecvConnState>,
     /// Reused by `wait_activity` so that waiting allocates nothing once warm.
     pollfds: Vec<libc::pollfd>,
+    /// One socket per peer pair and channel (`OXCCL_TCP_DUPLEX`, default on), or one per
+    /// direction.
+    duplex: bool,
 }
 
 /// A listening socket of a [`TcpTransport`].
@@ -110,6 +113,7 @@ impl TcpTransport {
             sends: Slab::new(),
             recvs: Slab::new(),
             pollfds: Vec::new(),
+            duplex: std::env::var("OXCCL_TCP_DUPLEX").map_or(true, |v| v.trim() != "0"),
         })
     }
 
@@ -311,7 +315,7 @@ impl Transport for TcpTransport {
     }
 
     fn duplex(&self) -> bool {
-        true
+        self.duplex
     }
 
     fn reverse_recv(&mut self, conn: &TcpSendConn) -> Result<TcpRecvConn> {

@@ -25,7 +25,7 @@ pub struct Config {
     pub chunk_bytes: usize,
     /// Messages below this size use one channel (`OXCCL_CHANNEL_THRESHOLD`; default 256 KiB).
     pub channel_threshold: usize,
-    /// Socket send/receive buffer size in bytes (`OXCCL_SOCKET_BUFSIZE`; default 4 MiB).
+    /// Socket send/receive buffer size in bytes (`OXCCL_SOCKET_BUFSIZE`; default 1 MiB).
     pub socket_buf_bytes: usize,
     /// Polls without progress before the engine sleeps in the transport
     /// (`OXCCL_SPIN`; default 2000). 0 never spins.
@@ -41,7 +41,7 @@ impl Default for Config {
             nchannels: None,
             chunk_bytes: 128 << 10,
             channel_threshold: 256 << 10,
-            socket_buf_bytes: 4 << 20,
+            socket_buf_bytes: 1 << 20,
             spin: 2000,
         }
     }

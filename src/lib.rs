@@ -33,7 +33,7 @@ pub mod transport;
 
 pub use bootstrap::UniqueId;
 pub use coll::{Algorithm, CollKind};
-pub use comm::{AbortHandle, Communicator, Request};
+pub use comm::{AbortHandle, Communicator, RawCall, Request};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use reduce::{Bf16, DataType, Element, ReduceOp, F16};

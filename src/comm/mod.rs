@@ -7,9 +7,11 @@
 
 mod calls;
 mod core;
+mod raw;
 mod request;
 mod split;
 
+pub use raw::RawCall;
 pub use request::Request;
 
 use std::collections::HashMap;

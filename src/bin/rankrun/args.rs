@@ -37,7 +37,9 @@ usage: rankrun -n N [options] [--] PROGRAM [ARGS...]
                          localhost and this host's name run locally, others through --rsh
   --map-by slot|node     slot: fill each host's slots in turn; node: round-robin over hosts [slot]
   --rsh TEMPLATE         how to start a process on a remote host, {host} standing for the host
-                         ['ssh {host}']; e.g. 'ip netns exec {host}' for network namespaces
+                         ['ssh -o BatchMode=yes {host}']; 'ip netns exec {host}' runs ranks in
+                         network namespaces. The rank's environment goes on the remote
+                         rankrun's stdin, never on a command line.
   --tag-output           prefix every output line with [rank]
   --timeout SECS         stop the job when it runs longer than this (exit status 124)
   --grace SECS           after SIGTERM, how long ranks have before SIGKILL                 [3]
@@ -67,7 +69,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         np: None,
         hosts: None,
         map_by: MapBy::Slot,
-        rsh: "ssh {host}".into(),
+        rsh: "ssh -o BatchMode=yes {host}".into(),
         tag_output: false,
         timeout: None,
         grace: Duration::from_secs(3),

@@ -223,11 +223,13 @@ impl Communicator {
 /// connection to the store: that address, unless `OXCCL_SOCKET_IFNAME` names an interface
 /// and the store was not reached over loopback (then every peer is on this host anyway).
 pub(crate) fn advertised_ip(via_root: IpAddr) -> Result<IpAddr> {
-    if via_root.is_loopback() {
-        return Ok(via_root);
-    }
-    match std::env::var(vars::SOCKET_IFNAME) {
-        Ok(spec) if !spec.trim().is_empty() => Ok(pick_interface(Some(&spec))?.1),
+    advertised_ip_for(via_root, std::env::var(vars::SOCKET_IFNAME).ok().as_deref())
+}
+
+/// [`advertised_ip`] with the interface spec given.
+fn advertised_ip_for(via_root: IpAddr, spec: Option<&str>) -> Result<IpAddr> {
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(spec) if !via_root.is_loopback() => Ok(pick_interface(Some(spec))?.1),
         _ => Ok(via_root),
     }
 }

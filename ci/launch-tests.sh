@@ -61,7 +61,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-check() { # NAME COMMAND... : runs it, counts it, shows its output on failure
+# Functions run by check() are in an `if` condition, where `set -e` does not apply: each
+# step that must pass says `|| return 1`.
+check() { # NAME COMMAND... : runs it, counts it, shows its output
     local name=$1
     shift
     if "$@" >"$D/out" 2>&1; then
@@ -101,8 +103,8 @@ netns_allreduce() {
     # ranks 2,3 in B, all through the agent.
     ip netns exec "$NS_A" timeout 120 "$RANKRUN" --hosts "$NS_A:2,$NS_B:2" \
         --rsh 'ip netns exec {host}' -n 4 --tag-output --timeout 100 \
-        "$CHECK" --count $count --iters 2 | tee "$D/ns.out"
-    grep -q '^\[0\] collectives_check: 4 ranks OK' "$D/ns.out"
+        "$CHECK" --count $count --iters 2 | tee "$D/ns.out" || return 1
+    grep -q '^\[0\] collectives_check: 4 ranks OK' "$D/ns.out" || return 1
     after=$(veth_rx_bytes)
     echo "bytes received over the veth by $NS_B: $((after - before))"
     # Each iteration moves at least one 4 MB float vector into B for the allreduce alone.
@@ -183,8 +185,8 @@ slurm_srun() {
     # No OXCCL_ROOT: rank 0 serves the store on the step's first node, at the port derived
     # from the job and step ids. -O: four tasks may share the machine's cores.
     timeout 120 srun -n 4 -O --time=2 --kill-on-bad-exit=1 \
-        "$CHECK" --count 100000 | tee "$D/srun.out"
-    grep -q 'collectives_check: 4 ranks OK' "$D/srun.out"
+        "$CHECK" --count 100000 | tee "$D/srun.out" || return 1
+    grep -q 'collectives_check: 4 ranks OK' "$D/srun.out" || return 1
     grep -q 'started by srun, local size 4' "$D/srun.out"
 }
 
@@ -202,8 +204,8 @@ mpirun_check() {
     local port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((30000 + $$ % 2000)))
     timeout 120 mpirun --allow-run-as-root --oversubscribe -n 4 \
-        -x OXCCL_ROOT="127.0.0.1:$port" "$CHECK" --count 100000 | tee "$D/mpirun.out"
-    grep -q 'collectives_check: 4 ranks OK' "$D/mpirun.out"
+        -x OXCCL_ROOT="127.0.0.1:$port" "$CHECK" --count 100000 | tee "$D/mpirun.out" || return 1
+    grep -q 'collectives_check: 4 ranks OK' "$D/mpirun.out" || return 1
     grep -q 'started by mpirun, local size 4' "$D/mpirun.out"
 }
 

@@ -46,14 +46,17 @@ fn run(
     };
     let root = match a.root {
         None => 0,
-        Some(r) => usize::try_from(r).map_err(|_| {
-            let role = if matches!(a.kind, CollKind::Send | CollKind::Recv) {
-                "peer"
-            } else {
-                "root"
-            };
-            bad(format!("{role} {r} is out of range for {size} ranks"))
-        })?,
+        Some(r) => match usize::try_from(r) {
+            Ok(r) if r < size => r,
+            _ => {
+                let role = if matches!(a.kind, CollKind::Send | CollKind::Recv) {
+                    "peer"
+                } else {
+                    "root"
+                };
+                return Err(bad(format!("{role} {r} is out of range for {size} ranks")));
+            }
+        },
     };
     check_extent(&a, dtype, size).map_err(bad)?;
     let call = RawCall {

@@ -548,8 +548,13 @@ impl<T: Transport> Engine<T> {
             idle = idle.saturating_add(1);
             if idle > cfg.spin {
                 // A peer that left (its own error, a mismatch, an abort) shows as a closed
-                // connection: find out now rather than at the timeout.
-                for q in queues.iter().filter(|q| q.send) {
+                // connection: find out now rather than at the timeout. Only queues with
+                // sends left count: a peer that already has all it needs from this rank
+                // may finish the call and close first, which is no failure.
+                for q in queues
+                    .iter()
+                    .filter(|q| q.send && (q.next < q.steps.len() || !q.in_flight.is_empty()))
+                {
                     if let Some(c) = conns.send.get_mut(&(q.peer, q.ch)) {
                         transport.check_send(c).map_err(|e| {
                             e.context(format!(

@@ -17,7 +17,7 @@ if [ "${1:-}" = "--check" ]; then
     check=1
     shift
 fi
-dir=${1:-ffi}
+dir=$(cd "${1:-ffi}" && pwd)
 
 if ! cbindgen --version 2>/dev/null | grep -qx "cbindgen $CBINDGEN_VERSION"; then
     echo "installing cbindgen $CBINDGEN_VERSION"
@@ -29,7 +29,7 @@ gen() {
 }
 
 if [ "$check" = 0 ]; then
-    gen "$PWD/$dir/include/oxccl.h"
+    gen "$dir/include/oxccl.h"
     echo "wrote $dir/include/oxccl.h"
     exit 0
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: format and lint checks, then every test (unit tests,
 # the schedule simulator, the mem and TCP collective matrices, failure cases).
-# Needs only the Rust toolchain and a C compiler; installs nothing else.
+# Needs the Rust toolchain, gcc and python3; the C ABI step installs cbindgen (cargo install)
+# and numpy (pip) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -15,3 +16,5 @@ cargo test --locked --doc
 cargo test --locked --test collectives -- --test-threads 1
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
+echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"
+ci/ffi-test.sh

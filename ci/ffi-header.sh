@@ -19,7 +19,7 @@ if [ "${1:-}" = "--check" ]; then
 fi
 dir=$(cd "${1:-ffi}" && pwd)
 
-if ! cbindgen --version 2>/dev/null | grep -qx "cbindgen $CBINDGEN_VERSION"; then
+if [ "$(cbindgen --version 2>/dev/null || true)" != "cbindgen $CBINDGEN_VERSION" ]; then
     echo "installing cbindgen $CBINDGEN_VERSION"
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --quiet
 fi

@@ -61,12 +61,15 @@ for t in $tests; do
     gcc $cflags -fsanitize=address -fno-omit-frame-pointer "ffi/tests/$t.c" -o "$work/$t.asan" \
         $(pkg-config --libs oxccl) -Wl,-rpath,"$work/prefix/lib"
 done
-if ldd "$work/test_api.asan" | grep -q libasan && ldd "$work/test_api.asan" | grep -q "liboxccl.so.0"; then
+# (Outputs captured first: `grep -q` closing a pipe early would fail the pipeline.)
+asan_deps=$(ldd "$work/test_api.asan")
+static_deps=$(ldd "$work/test_api")
+if grep -q libasan <<<"$asan_deps" && grep -q "liboxccl.so.0" <<<"$asan_deps"; then
     pass "ASan build runs against liboxccl.so (by its soname)"
 else
     fail "ASan build is not instrumented or not linked to liboxccl.so"
 fi
-if ldd "$work/test_api" | grep -q liboxccl; then
+if grep -q liboxccl <<<"$static_deps"; then
     fail "the static build loads liboxccl.so"
 else
     pass "the static build carries liboxccl.a"

@@ -75,6 +75,17 @@ else
     pass "the static build carries liboxccl.a"
 fi
 
+# The sanitizer setup is live: the same flags catch a one-byte heap overflow.
+printf '%s\n' '#include <stdlib.h>' \
+    'int main(void) { volatile char *p = malloc(8); p[8] = 1; free((void *)p); return 0; }' \
+    >"$work/canary.c"
+gcc -O1 -g -fsanitize=address "$work/canary.c" -o "$work/canary"
+if "$work/canary" >"$work/canary.log" 2>&1 || ! grep -q "heap-buffer-overflow" "$work/canary.log"; then
+    fail "AddressSanitizer did not report a heap overflow"
+else
+    pass "AddressSanitizer reports a heap overflow (canary)"
+fi
+
 launch() {
     local n=$1
     shift

@@ -2,7 +2,8 @@
 # The test command of the README: format and lint checks, then every test (unit tests,
 # the schedule simulator, the mem and TCP collective matrices, failure cases, launching).
 # Needs the Rust toolchain and a C compiler; ci/launch-tests.sh installs, as root, the
-# Debian packages its launcher tests need (iproute2, slurm-wlm, munge, openmpi-bin).
+# Debian packages its launcher tests need (iproute2, slurm-wlm, munge, openmpi-bin); the C
+# ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -20,3 +21,5 @@ echo "== launch tests needing root and packages (network namespaces, Slurm, Open
 ci/launch-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
+echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"
+ci/ffi-test.sh

@@ -96,7 +96,7 @@ impl Launcher {
 /// Reads the first contract present in `get`'s variables.
 pub(super) fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<LaunchEnv> {
     let has = |n: &str| get(n).is_some_and(|v| !v.trim().is_empty());
-    let launcher = if has(vars::RANK) {
+    let launcher = if has(vars::RANK) || has(vars::WORLD_SIZE) {
         Launcher::Rankrun
     } else if has("RANK") || has("WORLD_SIZE") {
         Launcher::Torchrun

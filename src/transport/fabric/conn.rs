@@ -55,6 +55,8 @@ pub(super) enum Kind {
     CloseToRecv = 7,
     /// Liveness probe; ignored by the receiver (a dead peer fails the send).
     Ping = 8,
+    /// The sender's endpoint is closing (payload: its address).
+    Bye = 9,
 }
 
 impl Kind {
@@ -68,6 +70,7 @@ impl Kind {
             6 => Kind::CloseToSend,
             7 => Kind::CloseToRecv,
             8 => Kind::Ping,
+            9 => Kind::Bye,
             _ => return None,
         })
     }
@@ -343,6 +346,8 @@ pub(super) struct SendConn {
     /// The receiving end's id, once `Accept` came.
     pub remote: Option<u32>,
     pub failed: Option<Error>,
+    /// The receiving end closed.
+    pub closed: Option<Error>,
     pub ops: Ring<SendOp>,
     /// Descriptors that came before their send was posted.
     pub cts: Vec<(u64, Cts)>,
@@ -354,6 +359,7 @@ impl SendConn {
             peer,
             remote: None,
             failed: None,
+            closed: None,
             ops: Ring::new(),
             cts: Vec::new(),
         }

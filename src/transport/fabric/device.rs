@@ -45,8 +45,6 @@ pub(super) struct Chosen {
     pub tagged_only: bool,
     /// `mr_mode` bits the provider asked for.
     pub mr_mode: u32,
-    /// Bytes of remote CQ data a write can carry.
-    pub cq_data_size: usize,
     /// Largest message or write.
     pub max_msg_size: usize,
     /// Link speed in Mb/s, where the provider reports one.
@@ -136,7 +134,6 @@ pub(super) fn choose(requested: Option<&str>, bind_ip: Option<IpAddr>) -> Result
             domain: sys::cstr(d.name),
             tagged_only,
             mr_mode: d.mr_mode as u32,
-            cq_data_size: d.cq_data_size,
             max_msg_size: ep.max_msg_size,
             speed_mbps,
             info,

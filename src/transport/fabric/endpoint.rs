@@ -121,11 +121,14 @@ impl Endpoint {
             let rc = sys::domain(self.fabric, info, &mut self.domain);
             self.check("fi_domain", rc)?;
             // A CQ with a wait object lets an idle rank sleep in fi_cq_sread; not every
-            // provider has one, so fall back to polling.
+            // provider has one, so fall back to polling. shm's sread (libfabric 1.17) spins
+            // in sched_yield past its timeout while the peer's progress is what it waits
+            // for, so shm always polls.
             let mut attr: fi::fi_cq_attr = std::mem::zeroed();
             attr.format = fi::FI_CQ_FORMAT_DATA;
             attr.wait_obj = fi::FI_WAIT_UNSPEC;
-            if sys::cq_open(self.domain, &mut attr, &mut self.cq) == 0 {
+            let shm = self.chosen.provider.split(';').any(|p| p == "shm");
+            if !shm && sys::cq_open(self.domain, &mut attr, &mut self.cq) == 0 {
                 self.cq_wait = true;
             } else {
                 self.cq = std::ptr::null_mut();
@@ -407,7 +410,41 @@ impl Endpoint {
     }
 }
 
+/// The libfabric objects of an endpoint, taken out of it; closed (endpoint first) when
+/// dropped.
+pub(super) struct Detached {
+    fabric: *mut fi::fid_fabric,
+    domain: *mut fi::fid_domain,
+    cq: *mut fi::fid_cq,
+    av: *mut fi::fid_av,
+    ep: *mut fi::fid_ep,
+    mrs: Vec<*mut fi::fid_mr>,
+}
+
+// SAFETY: nothing uses the objects any more but `Drop`, on whichever thread.
+unsafe impl Send for Detached {}
+
+impl Endpoint {
+    /// Takes the objects out, leaving this endpoint empty (its drop closes nothing).
+    pub fn detach(&mut self) -> Detached {
+        Detached {
+            fabric: std::mem::replace(&mut self.fabric, std::ptr::null_mut()),
+            domain: std::mem::replace(&mut self.domain, std::ptr::null_mut()),
+            cq: std::mem::replace(&mut self.cq, std::ptr::null_mut()),
+            av: std::mem::replace(&mut self.av, std::ptr::null_mut()),
+            ep: std::mem::replace(&mut self.ep, std::ptr::null_mut()),
+            mrs: self.mrs.drain(..).map(|m| m.mr).collect(),
+        }
+    }
+}
+
 impl Drop for Endpoint {
+    fn drop(&mut self) {
+        drop(self.detach());
+    }
+}
+
+impl Drop for Detached {
     fn drop(&mut self) {
         // SAFETY: each object was opened by `open_all` (or is null, which close ignores) and
         // is closed once, endpoint first so that nothing is in flight on the rest.
@@ -416,7 +453,7 @@ impl Drop for Endpoint {
                 sys::close(&mut (*self.ep).fid);
             }
             for m in self.mrs.drain(..) {
-                sys::close(&mut (*m.mr).fid);
+                sys::close(&mut (*m).fid);
             }
             if !self.av.is_null() {
                 sys::close(&mut (*self.av).fid);

@@ -116,6 +116,7 @@ impl FabricTransport {
             pid: shm_pid(&self.ep.chosen.provider, &name),
             name,
             failed: None,
+            gone: None,
             last_probe: None,
         });
         self.peer_by_name.insert(addr.to_vec(), p);
@@ -159,7 +160,7 @@ impl FabricTransport {
             .sends
             .get(pending.0)
             .ok_or_else(|| stale("connection attempt"))?;
-        if let Some(e) = c.failed.clone().or_else(|| self.peer_failed(c.peer)) {
+        if let Some(e) = self.send_failure(pending.0) {
             self.sends.remove(pending.0);
             return Err(e);
         }

@@ -66,6 +66,8 @@ const RX_SLOTS: usize = 64;
 const MAX_ADDR: usize = 256;
 /// Least time between two liveness probes of one peer.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Sleep between polls of a completion queue without a wait object.
+const POLL_SLEEP: Duration = Duration::from_micros(50);
 /// Completions read per `fi_cq_read`.
 const CQ_BATCH: usize = 16;
 /// Longest wait for queued messages (`Close`) to leave when the transport is dropped.
@@ -160,6 +162,8 @@ struct Peer {
     /// Process id of a shm peer.
     pid: Option<i32>,
     failed: Option<Error>,
+    /// The peer said `Bye` (an orderly close): nothing more is sent to it.
+    gone: Option<Error>,
     last_probe: Option<Instant>,
 }
 
@@ -234,6 +238,11 @@ impl FabricTransport {
         };
         t.post_receives()?;
         Ok(t)
+    }
+
+    /// Whether libfabric can be loaded here (`Err` says why not).
+    pub fn available() -> Result<()> {
+        sys::lib().map(|_| ())
     }
 
     /// The provider in use, as libfabric names it (`tcp;ofi_rxm`, `shm`, ...).
@@ -361,7 +370,7 @@ impl FabricTransport {
                 self.backlog.pop_front();
                 continue;
             };
-            if p.failed.is_some() {
+            if p.failed.is_some() || p.gone.is_some() {
                 self.backlog.pop_front();
                 self.tx_free.push(slot);
                 continue;
@@ -397,8 +406,10 @@ impl FabricTransport {
         }
     }
 
+    /// Why requests with `peer` cannot finish: it failed or closed its endpoint.
     fn peer_failed(&self, peer: u32) -> Option<Error> {
-        self.peers.get(peer as usize).and_then(|p| p.failed.clone())
+        let p = self.peers.get(peer as usize)?;
+        p.failed.clone().or_else(|| p.gone.clone())
     }
 
     /// Reads the completion queue and posts what waits; true if anything happened.
@@ -531,7 +542,7 @@ impl FabricTransport {
             Kind::CloseToSend => {
                 let e = self.prov_err(ErrorKind::Remote, "the peer closed the connection".into());
                 if let Some(c) = self.sends.get_mut(Id::unpack(h.dst)) {
-                    c.failed.get_or_insert(e);
+                    c.closed.get_or_insert(e);
                 }
             }
             Kind::CloseToRecv => {
@@ -540,6 +551,13 @@ impl FabricTransport {
                 }
             }
             Kind::Ping => {}
+            Kind::Bye => {
+                if let Some(&p) = self.peer_by_name.get(&self.rx_buf[start + HDR..start + len]) {
+                    let what = format!("peer {}: closed its endpoint", self.peers[p as usize].name);
+                    let e = self.prov_err(ErrorKind::Remote, what);
+                    self.peers[p as usize].gone.get_or_insert(e);
+                }
+            }
         }
         Ok(())
     }
@@ -712,7 +730,7 @@ impl FabricTransport {
         let Some(p) = self.peers.get_mut(peer as usize) else {
             return;
         };
-        if p.failed.is_some() || p.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+        if p.failed.is_some() || p.gone.is_some() || p.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
             return;
         }
         p.last_probe = Some(Instant::now());
@@ -729,10 +747,13 @@ impl FabricTransport {
         let _ = self.queue(peer, &Header::new(Kind::Ping, 0), &[]);
     }
 
-    /// The error a request fails with, if its connection or peer failed.
+    /// The error a request fails with, if its connection or peer failed or closed.
     fn send_failure(&self, id: Id) -> Option<Error> {
         let c = self.sends.get(id)?;
-        c.failed.clone().or_else(|| self.peer_failed(c.peer))
+        c.failed
+            .clone()
+            .or_else(|| c.closed.clone())
+            .or_else(|| self.peer_failed(c.peer))
     }
 
     fn test_send(&mut self, id: Id, seq: u64) -> Result<Option<Completion>> {
@@ -1044,7 +1065,14 @@ impl Transport for FabricTransport {
             return Ok(());
         }
         if !self.ep.cq_wait {
-            std::thread::sleep(timeout.min(Duration::from_micros(50)));
+            // Poll with short sleeps, so that ranks sharing cores leave them to each other.
+            let t0 = Instant::now();
+            while t0.elapsed() < timeout {
+                std::thread::sleep(POLL_SLEEP.min(timeout));
+                if self.progress()? {
+                    break;
+                }
+            }
             return Ok(());
         }
         let ms = timeout.as_millis().clamp(1, 1000) as i32;
@@ -1064,14 +1092,25 @@ impl Transport for FabricTransport {
         Ok(())
     }
 
+    /// A failed peer is an error; one that closed in order (it finished and left) is an
+    /// error only while this connection still has sends for it.
     fn check_send(&mut self, conn: &mut FabricSendConn) -> Result<()> {
-        let peer = self
+        let c = self
             .sends
             .get(conn.0)
-            .ok_or_else(|| listen::stale("send connection"))?
-            .peer;
-        if let Some(e) = self.send_failure(conn.0) {
+            .ok_or_else(|| listen::stale("send connection"))?;
+        let (peer, busy) = (c.peer, c.ops.busy());
+        let hard = c
+            .failed
+            .clone()
+            .or_else(|| self.peers.get(peer as usize).and_then(|p| p.failed.clone()));
+        if let Some(e) = hard {
             return Err(e);
+        }
+        if busy {
+            if let Some(e) = self.send_failure(conn.0) {
+                return Err(e);
+            }
         }
         self.probe(peer);
         Ok(())
@@ -1139,6 +1178,14 @@ impl Drop for FabricTransport {
     /// Lets queued messages (the `Close`s of an orderly shutdown) leave before the
     /// endpoint closes, for a bounded time.
     fn drop(&mut self) {
+        let name = self.ep.name.clone();
+        for p in 0..self.peers.len() as u32 {
+            if self.peer_failed(p).is_none() {
+                let mut h = Header::new(Kind::Bye, 0);
+                h.len = name.len() as u64;
+                let _ = self.queue(p, &h, &name);
+            }
+        }
         let t0 = Instant::now();
         while (!self.backlog.is_empty() || self.tx_free.len() < TX_SLOTS)
             && t0.elapsed() < FLUSH_ON_DROP
@@ -1149,5 +1196,39 @@ impl Drop for FabricTransport {
                 Err(_) => break,
             }
         }
+        let me = i32::try_from(std::process::id()).ok();
+        if self.peers.iter().any(|p| p.pid.is_some() && p.pid == me) {
+            quarantine(self);
+        }
     }
+}
+
+/// Endpoints of closed transports kept open for a while: libfabric 1.17's shm provider
+/// hands an endpoint in the same process a pointer to its peer's region instead of a
+/// mapping of its own, so a rank that sends to a closed in-process peer (its `Bye` not yet
+/// read) would write to unmapped memory. Kept endpoints are never progressed; they are
+/// closed once older than [`QUARANTINE`].
+static KEPT: std::sync::Mutex<Vec<(Instant, Kept)>> = std::sync::Mutex::new(Vec::new());
+
+/// How long a closed shm endpoint with in-process peers stays open.
+const QUARANTINE: Duration = Duration::from_secs(10);
+
+/// An endpoint and the buffers its posted operations point into.
+struct Kept {
+    _fids: endpoint::Detached,
+    _bufs: (Vec<u8>, Vec<u8>),
+}
+
+fn quarantine(t: &mut FabricTransport) {
+    let fids = t.ep.detach();
+    let bufs = (std::mem::take(&mut t.tx_buf), std::mem::take(&mut t.rx_buf));
+    let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+    kept.retain(|(t0, _)| t0.elapsed() < QUARANTINE);
+    kept.push((
+        Instant::now(),
+        Kept {
+            _fids: fids,
+            _bufs: bufs,
+        },
+    ));
 }

@@ -104,3 +104,50 @@ fn tcp_messages_of_every_size_arrive_intact() {
 fn shm_messages_of_every_size_arrive_intact() {
     exchange("shm");
 }
+
+#[test]
+fn dbg_shm_simultaneous() {
+    let Some((mut a, mut b)) = pair("shm") else {
+        return;
+    };
+    let (ha, mut la) = a.listen(0).unwrap();
+    let (hb, mut lb) = b.listen(0).unwrap();
+    let mut ca = a.connect(0, &hb).unwrap();
+    let mut cb = b.connect(0, &ha).unwrap();
+    let _sa = until(&mut a, &mut b, |a, _| a.poll_connect(&mut ca));
+    let _sb = until(&mut a, &mut b, |_, b| b.poll_connect(&mut cb));
+    let _ra = until(&mut a, &mut b, |a, _| a.accept(&mut la));
+    let _rb = until(&mut a, &mut b, |_, b| b.accept(&mut lb));
+}
+
+#[test]
+fn dbg_shm_threads() {
+    let mk = || std::thread::spawn(|| FabricTransport::new(FabricConfig { provider: Some("shm".into()), bind_ip: None }).unwrap());
+    let (a, b) = (mk(), mk());
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    eprintln!("names {:?} {:?}", String::from_utf8_lossy(&a.ep.name), String::from_utf8_lossy(&b.ep.name));
+    let (ha, hb) = (a.handle.clone(), b.handle.clone());
+    let go = |mut t: FabricTransport, h: ConnectHandle| {
+        std::thread::spawn(move || {
+            let (_, mut l) = t.listen(0).unwrap();
+            let mut c = t.connect(0, &h).unwrap();
+            let t0 = Instant::now();
+            let mut got = (false, false);
+            while !(got.0 && got.1) {
+                if !got.0 && t.poll_connect(&mut c).unwrap().is_some() {
+                    got.0 = true;
+                }
+                if !got.1 && t.accept(&mut l).unwrap().is_some() {
+                    got.1 = true;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(5), "stuck {got:?} backlog {}", t.backlog.len());
+                t.wait_activity(Duration::from_micros(200)).unwrap();
+            }
+            t
+        })
+    };
+    let x = go(a, hb);
+    let y = go(b, ha);
+    x.join().unwrap();
+    y.join().unwrap();
+}

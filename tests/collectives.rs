@@ -160,7 +160,11 @@ fn matrix(
     counts: &'static [usize],
     dts: &'static [DataType],
 ) {
-    let label = format!("{n} ranks, algo {algo:?}");
+    let seed = match &net {
+        Net::Mem(seed, _) => format!(", mem seed {seed}"),
+        Net::Tcp => ", tcp".to_string(),
+    };
+    let label = format!("{n} ranks, algo {algo:?}{seed}");
     let res = run(n, net, config(algo, 60), move |c| {
         let mut hs = Vec::new();
         for &d in dts {
@@ -171,7 +175,7 @@ fn matrix(
     expect_all_ok(&label, res);
 }
 
-const ALGOS: [Option<&str>; 4] = [None, Some("ring"), Some("tree"), Some("rd")];
+const ALGOS: [Option<&str>; 5] = [None, Some("ring"), Some("tree"), Some("rd"), Some("chain")];
 
 #[test]
 fn mem_matrix_every_rank_count_dtype_op_and_algorithm() {
@@ -197,17 +201,23 @@ fn mem_matrix_every_rank_count_dtype_op_and_algorithm() {
 
 #[test]
 fn mem_large_counts() {
-    for n in [2usize, 5] {
-        for algo in ALGOS {
-            matrix(
-                n,
-                Net::Mem(n as u64, MemFaults::default()),
-                algo,
-                &[(1 << 20) + 3],
-                &[DataType::F32, DataType::Bf16],
-            );
-        }
+    // 2^20 + 3 elements: every type at 2 ranks with every algorithm, and at 5 ranks.
+    for algo in ALGOS {
+        matrix(
+            2,
+            Net::Mem(2, MemFaults::default()),
+            algo,
+            &[(1 << 20) + 3],
+            &DataType::ALL,
+        );
     }
+    matrix(
+        5,
+        Net::Mem(5, MemFaults::default()),
+        None,
+        &[(1 << 20) + 3],
+        &DataType::ALL,
+    );
 }
 
 #[test]

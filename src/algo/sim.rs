@@ -10,7 +10,7 @@
 //! reported as a hazard, so a missing dependency shows up even when the data happens to be
 //! right.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::{Action, BufId, Schedule, Span};
 use crate::reduce::{finalize_avg, reduce_into, reduce_to, DataType, ReduceOp};
@@ -97,8 +97,8 @@ pub fn run(ranks: &mut [SimRank], dtype: DataType, op: ReduceOp, seed: u64) -> R
         .map(|r| vec![false; r.schedule.steps.len()])
         .collect();
     // Per connection (src, dst, channel): the sender's and receiver's steps in order.
-    let mut sends: HashMap<(usize, usize, u16), VecDeque<usize>> = HashMap::new();
-    let mut recvs: HashMap<(usize, usize, u16), VecDeque<usize>> = HashMap::new();
+    let mut sends: BTreeMap<(usize, usize, u16), VecDeque<usize>> = BTreeMap::new();
+    let mut recvs: BTreeMap<(usize, usize, u16), VecDeque<usize>> = BTreeMap::new();
     for (r, rk) in ranks.iter().enumerate() {
         for (i, s) in rk.schedule.steps.iter().enumerate() {
             match s.action {
@@ -129,11 +129,22 @@ pub fn run(ranks: &mut [SimRank], dtype: DataType, op: ReduceOp, seed: u64) -> R
             ));
         }
     }
-    let mut in_flight: HashMap<(usize, usize, u16), VecDeque<usize>> = HashMap::new();
-    let mut wire: HashMap<(usize, usize, u16), VecDeque<Vec<u8>>> = HashMap::new();
-    let mut posted_recv: HashMap<(usize, usize, u16), VecDeque<usize>> = HashMap::new();
+    let mut in_flight: BTreeMap<(usize, usize, u16), VecDeque<usize>> = BTreeMap::new();
+    let mut wire: BTreeMap<(usize, usize, u16), VecDeque<Vec<u8>>> = BTreeMap::new();
+    let mut posted_recv: BTreeMap<(usize, usize, u16), VecDeque<usize>> = BTreeMap::new();
     let mut staged: Vec<HashMap<usize, Vec<u8>>> = vec![HashMap::new(); n];
     let mut locks: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); n];
+    // Local steps (copy, finalize) and staged reduces whose dependencies are done.
+    let mut runnable: Vec<(usize, usize)> = Vec::new();
+    for (r, rk) in ranks.iter().enumerate() {
+        for (i, st) in rk.schedule.steps.iter().enumerate() {
+            if st.deps.is_empty()
+                && matches!(st.action, Action::Copy { .. } | Action::Finalize { .. })
+            {
+                runnable.push((r, i));
+            }
+        }
+    }
     let total: usize = ranks.iter().map(|r| r.schedule.steps.len()).sum();
     let mut finished = 0;
     let mut guard = 0usize;
@@ -142,21 +153,13 @@ pub fn run(ranks: &mut [SimRank], dtype: DataType, op: ReduceOp, seed: u64) -> R
         if guard > 10 * total + 1000 {
             return Err("simulation did not converge".into());
         }
-        let mut evs = Vec::new();
-        for r in 0..n {
-            for (i, s) in ranks[r].schedule.steps.iter().enumerate() {
-                if done[r][i] || left[r][i] > 0 {
-                    continue;
-                }
-                match s.action {
-                    Action::Copy { .. } | Action::Finalize { .. } => evs.push(Ev::Local(r, i)),
-                    Action::RecvReduce { .. } if staged[r].contains_key(&i) => {
-                        evs.push(Ev::Apply(r, i))
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let mut evs: Vec<Ev> = runnable
+            .iter()
+            .map(|&(r, i)| match ranks[r].schedule.steps[i].action {
+                Action::RecvReduce { .. } => Ev::Apply(r, i),
+                _ => Ev::Local(r, i),
+            })
+            .collect();
         for (&k, q) in &sends {
             if let Some(&i) = q.front() {
                 if left[k.0][i] == 0 {
@@ -195,6 +198,9 @@ pub fn run(ranks: &mut [SimRank], dtype: DataType, op: ReduceOp, seed: u64) -> R
             return Err(format!("deadlock: {}", stuck.join("; ")));
         }
         let ev = evs[rng.below(evs.len())];
+        if let Ev::Local(r, i) | Ev::Apply(r, i) = ev {
+            runnable.retain(|&x| x != (r, i));
+        }
         let mut complete: Vec<(usize, usize)> = Vec::new();
         match ev {
             Ev::Local(r, i) => {
@@ -270,6 +276,9 @@ pub fn run(ranks: &mut [SimRank], dtype: DataType, op: ReduceOp, seed: u64) -> R
                             return Err(size_err(k, i, msg.len(), dst.len));
                         }
                         staged[r].insert(i, msg);
+                        if left[r][i] == 0 {
+                            runnable.push((r, i));
+                        }
                     }
                     _ => return Err("internal: not a receive".into()),
                 }
@@ -303,6 +312,15 @@ pub fn run(ranks: &mut [SimRank], dtype: DataType, op: ReduceOp, seed: u64) -> R
             finished += 1;
             for &x in &std::mem::take(&mut dependents[r][i]) {
                 left[r][x] -= 1;
+                if left[r][x] == 0 {
+                    match ranks[r].schedule.steps[x].action {
+                        Action::Copy { .. } | Action::Finalize { .. } => runnable.push((r, x)),
+                        Action::RecvReduce { .. } if staged[r].contains_key(&x) => {
+                            runnable.push((r, x))
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
     }

@@ -162,8 +162,9 @@ fn points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
     }
     if me == 0 {
         println!(
-            "# oxccl-perf: {} ranks as threads, transport {}, {} {}",
+            "# oxccl-perf: {} ranks as {}, transport {}, {} {}",
             n,
+            a.ranks_are,
             comm.transport(),
             a.dtype.name(),
             a.redop.name()

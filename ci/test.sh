@@ -2,7 +2,9 @@
 # The test command of the README: format and lint checks, then every test (unit tests,
 # the schedule simulator, the mem and TCP collective matrices, failure cases, launching).
 # Needs the Rust toolchain and a C compiler; ci/launch-tests.sh installs, as root, the
-# Debian packages its launcher tests need (iproute2, slurm-wlm, munge, openmpi-bin).
+# Debian packages its launcher tests need (iproute2, slurm-wlm, munge, openmpi-bin);
+# .ci/run installs libfabric1 for the fabric backend's tests (which skip without it, except
+# under CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -18,5 +20,7 @@ echo "== launch tests: rankrun and the launcher contracts with real processes"
 cargo test --locked --test launch -- --test-threads 1
 echo "== launch tests needing root and packages (network namespaces, Slurm, Open MPI)"
 ci/launch-tests.sh
+echo "== fabric backend with one process per rank (tcp and shm providers, a killed rank)"
+ci/fabric-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3

@@ -163,6 +163,7 @@ fn matrix(
     let seed = match &net {
         Net::Mem(seed, _) => format!(", mem seed {seed}"),
         Net::Tcp => ", tcp".to_string(),
+        Net::Fabric(p) => format!(", fabric({p})"),
     };
     let label = format!("{n} ranks, algo {algo:?}{seed}");
     let res = run(n, net, config(algo, 60), move |c| {
@@ -546,7 +547,10 @@ fn fabric_departure(provider: &'static str) {
     });
     for (r, x) in res.into_iter().enumerate() {
         let t = x.unwrap_or_else(|e| panic!("{provider}: rank {r}: {e}"));
-        assert!(t < Duration::from_secs(5), "{provider}: rank {r} needed {t:?}");
+        assert!(
+            t < Duration::from_secs(5),
+            "{provider}: rank {r} needed {t:?}"
+        );
     }
 }
 

@@ -280,7 +280,7 @@ impl Communicator {
         self.shared.size
     }
 
-    /// The backend in use (`tcp`, `mem`).
+    /// The backend in use (`tcp`, `fabric`, `mem`).
     pub fn transport(&self) -> &'static str {
         self.shared.transport
     }

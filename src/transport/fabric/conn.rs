@@ -185,10 +185,7 @@ impl<T> Slab<T> {
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[usize::from(index)];
             slot.1 = Some(v);
-            return Some(Id {
-                index,
-                gen: slot.0,
-            });
+            return Some(Id { index, gen: slot.0 });
         }
         let index = u16::try_from(self.slots.len()).ok()?;
         self.slots.push((0, Some(v)));

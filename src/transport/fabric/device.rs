@@ -243,7 +243,7 @@ fn pick(list: &List, requested: Option<&str>) -> Option<*mut fi_info> {
         if let (Some(r), true) = (rank, data >= 4) {
             // IPv4 first: it is what the bootstrap and UET's provider use.
             let r = r * 2 + usize::from(format == fi::FI_SOCKADDR_IN6);
-            if best.is_none_or(|(b, _)| r < b) {
+            if best.map_or(true, |(b, _)| r < b) {
                 best = Some((r, cur));
             }
         }

@@ -393,7 +393,10 @@ impl Endpoint {
             if rc != 0 {
                 // SAFETY: the registration just opened.
                 unsafe { sys::close(&mut (*mr).fid) };
-                self.check("binding a registration to the endpoint (FI_MR_ENDPOINT)", rc)?;
+                self.check(
+                    "binding a registration to the endpoint (FI_MR_ENDPOINT)",
+                    rc,
+                )?;
             }
         }
         Ok(mr)

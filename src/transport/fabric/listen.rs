@@ -118,6 +118,7 @@ impl FabricTransport {
             failed: None,
             gone: None,
             last_probe: None,
+            probe_out: None,
         });
         self.peer_by_name.insert(addr.to_vec(), p);
         Ok(p)
@@ -146,6 +147,7 @@ impl FabricTransport {
         let mut h = Header::new(Kind::Connect, 0);
         h.src = id.pack();
         h.len = self.ep.name.len() as u64;
+        h.w = whoami();
         let name = self.ep.name.clone();
         self.queue(peer, &h, &name)?;
         Ok(FabricConnecting(id))
@@ -209,8 +211,10 @@ impl FabricTransport {
             return self.queue(peer, &Header::new(Kind::CloseToSend, h.src), &[]);
         };
         self.accepted.push_back(id);
+        self.learn_pid(peer, h.w);
         let mut a = Header::new(Kind::Accept, h.src);
         a.src = id.pack();
+        a.w = whoami();
         self.queue(peer, &a, &[])
     }
 
@@ -218,8 +222,29 @@ impl FabricTransport {
     pub(super) fn on_accept(&mut self, h: &Header) {
         if let Some(c) = self.sends.get_mut(Id::unpack(h.dst)) {
             c.remote.get_or_insert(h.src);
+            let peer = c.peer;
+            self.learn_pid(peer, h.w);
         }
     }
+
+    /// Remembers the process id a peer on this host sent (`[pid, host id, 0]`), so that its
+    /// death is seen at once (`kill(pid, 0)`) whatever the provider reports.
+    fn learn_pid(&mut self, peer: u32, w: [u64; 3]) {
+        let (pid, host) = (w[0], w[1]);
+        if host != crate::topo::host_id() {
+            return;
+        }
+        if let (Some(p), Ok(pid)) = (self.peers.get_mut(peer as usize), i32::try_from(pid)) {
+            if pid > 0 {
+                p.pid.get_or_insert(pid);
+            }
+        }
+    }
+}
+
+/// What `Connect` and `Accept` say of their sender: process id and host.
+fn whoami() -> [u64; 3] {
+    [u64::from(std::process::id()), crate::topo::host_id(), 0]
 }
 
 pub(super) fn stale(what: &str) -> Error {

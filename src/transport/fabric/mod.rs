@@ -64,6 +64,8 @@ const TX_SLOTS: usize = 64;
 const RX_SLOTS: usize = 64;
 /// Longest endpoint address accepted from a peer.
 const MAX_ADDR: usize = 256;
+/// A peer whose probe the provider has not sent for this long is unreachable.
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// Least time between two liveness probes of one peer.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// Sleep between polls of a completion queue without a wait object.
@@ -111,6 +113,8 @@ pub struct FabricTransport {
     listening: Option<u32>,
     listeners: u32,
     accepted: VecDeque<Id>,
+    /// Boxed: the provider holds their addresses while the vector grows.
+    #[allow(clippy::vec_box)]
     ctxs: Vec<Box<Ctx>>,
     free_ctx: Vec<u32>,
     tx_buf: Vec<u8>,
@@ -165,6 +169,8 @@ struct Peer {
     /// The peer said `Bye` (an orderly close): nothing more is sent to it.
     gone: Option<Error>,
     last_probe: Option<Instant>,
+    /// When the probe not yet completed was queued.
+    probe_out: Option<Instant>,
 }
 
 /// A message waiting for the provider: in a bounce slot, or (no slot free) owned here.
@@ -180,7 +186,7 @@ struct Out {
 enum Op {
     Free,
     Rx(u32),
-    Tx { slot: u32, peer: u32 },
+    Tx { slot: u32, peer: u32, ping: bool },
     Write { conn: Id, seq: u64, peer: u32 },
 }
 
@@ -376,7 +382,8 @@ impl FabricTransport {
                 continue;
             }
             let dest = p.addr;
-            let ctx = self.alloc_ctx(Op::Tx { slot, peer });
+            let ping = self.tx_buf[slot as usize * MSG_BYTES + 4] == Kind::Ping as u8;
+            let ctx = self.alloc_ctx(Op::Tx { slot, peer, ping });
             // SAFETY: the slot is ours until the send completes; the context is live.
             let rc = unsafe {
                 let buf = self.tx_buf.as_ptr().add(slot as usize * MSG_BYTES);
@@ -391,7 +398,11 @@ impl FabricTransport {
             if rc != 0 {
                 self.release_ctx(ctx);
                 self.tx_free.push(slot);
-                let what = format!("sending to {}: {}", self.peers[peer as usize].name, self.ep.strerror(rc as i64));
+                let what = format!(
+                    "sending to {}: {}",
+                    self.peers[peer as usize].name,
+                    self.ep.strerror(rc as i64)
+                );
                 self.fail_peer(peer, what);
             }
         }
@@ -435,7 +446,10 @@ impl FabricTransport {
             } else {
                 return Err(self.prov_err(
                     ErrorKind::System,
-                    format!("reading the completion queue: {}", self.ep.strerror(n as i64)),
+                    format!(
+                        "reading the completion queue: {}",
+                        self.ep.strerror(n as i64)
+                    ),
                 ));
             }
         }
@@ -468,7 +482,14 @@ impl FabricTransport {
                 self.rx_unposted.push(i);
                 self.post_receives()?;
             }
-            Op::Tx { slot, .. } => self.tx_free.push(slot),
+            Op::Tx { slot, peer, ping } => {
+                self.tx_free.push(slot);
+                if ping {
+                    if let Some(p) = self.peers.get_mut(peer as usize) {
+                        p.probe_out = None;
+                    }
+                }
+            }
             Op::Write { conn, seq, .. } => {
                 if let Some(c) = self.sends.get_mut(conn) {
                     if let Some(op) = c.ops.get_mut(seq) {
@@ -495,15 +516,21 @@ impl FabricTransport {
                     self.post_receives()?;
                 }
             }
-            Op::Tx { slot, peer } => {
+            Op::Tx { slot, peer, .. } => {
                 self.tx_free.push(slot);
                 if !canceled {
-                    let what = format!("{}: a message failed: {why}", self.peers[peer as usize].name);
+                    let what = format!(
+                        "{}: a message failed: {why}",
+                        self.peers[peer as usize].name
+                    );
                     self.fail_peer(peer, what);
                 }
             }
             Op::Write { conn, seq, peer } => {
-                let what = format!("{}: an RMA write failed: {why}", self.peers[peer as usize].name);
+                let what = format!(
+                    "{}: an RMA write failed: {why}",
+                    self.peers[peer as usize].name
+                );
                 let err = self.prov_err(ErrorKind::Remote, format!("peer {what}"));
                 if let Some(c) = self.sends.get_mut(conn) {
                     if let Some(op) = c.ops.get_mut(seq) {
@@ -552,7 +579,10 @@ impl FabricTransport {
             }
             Kind::Ping => {}
             Kind::Bye => {
-                if let Some(&p) = self.peer_by_name.get(&self.rx_buf[start + HDR..start + len]) {
+                if let Some(&p) = self
+                    .peer_by_name
+                    .get(&self.rx_buf[start + HDR..start + len])
+                {
                     let what = format!("peer {}: closed its endpoint", self.peers[p as usize].name);
                     let e = self.prov_err(ErrorKind::Remote, what);
                     self.peers[p as usize].gone.get_or_insert(e);
@@ -730,7 +760,23 @@ impl FabricTransport {
         let Some(p) = self.peers.get_mut(peer as usize) else {
             return;
         };
-        if p.failed.is_some() || p.gone.is_some() || p.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+        if p.failed.is_some()
+            || p.gone.is_some()
+            || p.last_probe.is_some_and(|t| t.elapsed() < PROBE_EVERY)
+        {
+            return;
+        }
+        if let Some(t0) = p.probe_out {
+            // A probe the provider has not sent for this long: the peer is unreachable
+            // (tcp;ofi_rxm retries a refused connection forever instead of failing sends).
+            if t0.elapsed() > PROBE_DEADLINE {
+                let what = format!(
+                    "{}: unreachable (a probe message was not sent within {}s)",
+                    p.name,
+                    PROBE_DEADLINE.as_secs()
+                );
+                self.fail_peer(peer, what);
+            }
             return;
         }
         p.last_probe = Some(Instant::now());
@@ -744,6 +790,7 @@ impl FabricTransport {
                 return;
             }
         }
+        p.probe_out = Some(Instant::now());
         let _ = self.queue(peer, &Header::new(Kind::Ping, 0), &[]);
     }
 
@@ -1085,7 +1132,10 @@ impl Transport for FabricTransport {
             }
         } else if n == -(bindings::FI_EAVAIL as isize) {
             self.on_error()?;
-        } else if n != EAGAIN && n != -(bindings::FI_ETIMEDOUT as isize) && n != -(libc::EINTR as isize) {
+        } else if n != EAGAIN
+            && n != -(bindings::FI_ETIMEDOUT as isize)
+            && n != -(libc::EINTR as isize)
+        {
             // A provider whose wait object cannot be used this way: poll from now on.
             self.ep.cq_wait = false;
         }
@@ -1099,11 +1149,9 @@ impl Transport for FabricTransport {
             .sends
             .get(conn.0)
             .ok_or_else(|| listen::stale("send connection"))?;
-        let (peer, busy) = (c.peer, c.ops.busy());
-        let hard = c
-            .failed
-            .clone()
-            .or_else(|| self.peers.get(peer as usize).and_then(|p| p.failed.clone()));
+        let (peer, busy, failed) = (c.peer, c.ops.busy(), c.failed.clone());
+        self.probe(peer);
+        let hard = failed.or_else(|| self.peers.get(peer as usize).and_then(|p| p.failed.clone()));
         if let Some(e) = hard {
             return Err(e);
         }
@@ -1112,7 +1160,6 @@ impl Transport for FabricTransport {
                 return Err(e);
             }
         }
-        self.probe(peer);
         Ok(())
     }
 

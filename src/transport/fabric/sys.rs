@@ -44,11 +44,8 @@ type GetInfo = unsafe extern "C" fn(
 ) -> c_int;
 type FreeInfo = unsafe extern "C" fn(*mut fi_info);
 type DupInfo = unsafe extern "C" fn(*const fi_info) -> *mut fi_info;
-type Fabric = unsafe extern "C" fn(
-    *mut fi::fi_fabric_attr,
-    *mut *mut fi::fid_fabric,
-    *mut c_void,
-) -> c_int;
+type Fabric =
+    unsafe extern "C" fn(*mut fi::fi_fabric_attr, *mut *mut fi::fid_fabric, *mut c_void) -> c_int;
 type StrError = unsafe extern "C" fn(c_int) -> *const c_char;
 type Version = unsafe extern "C" fn() -> u32;
 
@@ -73,7 +70,9 @@ static LIB: OnceLock<std::result::Result<Lib, String>> = OnceLock::new();
 
 /// The process's libfabric, loaded on first use; a clear error when it is not installed.
 pub(super) fn lib() -> Result<&'static Lib> {
-    LIB.get_or_init(load).as_ref().map_err(|m| Error::system(m.clone()))
+    LIB.get_or_init(load)
+        .as_ref()
+        .map_err(|m| Error::system(m.clone()))
 }
 
 fn dlerror() -> String {
@@ -174,9 +173,8 @@ impl Lib {
         let mut out: *mut fi_info = std::ptr::null_mut();
         let node = node.map_or(std::ptr::null(), |n| n.as_ptr());
         // SAFETY: forwarded from the caller; `out` is a local.
-        let rc = unsafe {
-            (self.getinfo)(API_VERSION, node, std::ptr::null(), flags, hints, &mut out)
-        };
+        let rc =
+            unsafe { (self.getinfo)(API_VERSION, node, std::ptr::null(), flags, hints, &mut out) };
         if rc == -(fi::FI_ENODATA as c_int) || (rc == 0 && out.is_null()) {
             return Ok(None);
         }
@@ -251,7 +249,13 @@ pub(super) unsafe fn domain(
     out: &mut *mut fi::fid_domain,
 ) -> c_int {
     // SAFETY: see the section comment.
-    unsafe { op!((*fabric).ops, domain(fabric, info, out, std::ptr::null_mut()), c_int) }
+    unsafe {
+        op!(
+            (*fabric).ops,
+            domain(fabric, info, out, std::ptr::null_mut()),
+            c_int
+        )
+    }
 }
 
 /// `fi_endpoint`.
@@ -261,7 +265,13 @@ pub(super) unsafe fn endpoint(
     out: &mut *mut fi::fid_ep,
 ) -> c_int {
     // SAFETY: see the section comment.
-    unsafe { op!((*dom).ops, endpoint(dom, info, out, std::ptr::null_mut()), c_int) }
+    unsafe {
+        op!(
+            (*dom).ops,
+            endpoint(dom, info, out, std::ptr::null_mut()),
+            c_int
+        )
+    }
 }
 
 /// `fi_cq_open`.
@@ -271,7 +281,13 @@ pub(super) unsafe fn cq_open(
     out: &mut *mut fi::fid_cq,
 ) -> c_int {
     // SAFETY: see the section comment.
-    unsafe { op!((*dom).ops, cq_open(dom, attr, out, std::ptr::null_mut()), c_int) }
+    unsafe {
+        op!(
+            (*dom).ops,
+            cq_open(dom, attr, out, std::ptr::null_mut()),
+            c_int
+        )
+    }
 }
 
 /// `fi_av_open`.
@@ -281,7 +297,13 @@ pub(super) unsafe fn av_open(
     out: &mut *mut fi::fid_av,
 ) -> c_int {
     // SAFETY: see the section comment.
-    unsafe { op!((*dom).ops, av_open(dom, attr, out, std::ptr::null_mut()), c_int) }
+    unsafe {
+        op!(
+            (*dom).ops,
+            av_open(dom, attr, out, std::ptr::null_mut()),
+            c_int
+        )
+    }
 }
 
 /// `fi_close`.
@@ -312,7 +334,10 @@ pub(super) unsafe fn enable(f: *mut fi::fid) -> c_int {
 }
 
 /// `fi_getname` of an endpoint.
-pub(super) unsafe fn getname(ep: *mut fi::fid_ep, buf: &mut [u8]) -> std::result::Result<usize, c_int> {
+pub(super) unsafe fn getname(
+    ep: *mut fi::fid_ep,
+    buf: &mut [u8],
+) -> std::result::Result<usize, c_int> {
     let mut len = buf.len();
     // SAFETY: see the section comment; `buf` is writable for `len` bytes.
     let rc = unsafe {
@@ -415,7 +440,13 @@ pub(super) unsafe fn tsend(
     ctx: *mut c_void,
 ) -> isize {
     // SAFETY: see the section comment.
-    unsafe { op!((*ep).tagged, send(ep, buf.cast(), len, desc, dest, tag, ctx), isize) }
+    unsafe {
+        op!(
+            (*ep).tagged,
+            send(ep, buf.cast(), len, desc, dest, tag, ctx),
+            isize
+        )
+    }
 }
 
 /// `fi_trecv` from anyone.
@@ -464,7 +495,13 @@ pub(super) unsafe fn writedata(
 /// `fi_cq_read` into `buf`.
 pub(super) unsafe fn cq_read(cq: *mut fi::fid_cq, buf: &mut [fi_cq_data_entry]) -> isize {
     // SAFETY: see the section comment; `buf` holds `len` entries of the CQ's format.
-    unsafe { op!((*cq).ops, read(cq, buf.as_mut_ptr().cast(), buf.len()), isize) }
+    unsafe {
+        op!(
+            (*cq).ops,
+            read(cq, buf.as_mut_ptr().cast(), buf.len()),
+            isize
+        )
+    }
 }
 
 /// `fi_cq_sread` into `buf`, waiting at most `timeout_ms`.

@@ -40,7 +40,10 @@ fn until<T>(
         }
         a.progress().expect("progress a");
         b.progress().expect("progress b");
-        assert!(t0.elapsed() < Duration::from_secs(10), "no progress in 10 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no progress in 10 s"
+        );
     }
 }
 
@@ -64,7 +67,15 @@ fn exchange(provider: &str) {
     };
     assert!(a.provider().starts_with(provider), "{}", a.provider());
     let (mut s, mut r) = connect(&mut a, &mut b);
-    let sizes = [0usize, 1, 24, EAGER_MAX, EAGER_MAX + 1, 1 << 20, (3 << 20) + 5];
+    let sizes = [
+        0usize,
+        1,
+        24,
+        EAGER_MAX,
+        EAGER_MAX + 1,
+        1 << 20,
+        (3 << 20) + 5,
+    ];
     for (k, &n) in sizes.iter().enumerate() {
         for recv_first in [false, true] {
             let src = pattern(n, k as u8);
@@ -105,8 +116,9 @@ fn shm_messages_of_every_size_arrive_intact() {
     exchange("shm");
 }
 
+/// Both sides connecting to each other at once.
 #[test]
-fn dbg_shm_simultaneous() {
+fn shm_simultaneous_connects_both_complete() {
     let Some((mut a, mut b)) = pair("shm") else {
         return;
     };
@@ -120,12 +132,23 @@ fn dbg_shm_simultaneous() {
     let _rb = until(&mut a, &mut b, |_, b| b.accept(&mut lb));
 }
 
+/// Endpoints made and driven on two threads, connecting both ways while waiting.
 #[test]
-fn dbg_shm_threads() {
-    let mk = || std::thread::spawn(|| FabricTransport::new(FabricConfig { provider: Some("shm".into()), bind_ip: None }).unwrap());
+fn shm_connects_from_two_threads() {
+    if pair("shm").is_none() {
+        return;
+    }
+    let mk = || {
+        std::thread::spawn(|| {
+            let cfg = FabricConfig {
+                provider: Some("shm".into()),
+                bind_ip: None,
+            };
+            FabricTransport::new(cfg).unwrap()
+        })
+    };
     let (a, b) = (mk(), mk());
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
-    eprintln!("names {:?} {:?}", String::from_utf8_lossy(&a.ep.name), String::from_utf8_lossy(&b.ep.name));
     let (ha, hb) = (a.handle.clone(), b.handle.clone());
     let go = |mut t: FabricTransport, h: ConnectHandle| {
         std::thread::spawn(move || {
@@ -140,7 +163,11 @@ fn dbg_shm_threads() {
                 if !got.1 && t.accept(&mut l).unwrap().is_some() {
                     got.1 = true;
                 }
-                assert!(t0.elapsed() < Duration::from_secs(5), "stuck {got:?} backlog {}", t.backlog.len());
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "stuck {got:?} backlog {}",
+                    t.backlog.len()
+                );
                 t.wait_activity(Duration::from_micros(200)).unwrap();
             }
             t
@@ -150,4 +177,50 @@ fn dbg_shm_threads() {
     let y = go(b, ha);
     x.join().unwrap();
     y.join().unwrap();
+}
+
+#[test]
+fn a_handle_from_another_provider_or_backend_is_a_clear_error() {
+    let Some((mut a, _b)) = pair("tcp") else {
+        return;
+    };
+    let other = listen::encode_handle("shm", b"fi_shm://1:0:0").unwrap();
+    let e = a.connect(0, &other).expect_err("provider mismatch");
+    assert!(e.to_string().contains("OXCCL_FABRIC_PROVIDER"), "{e}");
+    let junk = ConnectHandle::new(&[1, 2, 3, 4, 5]).unwrap();
+    let e = a.connect(0, &junk).expect_err("not a fabric handle");
+    assert!(e.to_string().contains("malformed"), "{e}");
+    let e = FabricTransport::new(FabricConfig {
+        provider: Some("no-such-provider".into()),
+        bind_ip: None,
+    })
+    .err()
+    .expect("unknown provider");
+    assert!(
+        e.to_string().contains("no-such-provider") && e.to_string().contains("tcp"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_closed_receiver_fails_the_sender_with_remote() {
+    let Some((mut a, mut b)) = pair("tcp") else {
+        return;
+    };
+    let (mut s, r) = connect(&mut a, &mut b);
+    b.close_recv(r).unwrap();
+    let big = vec![1u8; 1 << 20];
+    let mut req = unsafe { a.isend(&mut s, big.as_ptr(), big.len(), [0; 3], None) }
+        .unwrap()
+        .unwrap();
+    let t0 = Instant::now();
+    let e = loop {
+        b.progress().unwrap();
+        match a.test(&mut req) {
+            Ok(None) => assert!(t0.elapsed() < Duration::from_secs(5), "no error"),
+            Ok(Some(_)) => panic!("a write to a closed receiver completed"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
 }

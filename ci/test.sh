@@ -3,10 +3,20 @@
 # the schedule simulator, the mem and TCP collective matrices, failure cases, launching).
 # Needs the Rust toolchain and a C compiler; ci/launch-tests.sh installs, as root, the
 # Debian packages its launcher tests need (iproute2, slurm-wlm, munge, openmpi-bin); the C
-# ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip).
+# ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip);
+# libfabric1 is installed here for the fabric backend's tests (which skip without it, except
+# under CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# The fabric backend loads libfabric at run time; its tests need the library (only the
+# runtime package: the committed bindings need no headers).
+if [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q 'libfabric\.so\.1 '; then
+    echo "== installing libfabric1"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends libfabric1 >/dev/null
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
@@ -19,6 +29,8 @@ echo "== launch tests: rankrun and the launcher contracts with real processes"
 cargo test --locked --test launch -- --test-threads 1
 echo "== launch tests needing root and packages (network namespaces, Slurm, Open MPI)"
 ci/launch-tests.sh
+echo "== fabric backend with one process per rank (tcp and shm providers, a killed rank)"
+ci/fabric-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
 echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"

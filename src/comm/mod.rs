@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Part};
 use crate::error::{Error, Result};
 use crate::reduce::{DataType, ReduceOp};
+use crate::transport::fabric::{FabricConfig, FabricTransport};
 use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
 use crate::transport::Tag;
@@ -160,12 +161,15 @@ impl Communicator {
                     })
                 })
             }
+            "fabric" => Communicator::init_with(id, rank, size, cfg, |ip| {
+                FabricTransport::new(FabricConfig::from_env(ip))
+            }),
             "mem" => {
                 let fabric = mem_fabric(id);
                 Communicator::init_with(id, rank, size, cfg, move |_| Ok(fabric.endpoint()))
             }
             other => Err(Error::invalid_argument(format!(
-                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, mem)"
+                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, fabric, mem)"
             ))),
         }
     }
@@ -276,7 +280,7 @@ impl Communicator {
         self.shared.size
     }
 
-    /// The backend in use (`tcp`, `mem`).
+    /// The backend in use (`tcp`, `fabric`, `mem`).
     pub fn transport(&self) -> &'static str {
         self.shared.transport
     }

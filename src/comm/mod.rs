@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::reduce::{DataType, ReduceOp};
 use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
+use crate::transport::verbs::{VerbsConfig, VerbsTransport};
 use crate::transport::Tag;
 use crate::transport::{ConnectHandle, Transport};
 
@@ -164,8 +165,12 @@ impl Communicator {
                 let fabric = mem_fabric(id);
                 Communicator::init_with(id, rank, size, cfg, move |_| Ok(fabric.endpoint()))
             }
+            "verbs" => Communicator::init_with(id, rank, size, cfg, move |ip| {
+                VerbsTransport::new(VerbsConfig::from_env(ip, rank)?)
+            }),
             other => Err(Error::invalid_argument(format!(
-                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, mem)"
+                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, mem, \
+                 verbs)"
             ))),
         }
     }

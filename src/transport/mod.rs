@@ -21,6 +21,7 @@
 
 pub mod mem;
 pub mod tcp;
+pub mod verbs;
 
 use std::time::Duration;
 

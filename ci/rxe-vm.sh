@@ -32,7 +32,7 @@ set -uo pipefail
 say() { echo "[rxe-vm] $*" >&2; }
 CACHE=${RXE_VM_DIR:-/tmp/oxccl-rxe-vm}
 TIMEOUT=${RXE_VM_TIMEOUT:-1800}
-WANT_MODULES="crc32_generic crc32-pclmul virtio_pci 9pnet_virtio 9p overlay veth rdma_rxe"
+WANT_MODULES="crc32_generic crc32-pclmul virtio_pci 9pnet_virtio 9p overlay veth rdma_rxe sch_netem"
 mkdir -p "$CACHE"
 
 kernel_package() {

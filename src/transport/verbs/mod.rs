@@ -74,7 +74,8 @@ pub struct VerbsConfig {
     pub qps_per_connection: usize,
     /// Local ACK timeout exponent: 4.096 us * 2^timeout per try (`OXCCL_IB_TIMEOUT`).
     pub timeout: u8,
-    /// Retransmissions before a dead peer is reported (`OXCCL_IB_RETRY_CNT`, 0..=7).
+    /// Retransmissions before a dead peer is reported (`OXCCL_IB_RETRY_CNT`, 0..=7; 6 by
+    /// default, since SoftRoCE takes 7 to mean "for ever").
     pub retry_cnt: u8,
 }
 
@@ -90,7 +91,7 @@ impl VerbsConfig {
             service_level: 0,
             qps_per_connection: 1,
             timeout: 18,
-            retry_cnt: 7,
+            retry_cnt: 6,
         }
     }
 

@@ -66,6 +66,10 @@ $B mount -t proc proc /root/proc
 $B mount -t sysfs sysfs /root/sys
 $B mount -t devtmpfs devtmpfs /root/dev
 $B mkdir -p /root/dev/shm /root/dev/pts
+$B ln -sf /proc/self/fd /root/dev/fd
+$B ln -sf /proc/self/fd/0 /root/dev/stdin
+$B ln -sf /proc/self/fd/1 /root/dev/stdout
+$B ln -sf /proc/self/fd/2 /root/dev/stderr
 $B mount -t tmpfs -o mode=1777 tmpfs /root/dev/shm
 $B mount -t devpts devpts /root/dev/pts
 $B mount -t tmpfs -o mode=0755 tmpfs /root/run

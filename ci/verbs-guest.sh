@@ -2,52 +2,63 @@
 # Runs inside the SoftRoCE VM of ci/rxe-vm.sh (called by ci/verbs.sh):
 #   ci/verbs-guest.sh TEST_BINARY PERF_BINARY
 # 1. the verbs test suite (tests/verbs.rs, every test, one at a time);
-# 2. the benchmark: ib_write_bw from rxe1 to rxe0, then oxccl-perf's 2-rank allreduce over
-#    verbs (rank 0 on rxe0, rank 1 on rxe1), at 1, 4 and 16 MiB, in this same boot, and
-#    oxccl's bus bandwidth as a fraction of ib_write_bw's (throughput under TCG is tiny
-#    and noisy: only ratios measured side by side mean anything).
+# 2. the benchmark, in this same boot: ib_write_bw from rxe1 to rxe0 (one RC QP, RDMA
+#    write), and oxccl-perf's 2-rank float allreduce over verbs (rank 0 on rxe0, rank 1
+#    on rxe1), at 1, 4 and 16 MiB, alternating, VERBS_BENCH_ROUNDS times (default 3);
+#    the medians, and oxccl's bus bandwidth as a fraction of ib_write_bw's bandwidth.
+#    Under TCG throughput is tiny and noisy: only ratios measured side by side mean
+#    anything. ib_write_bw -b (both directions at once) is shown too: software RoCE is
+#    CPU-bound, so what one direction gets alone is more than an allreduce, which moves
+#    data both ways, can get from the same two vCPUs.
 # Exit status: the tests' and the benchmark's (a wrong result fails); the ratio is reported.
 set -uo pipefail
 tests=$1 perf=$2
+rounds=${VERBS_BENCH_ROUNDS:-3}
 rc=0
 echo "== verbs tests (SoftRoCE)"
 t0=$(date +%s)
 RUST_BACKTRACE=1 "$tests" --include-ignored --test-threads 1 || rc=1
 echo "== verbs tests took $(( $(date +%s) - t0 ))s"
 
-declare -A wire
-echo "== ib_write_bw rxe1 -> rxe0 (one QP, RDMA write)"
-for spec in 1M:20 4M:8 16M:4; do
-    size=${spec%%:*} iters=${spec##*:}
-    bytes=$(( ${size%M} << 20 ))
-    ib_write_bw -d rxe0 -x 1 -s "$bytes" -n "$iters" -F --report_gbits > /tmp/bw-server.log 2>&1 &
-    server=$!
+# ib_write_bw SIZE ITERS [-b] -> MB/s (10^6 bytes), or nothing on failure
+ib_bw() {
+    ib_write_bw -d rxe0 -x 1 -s "$1" -n "$2" -F --report_gbits ${3:-} > /tmp/bw-server.log 2>&1 &
+    local server=$!
     sleep 1
-    line=$(timeout 120 ib_write_bw -d rxe1 -x 1 -s "$bytes" -n "$iters" -F --report_gbits 10.99.0.1 2>&1 |
-        awk -v b="$bytes" '$1 == b { print; exit }')
+    timeout 120 ib_write_bw -d rxe1 -x 1 -s "$1" -n "$2" -F --report_gbits ${3:-} 10.99.0.1 2>&1 |
+        awk -v b="$1" '$1 == b { printf "%.3f\n", $4 * 125; exit }'
     timeout 10 tail --pid=$server -f /dev/null
     kill $server 2>/dev/null
     wait $server 2>/dev/null
-    gbits=$(echo "$line" | awk '{ print $4 }')
-    if [ -z "$gbits" ]; then
-        echo "ib_write_bw at $size failed:"; cat /tmp/bw-server.log; rc=1; continue
-    fi
-    wire[$size]=$gbits
-    echo "ib_write_bw $size: $gbits Gb/s"
-done
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 
-echo "== oxccl-perf allreduce, 2 ranks over verbs (rxe0 + rxe1)"
-OXCCL_TRANSPORT=verbs OXCCL_SPIN=200 "$perf" --threads 2 --op allreduce -b 1M -e 16M -f 4 -w 1 -n 4 \
-    | tee /tmp/perf.log || rc=1
-echo "== oxccl busbw / ib_write_bw bandwidth"
-printf '%10s %14s %14s %14s %8s\n' size "ib_write GB/s" "busbw out GB/s" "busbw in GB/s" ratio
-for size in 1M 4M 16M; do
-    bytes=$(( ${size%M} << 20 ))
-    read -r out in < <(awk -v b="$bytes" '$1 == b { print $8, $12 }' /tmp/perf.log)
-    w=${wire[$size]:-}
-    if [ -z "$w" ] || [ -z "${out:-}" ]; then echo "$size: missing data"; continue; fi
-    awk -v s="$size" -v w="$w" -v o="$out" -v i="$in" 'BEGIN {
-        g = w / 8; best = (o > i) ? o : i
-        printf "%10s %14.4f %14.4f %14.4f %7.0f%%\n", s, g, o, i, 100 * best / g }'
+echo "== benchmark: $rounds rounds of ib_write_bw and oxccl-perf (MB/s = 10^6 bytes/s)"
+t0=$(date +%s)
+: > /tmp/bench.dat
+for round in $(seq "$rounds"); do
+    for spec in 1:20 4:8 16:5; do
+        mib=${spec%%:*} iters=${spec##*:} bytes=$(( ${spec%%:*} << 20 ))
+        uni=$(ib_bw "$bytes" "$iters")
+        bi=$(ib_bw "$bytes" "$iters" -b)
+        [ -n "$uni" ] || { echo "ib_write_bw failed at $mib MiB:"; cat /tmp/bw-server.log; rc=1; }
+        echo "$mib uni ${uni:-nan}" >> /tmp/bench.dat
+        echo "$mib bi ${bi:-nan}" >> /tmp/bench.dat
+    done
+    OXCCL_TRANSPORT=verbs OXCCL_SPIN=200 "$perf" --threads 2 --op allreduce -b 1M -e 16M -f 4 \
+        -w 1 -n 2 > /tmp/perf.log 2>&1 || { cat /tmp/perf.log; rc=1; }
+    # busbw = size / time for 2 ranks; columns: size ... out-of-place time (6), in-place (10)
+    awk '$1 ~ /^[0-9]+$/ && $NF == "allreduce" {
+        t = ($6 < $10) ? $6 : $10; printf "%d oxccl %.3f\n", $1 / 1048576, $1 / t }' \
+        /tmp/perf.log >> /tmp/bench.dat
+    echo "round $round: $(tail -n 9 /tmp/bench.dat | awk '{ printf "%sM %s=%s  ", $1, $2, $3 }')"
+done
+echo "== medians over $rounds rounds (took $(( $(date +%s) - t0 ))s)"
+printf '%8s %16s %16s %16s %12s\n' size "ib_write_bw" "ib_write_bw -b" "oxccl busbw" "busbw/ib_bw"
+for mib in 1 4 16; do
+    m() { awk -v s="$mib" -v k="$1" '$1 == s && $2 == k && $3 != "nan" { print $3 }' /tmp/bench.dat | median; }
+    uni=$(m uni) bi=$(m bi) ox=$(m oxccl)
+    awk -v s="$mib MiB" -v u="${uni:-0}" -v b="${bi:-0}" -v o="${ox:-0}" 'BEGIN {
+        printf "%8s %11.1f MB/s %11.1f MB/s %11.1f MB/s %11.0f%%\n", s, u, b, o, (u > 0) ? 100 * o / u : 0 }'
 done
 exit $rc

@@ -20,7 +20,6 @@ use oxccl::{
     Bf16, Communicator, Config, DataType, Error, ErrorKind, ReduceOp, Result, UniqueId, F16,
 };
 
-
 fn has_devices() -> bool {
     std::fs::read_dir("/sys/class/infiniband").is_ok_and(|d| d.count() > 0)
 }
@@ -54,8 +53,13 @@ fn run<R: Send + 'static>(
     let start = Arc::new(Barrier::new(n));
     let hs: Vec<_> = (0..n)
         .map(|r| {
-            let (id, f, vcfg, cfg, start) =
-                (id.clone(), f.clone(), vcfg.clone(), cfg.clone(), start.clone());
+            let (id, f, vcfg, cfg, start) = (
+                id.clone(),
+                f.clone(),
+                vcfg.clone(),
+                cfg.clone(),
+                start.clone(),
+            );
             std::thread::spawn(move || {
                 start.wait();
                 let comm = Communicator::init_with(&id, r, n, cfg, move |ip| {
@@ -115,11 +119,16 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize]) -> Result<u64> {
             c.reduce_scatter(&big, &mut block, op)?;
             for (i, &x) in block.iter().enumerate() {
                 if !close(x, reference(op, n, me * count + i, T::FLOAT), op) {
-                    return Err(fail(c, format!("reduce_scatter {op:?} count {count} [{i}]")));
+                    return Err(fail(
+                        c,
+                        format!("reduce_scatter {op:?} count {count} [{i}]"),
+                    ));
                 }
             }
         }
-        let mine: Vec<T> = (0..count).map(|i| T::v(input(ReduceOp::Sum, n, me, i))).collect();
+        let mine: Vec<T> = (0..count)
+            .map(|i| T::v(input(ReduceOp::Sum, n, me, i)))
+            .collect();
         let mut all = vec![T::default(); count * n];
         c.all_gather(&mine, &mut all)?;
         for (i, x) in all.iter().enumerate() {
@@ -129,10 +138,19 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize]) -> Result<u64> {
         }
         let root = (count + 1) % n;
         let mut b: Vec<T> = (0..count)
-            .map(|i| T::v(if me == root { input(ReduceOp::Sum, n, me, i) } else { -1.0 }))
+            .map(|i| {
+                T::v(if me == root {
+                    input(ReduceOp::Sum, n, me, i)
+                } else {
+                    -1.0
+                })
+            })
             .collect();
         c.broadcast(&mut b, root)?;
-        if b.iter().enumerate().any(|(i, x)| x.f() != input(ReduceOp::Sum, n, root, i)) {
+        if b.iter()
+            .enumerate()
+            .any(|(i, x)| x.f() != input(ReduceOp::Sum, n, root, i))
+        {
             return Err(fail(c, format!("broadcast count {count}")));
         }
         c.barrier()?;
@@ -144,10 +162,16 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize]) -> Result<u64> {
     let rq = c.irecv(&mut got, prev)?;
     c.send(&out, next)?;
     rq.wait()?;
-    if got.iter().enumerate().any(|(i, x)| x.f() != ((i + prev) % 5) as f64) {
+    if got
+        .iter()
+        .enumerate()
+        .any(|(i, x)| x.f() != ((i + prev) % 5) as f64)
+    {
         return Err(fail(c, format!("recv from {prev}")));
     }
-    let noisy: Vec<T> = (0..777).map(|i| T::v(((i * 31 + me * 17) % 97) as f64 / 7.3 - 5.1)).collect();
+    let noisy: Vec<T> = (0..777)
+        .map(|i| T::v(((i * 31 + me * 17) % 97) as f64 / 7.3 - 5.1))
+        .collect();
     let mut r = vec![T::default(); 777];
     c.all_reduce(&noisy, &mut r, ReduceOp::Sum)?;
     Ok(h ^ fnv(bytemuck::cast_slice(&r)))
@@ -169,6 +193,12 @@ fn by_dtype(c: &Communicator, d: DataType, counts: &[usize]) -> Result<u64> {
 }
 
 fn expect_same(label: &str, res: Vec<Result<Vec<u64>>>) {
+    let errs: Vec<String> = res
+        .iter()
+        .enumerate()
+        .filter_map(|(r, x)| x.as_ref().err().map(|e| format!("rank {r}: {e}")))
+        .collect();
+    assert!(errs.is_empty(), "{label}:\n{}", errs.join("\n"));
     let mut first: Option<Vec<u64>> = None;
     for (r, x) in res.into_iter().enumerate() {
         let h = x.unwrap_or_else(|e| panic!("{label}: rank {r}: {e}"));
@@ -197,7 +227,10 @@ fn without_rdma_the_verbs_transport_fails_with_a_clear_error() {
     let m = e.to_string();
     assert_eq!(e.kind(), ErrorKind::System, "{m}");
     assert!(m.contains("rank 0 of 1: init"), "{m}");
-    let lib = ["/usr/lib/x86_64-linux-gnu/libibverbs.so.1", "/usr/lib64/libibverbs.so.1"];
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/libibverbs.so.1",
+        "/usr/lib64/libibverbs.so.1",
+    ];
     if lib.iter().any(|p| std::path::Path::new(p).exists()) {
         assert!(m.contains("no RDMA device"), "{m}");
     } else {
@@ -217,7 +250,10 @@ fn device_and_gid_are_chosen_without_any_variable() {
         assert_eq!(d.name, format!("rxe{r}"));
         assert_eq!(d.gid_index, Some(1), "{d:?}");
         assert_eq!(d.port, Some(1));
-        assert!(d.speed_mbps > 0 && d.pci_path.is_none() && d.numa_node.is_none(), "{d:?}");
+        assert!(
+            d.speed_mbps > 0 && d.pci_path.is_none() && d.numa_node.is_none(),
+            "{d:?}"
+        );
     }
     // The device that carries the rank's address wins.
     let t = VerbsTransport::new(VerbsConfig::new([10, 99, 0, 2].into(), 0)).expect("open");
@@ -236,19 +272,31 @@ fn device_and_gid_are_chosen_without_any_variable() {
     assert!(e.to_string().contains("OXCCL_IB_GID_INDEX=9"), "{e}");
     let t = with(&|c| c.hca = Some("^rxe0".into())).expect("all but rxe0");
     assert_eq!(t.device().name, "rxe1");
-    let e = with(&|c| c.hca = Some("mlx5_0".into())).err().expect("no mlx5");
-    assert!(e.to_string().contains("OXCCL_IB_HCA='mlx5_0' selects no active port"), "{e}");
+    let e = with(&|c| c.hca = Some("mlx5_0".into()))
+        .err()
+        .expect("no mlx5");
+    assert!(
+        e.to_string()
+            .contains("OXCCL_IB_HCA='mlx5_0' selects no active port"),
+        "{e}"
+    );
     assert!(e.to_string().contains("rxe0, rxe1"), "{e}");
     // The same through the environment, as Communicator::init reads it.
     std::env::set_var("OXCCL_IB_HCA", "=rxe1:1");
     std::env::set_var("OXCCL_IB_QPS_PER_CONNECTION", "3");
     let c = VerbsConfig::from_env(lo, 0).expect("from env");
     std::env::set_var("OXCCL_IB_QPS_PER_CONNECTION", "99");
-    let bad = VerbsConfig::from_env(lo, 0).err().expect("99 QPs");
+    let bad = VerbsConfig::from_env(lo, 0).expect_err("99 QPs");
     std::env::remove_var("OXCCL_IB_HCA");
     std::env::remove_var("OXCCL_IB_QPS_PER_CONNECTION");
-    assert_eq!((c.hca.as_deref(), c.qps_per_connection), (Some("=rxe1:1"), 3));
-    assert!(bad.to_string().contains("OXCCL_IB_QPS_PER_CONNECTION='99'"), "{bad}");
+    assert_eq!(
+        (c.hca.as_deref(), c.qps_per_connection),
+        (Some("=rxe1:1"), 3)
+    );
+    assert!(
+        bad.to_string().contains("OXCCL_IB_QPS_PER_CONNECTION='99'"),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -263,7 +311,10 @@ fn collective_matrix_on_two_and_three_ranks_across_the_veth_pair() {
     ];
     for n in [2, 3] {
         let res = run(n, config(120), on_alternate_devices, move |c| {
-            dtypes.iter().map(|&d| by_dtype(c, d, &[0, 1, 7, 4099])).collect()
+            dtypes
+                .iter()
+                .map(|&d| by_dtype(c, d, &[0, 1, 7, 4099]))
+                .collect()
         });
         expect_same(&format!("{n} ranks"), res);
     }
@@ -291,7 +342,9 @@ fn sixteen_mib(c: &Communicator) -> Result<Vec<u64>> {
     if let Some(i) = (0..count).find(|&i| sum[i] != (0..n).map(|r| v(r, i)).sum::<f32>()) {
         return Err(fail(c, format!("16 MiB allreduce [{i}]")));
     }
-    let mut b: Vec<u8> = (0..16 << 20).map(|i| if me == 1 { (i % 251) as u8 } else { 0 }).collect();
+    let mut b: Vec<u8> = (0..16 << 20)
+        .map(|i| if me == 1 { (i % 251) as u8 } else { 0 })
+        .collect();
     c.broadcast(&mut b, 1)?;
     if b.iter().enumerate().any(|(i, &x)| x != (i % 251) as u8) {
         return Err(fail(c, "16 MiB broadcast".into()));
@@ -309,7 +362,10 @@ fn sixteen_mib(c: &Communicator) -> Result<Vec<u64>> {
     if (0..per).any(|i| block[i] != want(i)) {
         return Err(fail(c, "16 MiB reduce_scatter".into()));
     }
-    Ok(vec![fnv(bytemuck::cast_slice(&sum)), fnv(bytemuck::cast_slice(&all))])
+    Ok(vec![
+        fnv(bytemuck::cast_slice(&sum)),
+        fnv(bytemuck::cast_slice(&all)),
+    ])
 }
 
 #[test]
@@ -377,11 +433,17 @@ impl Pair {
         let mut sent = 0;
         let deadline = Instant::now() + Duration::from_secs(60);
         while out.iter().any(Option::is_none) || sent < msgs.len() {
-            assert!(Instant::now() < deadline, "exchange stalled: {sent} sent, {out:?}");
+            assert!(
+                Instant::now() < deadline,
+                "exchange stalled: {sent} sent, {out:?}"
+            );
             if ns < msgs.len() {
                 let tag = [ns as u64, 7, 9];
                 // SAFETY: `msgs` outlives the requests (tested to completion below).
-                match unsafe { self.a.isend(&mut self.send, msgs[ns].as_ptr(), msgs[ns].len(), tag, None) } {
+                match unsafe {
+                    self.a
+                        .isend(&mut self.send, msgs[ns].as_ptr(), msgs[ns].len(), tag, None)
+                } {
                     Ok(Some(r)) => {
                         sends.push(r);
                         ns += 1;
@@ -392,7 +454,10 @@ impl Pair {
             }
             if nr < caps.len() && (!late || ns == msgs.len() || ns >= 8) {
                 // SAFETY: `bufs` is neither moved nor touched until its receive is reported.
-                match unsafe { self.b.irecv(&mut self.recv, bufs[nr].as_mut_ptr(), caps[nr], None) } {
+                match unsafe {
+                    self.b
+                        .irecv(&mut self.recv, bufs[nr].as_mut_ptr(), caps[nr], None)
+                } {
                     Ok(Some(r)) => {
                         recvs.push((nr, r));
                         nr += 1;
@@ -428,7 +493,9 @@ impl Pair {
                 break;
             }
         }
-        out.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::internal("not received")))).collect()
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Error::internal("not received"))))
+            .collect()
     }
 }
 
@@ -438,13 +505,19 @@ static CONSTANT: [u8; 20_000] = [7; 20_000];
 #[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
 fn transport_sizes_order_and_mismatches() {
     let pattern = |len: usize, seed: usize| -> Vec<u8> {
-        (0..len).map(|i| ((i * 31 + seed * 7) % 251) as u8).collect()
+        (0..len)
+            .map(|i| ((i * 31 + seed * 7) % 251) as u8)
+            .collect()
     };
     for qps in [1, 3] {
         let mut p = pair(qps);
         // Around the eager limit (8 KiB), zero, and a zero-copy message split over QPs.
         let sizes = [0, 1, 8191, 8192, 8193, (1 << 20) + 3, 5];
-        let msgs: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(k, &n)| pattern(n, k)).collect();
+        let msgs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| pattern(n, k))
+            .collect();
         for late in [false, true] {
             let got = p.exchange(&msgs, &sizes, late);
             for (k, g) in got.into_iter().enumerate() {
@@ -463,9 +536,11 @@ fn transport_sizes_order_and_mismatches() {
             let send: &'static [u8] = &CONSTANT;
             let mut buf = vec![0u8; 20_000];
             // SAFETY: a static source; `buf` lives until the receive is reported.
-            let mut s = unsafe { p.a.isend(&mut p.send, send.as_ptr(), send.len(), [1, 2, 3], None) }
-                .expect("isend")
-                .expect("room");
+            let mut s = unsafe {
+                p.a.isend(&mut p.send, send.as_ptr(), send.len(), [1, 2, 3], None)
+            }
+            .expect("isend")
+            .expect("room");
             let mut r = unsafe { p.b.irecv(&mut p.recv, buf.as_mut_ptr(), buf.len(), None) }
                 .expect("irecv")
                 .expect("room");
@@ -484,10 +559,13 @@ fn transport_sizes_order_and_mismatches() {
     for (len, cap) in [(200, 100), (20_000, 10_000)] {
         let mut p = pair(1);
         let got = p.exchange(&[pattern(len, 1)], &[cap], false);
-        let e = got.into_iter().next().expect("one").err().expect("must fail");
+        let e = got.into_iter().next().expect("one").expect_err("must fail");
         assert_eq!(e.kind(), ErrorKind::InvalidUsage, "{e}");
         let m = e.to_string();
-        assert!(m.contains(&format!("{len} bytes")) && m.contains(&format!("{cap} bytes")), "{m}");
+        assert!(
+            m.contains(&format!("{len} bytes")) && m.contains(&format!("{cap} bytes")),
+            "{m}"
+        );
     }
 }
 
@@ -523,7 +601,13 @@ fn a_killed_rank_fails_the_others_with_remote() {
     let hex: String = id.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
     let exe = std::env::current_exe().expect("test binary");
     let child = std::process::Command::new(exe)
-        .args(["zz_child_rank_entry", "--exact", "--include-ignored", "--test-threads", "1"])
+        .args([
+            "zz_child_rank_entry",
+            "--exact",
+            "--include-ignored",
+            "--test-threads",
+            "1",
+        ])
         .env("OXCCL_TEST_CHILD", hex)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -548,7 +632,10 @@ fn a_killed_rank_fails_the_others_with_remote() {
                     if let Err(e) = c.all_reduce(&data, &mut out, ReduceOp::Sum) {
                         assert_eq!(e.kind(), ErrorKind::Remote, "rank {r}: {e}");
                         assert!(e.to_string().contains(&format!("rank {r}")), "{e}");
-                        let t = killed_at.lock().expect("lock").expect("failed before the kill");
+                        let t = killed_at
+                            .lock()
+                            .expect("lock")
+                            .expect("failed before the kill");
                         return Ok(t.elapsed());
                     }
                 }
@@ -557,7 +644,10 @@ fn a_killed_rank_fails_the_others_with_remote() {
         })
         .collect();
     for (r, h) in hs.into_iter().enumerate() {
-        let t = h.join().expect("rank thread").unwrap_or_else(|e| panic!("rank {r}: {e}"));
+        let t = h
+            .join()
+            .expect("rank thread")
+            .unwrap_or_else(|e| panic!("rank {r}: {e}"));
         assert!(t < Duration::from_secs(10), "rank {r} noticed after {t:?}");
     }
     let _ = child.lock().expect("lock").wait();
@@ -604,9 +694,15 @@ fn a_dead_link_is_a_remote_error_naming_the_peer_within_the_timeout() {
         let (e, t) = x.unwrap_or_else(|e| panic!("rank {r}: {e}"));
         let m = e.to_string();
         assert_eq!(e.kind(), ErrorKind::Remote, "rank {r}: {m}");
-        assert!(m.contains(&format!("rank {}", 1 - r)), "rank {r} must name its peer: {m}");
+        assert!(
+            m.contains(&format!("rank {}", 1 - r)),
+            "rank {r} must name its peer: {m}"
+        );
         let t = t.expect("failed before the link was cut");
-        assert!(t < Duration::from_secs(15), "rank {r} noticed after {t:?}: {m}");
+        assert!(
+            t < Duration::from_secs(15),
+            "rank {r} noticed after {t:?}: {m}"
+        );
         eprintln!("rank {r} failed {t:?} after the cut: {m}");
     }
 }

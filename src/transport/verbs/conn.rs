@@ -1,10 +1,11 @@
 //! One connection to a peer: its queue pairs, completion queue and control block, and the
 //! state of both directions (this rank's sends and receives share the queue pairs).
 //!
-//! Owns: posting work requests (eager writes, zero-copy parts, clear-to-send records),
-//! polling the completion queue and turning completions into finished requests, keeping
-//! receive queues full, and noticing a dead peer (an error completion, or the side-channel
-//! socket closing). The protocol is described in `wire.rs`.
+//! Owns: the requests of both directions, polling the completion queue and turning
+//! completions into finished requests, keeping receive queues full, noticing a dead peer
+//! (an error completion, or the side-channel socket closing), and letting the last writes
+//! go before the queue pairs are destroyed. Posting is in `post.rs`, the protocol in
+//! `wire.rs`.
 //!
 //! Send-queue accounting: every work request counts as posted; a signaled one (the last of
 //! each zero-copy part, and at least one in every quarter of the queue) completes itself
@@ -14,218 +15,45 @@ use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
+use super::ctrl::{post_recvs, Ctrl, Prepared, RemoteCtrl, SQ_DEPTH};
 use super::mr::{MrCache, VerbsRegion};
-use super::qp::{self, Cq, Mr, Path, Pd, Qp, QpEnd, QpSizes};
+use super::post::write_wr;
+use super::qp::{Cq, Mr, Pd, Qp};
 use super::sys::{self, Lib};
-use super::wire::{
-    self, Cts, Imm, Ring, CTRL_BYTES, CTS, CTS_IN, CTS_OUT, EAGER_BYTES, EAGER_IN, EAGER_OUT,
-    HDR, HDR_OUT, SLOTS, STRIDE,
-};
+use super::wire::{self, Cts, Imm, Ring, CTS, CTS_IN, EAGER_BYTES, EAGER_IN, HDR, SLOTS, STRIDE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::{Completion, Tag};
 
 pub(super) use super::wire::MAX_REQUESTS;
 
-/// Send-queue entries per QP: a message takes at most two on QP 0 (header, part), and CTS
-/// records of the other direction share it.
-const SQ_DEPTH: u32 = 4 * SLOTS as u32;
-/// Receive-queue entries per QP: every incoming write-with-immediate consumes one
-/// (message parts and CTS records, at most `SLOTS` of each in flight).
-const RQ_DEPTH: u32 = 2 * SLOTS as u32 + 16;
-/// Smallest part a zero-copy message is split into across queue pairs.
-const MIN_PART: usize = 64 << 10;
-/// Wanted inline size: headers and CTS records always, small messages with them.
-const WANT_INLINE: u32 = 256;
+/// Longest a closing connection waits for its last writes to be acknowledged.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The connection's registered control block (layout in `wire.rs`).
-pub(super) struct Ctrl {
-    ptr: *mut u8,
-    mr: Option<Mr>,
-}
-
-// SAFETY: the block is owned by one connection, used by one thread at a time.
-unsafe impl Send for Ctrl {}
-
-fn ctrl_layout() -> std::alloc::Layout {
-    // CTRL_BYTES is a non-zero multiple of 4096.
-    std::alloc::Layout::from_size_align(CTRL_BYTES, 4096).unwrap_or(std::alloc::Layout::new::<u8>())
-}
-
-impl Ctrl {
-    fn new(lib: &'static Lib, pd: &Pd) -> Result<Ctrl> {
-        let layout = ctrl_layout();
-        // SAFETY: non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
-            return Err(Error::system("verbs: out of memory for a connection"));
-        }
-        let mut c = Ctrl { ptr, mr: None };
-        c.mr = Some(qp::register(lib, pd, ptr, CTRL_BYTES, true)?);
-        Ok(c)
-    }
-
-    fn keys(&self) -> (u32, u32) {
-        self.mr.as_ref().map_or((0, 0), |m| (m.lkey(), m.rkey()))
-    }
-
-    fn at(&self, off: usize) -> *mut u8 {
-        debug_assert!(off < CTRL_BYTES);
-        // SAFETY: offsets come from the layout constants, inside the block.
-        unsafe { self.ptr.add(off) }
-    }
-
-    /// Reads `N` bytes the peer wrote (after their completion was polled).
-    fn read<const N: usize>(&self, off: usize) -> [u8; N] {
-        // SAFETY: inside the block; volatile because the NIC, not this thread, wrote it.
-        unsafe { std::ptr::read_volatile(self.at(off) as *const [u8; N]) }
-    }
-}
-
-impl Drop for Ctrl {
-    fn drop(&mut self) {
-        drop(self.mr.take()); // deregister before the memory goes
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr, ctrl_layout()) };
-    }
-}
-
-/// Where the peer's control block is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct RemoteCtrl {
-    pub eager_in: u64,
-    pub cts_in: u64,
-    pub rkey: u32,
-}
-
-/// Queue pairs, completion queue and control block made before the peer is known.
-pub(super) struct Prepared {
-    qps: Vec<Qp>,
-    psns: Vec<u32>,
-    cq: Cq,
-    ctrl: Ctrl,
-    max_inline: u32,
-}
-
-impl Prepared {
-    /// `nqps` RC queue pairs in INIT state with full receive queues, on one new CQ.
-    pub(super) fn new(
-        lib: &'static Lib,
-        dev: &super::device::Device,
-        nqps: usize,
-    ) -> Result<Prepared> {
-        let cq = qp::create_cq(lib, &dev.ctx, &dev.channel, nqps as u32 * (SQ_DEPTH + RQ_DEPTH))?;
-        let ctrl = Ctrl::new(lib, &dev.pd)?;
-        let mut qps = Vec::with_capacity(nqps);
-        let mut psns = Vec::with_capacity(nqps);
-        let mut max_inline = u32::MAX;
-        for _ in 0..nqps {
-            let sizes = QpSizes {
-                send: SQ_DEPTH,
-                recv: RQ_DEPTH,
-                inline: WANT_INLINE,
-            };
-            let (q, inline) = qp::create_rc(lib, &dev.pd, &cq, sizes)?;
-            qp::to_init(lib, &q, dev.port)?;
-            post_recvs(&q, 0, RQ_DEPTH)?;
-            max_inline = max_inline.min(inline);
-            qps.push(q);
-            psns.push(random_psn()?);
-        }
-        Ok(Prepared {
-            qps,
-            psns,
-            cq,
-            ctrl,
-            max_inline: if max_inline == u32::MAX { 0 } else { max_inline },
-        })
-    }
-
-    /// This side's queue pairs, for the peer.
-    pub(super) fn ends(&self) -> Vec<QpEnd> {
-        self.qps
-            .iter()
-            .zip(&self.psns)
-            .map(|(q, &psn)| QpEnd { qpn: q.num(), psn })
-            .collect()
-    }
-
-    /// This side's control block, for the peer.
-    pub(super) fn ctrl(&self) -> RemoteCtrl {
-        let base = self.ctrl.ptr as u64;
-        RemoteCtrl {
-            eager_in: base + EAGER_IN as u64,
-            cts_in: base + CTS_IN as u64,
-            rkey: self.ctrl.keys().1,
-        }
-    }
-}
-
-fn random_psn() -> Result<u32> {
-    let mut b = [0u8; 4];
-    crate::bootstrap::random_secret()
-        .map(|s| {
-            b.copy_from_slice(&s[..4]);
-            u32::from_le_bytes(b) & 0x00ff_ffff
-        })
-        .map_err(|e| e.context("verbs: choosing a packet sequence number"))
-}
-
-/// Posts `n` receive work requests without buffers (write-with-immediate needs one each).
-fn post_recvs(q: &Qp, qi: usize, n: u32) -> Result<()> {
-    let mut wrs: [sys::ibv_recv_wr; RQ_DEPTH as usize] =
-        // SAFETY: all-zero is a valid ibv_recv_wr (no buffers, no next).
-        unsafe { std::mem::zeroed() };
-    let n = (n as usize).min(wrs.len());
-    if n == 0 {
-        return Ok(());
-    }
-    let base = wrs.as_mut_ptr();
-    for i in 0..n {
-        // SAFETY: i < n <= len: inside the array.
-        unsafe {
-            (*base.add(i)).wr_id = qi as u64;
-            if i + 1 < n {
-                (*base.add(i)).next = base.add(i + 1);
-            }
-        }
-    }
-    // SAFETY: live QP; a valid chain of `n` requests on the stack.
-    let rc = unsafe { sys::post_recv(q.ptr(), base) };
-    if rc != 0 {
-        return Err(Error::system(format!(
-            "verbs: posting receives on queue pair {} failed: {}",
-            q.num(),
-            sys::rc_error(rc)
-        )));
-    }
-    Ok(())
-}
-
-struct QpState {
-    qp: Qp,
-    posted: u64,
-    completed: u64,
-    since_signal: u32,
+pub(super) struct QpState {
+    pub(super) qp: Qp,
+    pub(super) posted: u64,
+    pub(super) completed: u64,
+    pub(super) since_signal: u32,
     /// Posted count at each signaled request not yet completed, and the message it ends.
-    signaled: VecDeque<(u64, Option<u64>)>,
+    pub(super) signaled: VecDeque<(u64, Option<u64>)>,
     /// Receive requests consumed and not yet replaced.
-    rq_missing: u32,
+    pub(super) rq_missing: u32,
 }
 
-struct SendOp {
-    data: *const u8,
-    len: usize,
-    tag: Tag,
-    lkey: u32,
-    parts_left: u8,
+pub(super) struct SendOp {
+    pub(super) data: *const u8,
+    pub(super) len: usize,
+    pub(super) tag: Tag,
+    pub(super) lkey: u32,
+    pub(super) parts_left: u8,
     /// A registration made for this request alone (memory no declared region covers).
-    _own: Option<Mr>,
+    pub(super) _own: Option<Mr>,
 }
 
-struct RecvOp {
-    data: *mut u8,
-    cap: usize,
-    _own: Option<Mr>,
+pub(super) struct RecvOp {
+    pub(super) data: *mut u8,
+    pub(super) cap: usize,
+    pub(super) _own: Option<Mr>,
 }
 
 // SAFETY: the pointers are only dereferenced (by this thread or the NIC) while the
@@ -235,44 +63,48 @@ unsafe impl Send for SendOp {}
 // SAFETY: as above.
 unsafe impl Send for RecvOp {}
 
-struct SendSide {
-    ring: Ring<SendOp>,
+pub(super) struct SendSide {
+    pub(super) ring: Ring<SendOp>,
     /// Next message to put on the wire (in order).
-    issued: u64,
+    pub(super) issued: u64,
     /// CTS records received so far (they arrive in order on QP 0).
-    cts_count: u64,
-    cts: [Cts; SLOTS],
+    pub(super) cts_count: u64,
+    pub(super) cts: [Cts; SLOTS],
 }
 
-struct RecvSide {
-    ring: Ring<RecvOp>,
+pub(super) struct RecvSide {
+    pub(super) ring: Ring<RecvOp>,
     /// CTS records posted so far.
-    cts_sent: u64,
+    pub(super) cts_sent: u64,
     /// The CTS of each posted receive, until it is sent.
-    cts: [Cts; SLOTS],
+    pub(super) cts: [Cts; SLOTS],
     /// Parts arrived and parts expected, per slot.
-    parts: [u8; SLOTS],
-    want: [u8; SLOTS],
+    pub(super) parts: [u8; SLOTS],
+    pub(super) want: [u8; SLOTS],
 }
 
 /// An established connection.
 pub(super) struct Conn {
-    lib: &'static Lib,
+    pub(super) lib: &'static Lib,
     // Drop order: queue pairs, then their CQ, then the memory they wrote into.
-    qps: Vec<QpState>,
-    cq: Cq,
-    ctrl: Ctrl,
-    remote: RemoteCtrl,
-    sock: TcpStream,
-    peer: String,
-    max_inline: usize,
+    pub(super) qps: Vec<QpState>,
+    pub(super) cq: Cq,
+    pub(super) ctrl: Ctrl,
+    pub(super) remote: RemoteCtrl,
+    pub(super) sock: TcpStream,
+    pub(super) peer: String,
+    pub(super) max_inline: usize,
     /// Largest part one work request may carry.
-    max_part: usize,
-    send: SendSide,
-    recv: RecvSide,
-    failed: Option<Error>,
+    pub(super) max_part: usize,
+    pub(super) send: SendSide,
+    pub(super) recv: RecvSide,
+    pub(super) failed: Option<Error>,
+    /// The side channel ended: the peer's process or communicator is gone. Not an error by
+    /// itself (a peer that finished its part may leave); requests that still need the
+    /// peer fail once every completion it caused has been polled.
+    pub(super) peer_closed: Option<String>,
     /// Which ends the engine holds: bit 0 the sending end, bit 1 the receiving end.
-    pub ends: u8,
+    pub(super) ends: u8,
 }
 
 /// The transport state a connection needs to register memory.
@@ -298,24 +130,6 @@ impl Mem<'_> {
         let start = ptr as usize;
         let (mr, _) = super::mr::register_pages(self.lib, self.pd, start, start + len, write)?;
         Ok((mr.lkey(), mr.rkey(), Some(mr)))
-    }
-}
-
-impl Prepared {
-    /// Connects the queue pairs to the peer's (`INIT -> RTR -> RTS`).
-    pub(super) fn connect(&self, lib: &Lib, path: &Path, remote_qps: &[QpEnd]) -> Result<()> {
-        if remote_qps.len() != self.qps.len() {
-            return Err(Error::remote(format!(
-                "verbs: the peer has {} queue pairs where {} were offered",
-                remote_qps.len(),
-                self.qps.len()
-            )));
-        }
-        for ((q, &psn), &r) in self.qps.iter().zip(&self.psns).zip(remote_qps) {
-            qp::to_rtr(lib, q, path, r)?;
-            qp::to_rts(lib, q, path, psn)?;
-        }
-        Ok(())
     }
 }
 
@@ -368,6 +182,7 @@ impl Conn {
                 want: [0; SLOTS],
             },
             failed: None,
+            peer_closed: None,
             ends: 0,
         })
     }
@@ -380,8 +195,14 @@ impl Conn {
         self.sock.as_raw_fd()
     }
 
-    pub(super) fn failed(&self) -> bool {
-        self.failed.is_some()
+    /// Failed, or the peer is known to be gone: nothing more to wait for here.
+    pub(super) fn done_waiting(&self) -> bool {
+        self.failed.is_some() || self.peer_closed.is_some()
+    }
+
+    /// Whether the engine waits on this connection for something only the peer can do.
+    fn needs_peer(&self) -> bool {
+        self.send.ring.pending() > 0 || self.recv.ring.pending() > 0
     }
 
     /// Whether anything is posted, queued or awaited on this connection.
@@ -498,7 +319,7 @@ impl Conn {
     }
 
     /// Polls completions and moves every request as far as it can go; true if any
-    /// completion came.
+    /// completion came. Once the peer is gone, a request still waiting for it fails.
     pub(super) fn progress(&mut self) -> Result<bool> {
         self.run(|c| {
             let moved = c.poll()?;
@@ -506,13 +327,22 @@ impl Conn {
             c.complete_recvs()?;
             c.send_cts()?;
             c.issue()?;
+            if let Some(why) = &c.peer_closed {
+                if c.needs_peer() {
+                    return Err(Error::remote(format!("verbs: peer {} {why}", c.peer)));
+                }
+            }
             Ok(moved)
         })
     }
 
-    /// Whether the peer's side channel says it is gone; the connection is then failed.
+    /// Looks at the side channel: its end means the peer is gone (see `peer_closed`);
+    /// unexpected bytes fail the connection.
     pub(super) fn check_peer(&mut self) -> Result<()> {
         self.check()?;
+        if self.peer_closed.is_some() {
+            return Ok(());
+        }
         let mut b = 0u8;
         // SAFETY: a one-byte peek into a local on a socket this connection owns.
         let n = unsafe {
@@ -526,18 +356,66 @@ impl Conn {
         let why = match n {
             0 => "closed the connection: its process ended or its communicator was destroyed"
                 .to_string(),
-            n if n > 0 => "sent unexpected bytes on the side channel".to_string(),
+            n if n > 0 => {
+                let e = Error::remote(format!(
+                    "verbs: peer {} sent unexpected bytes on the side channel",
+                    self.peer
+                ));
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
             _ => {
                 let e = sys::errno();
                 match e.raw_os_error() {
                     Some(libc::EAGAIN) | Some(libc::EINTR) => return Ok(()),
-                    _ => format!("side channel failed: {e}"),
+                    _ => format!("lost the connection: {e}"),
                 }
             }
         };
-        let e = Error::remote(format!("verbs: peer {} {why}", self.peer));
-        self.failed = Some(e.clone());
-        Err(e)
+        self.peer_closed = Some(why);
+        Ok(())
+    }
+
+    /// Before the queue pairs go: lets writes already posted reach the peer (a send the
+    /// engine saw complete may still be on its way, eager ones in particular), as closing
+    /// a TCP socket lets queued bytes go. A zero-length signaled write on each queue pair
+    /// completes after everything before it; waits at most [`LINGER`], and not at all for
+    /// a peer that failed or left.
+    fn linger(&mut self) {
+        if self.done_waiting() {
+            return;
+        }
+        let mut fence = Vec::new();
+        for qi in 0..self.qps.len() {
+            let q = &self.qps[qi];
+            if q.posted == q.completed || !self.room(qi, 1) {
+                continue;
+            }
+            let mut wr = [write_wr(
+                &mut [],
+                self.remote.cts_in,
+                self.remote.rkey,
+                None,
+            )];
+            self.qps[qi].since_signal = SQ_DEPTH; // forces this one to be signaled
+            if self.post(qi, &mut wr, None).is_err() {
+                return;
+            }
+            fence.push(qi);
+        }
+        let deadline = std::time::Instant::now() + LINGER;
+        while fence
+            .iter()
+            .any(|&qi| self.qps[qi].posted != self.qps[qi].completed)
+        {
+            if std::time::Instant::now() > deadline || self.poll().is_err() {
+                return;
+            }
+            if self.check_peer().is_err() || self.peer_closed.is_some() {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     fn poll(&mut self) -> Result<bool> {
@@ -561,7 +439,9 @@ impl Conn {
             .qps
             .iter()
             .position(|q| q.qp.num() == w.qp_num)
-            .ok_or_else(|| Error::internal(format!("verbs: completion for unknown QP {}", w.qp_num)))?;
+            .ok_or_else(|| {
+                Error::internal(format!("verbs: completion for unknown QP {}", w.qp_num))
+            })?;
         if w.status != sys::IBV_WC_SUCCESS {
             return Err(self.wc_error(w));
         }
@@ -576,7 +456,10 @@ impl Conn {
         }
         let q = &mut self.qps[qi];
         let (count, msg) = q.signaled.pop_front().ok_or_else(|| {
-            Error::internal(format!("verbs: unexpected send completion from {}", self.peer))
+            Error::internal(format!(
+                "verbs: unexpected send completion from {}",
+                self.peer
+            ))
         })?;
         q.completed = count;
         if let Some(seq) = msg {
@@ -711,255 +594,10 @@ impl Conn {
         }
         Ok(moved)
     }
-
-    fn room(&self, qi: usize, n: u32) -> bool {
-        let q = &self.qps[qi];
-        q.posted - q.completed + u64::from(n) <= u64::from(SQ_DEPTH)
-    }
-
-    /// Posts CTS records for receives that have none yet.
-    fn send_cts(&mut self) -> Result<bool> {
-        let mut moved = false;
-        while self.recv.cts_sent < self.recv.ring.next() && self.room(0, 1) {
-            let k = self.recv.cts_sent;
-            let i = k as usize % SLOTS;
-            let rec = self.recv.cts[i].encode();
-            let src = self.stage(CTS_OUT + i * CTS, &rec);
-            let remote = self.remote.cts_in + (i * CTS) as u64;
-            let mut sge = [src];
-            let mut wr = [write_wr(&mut sge, remote, self.remote.rkey, Some(wire::imm_cts(k)))];
-            self.inline_if_small(&mut wr[0], CTS);
-            self.post(0, &mut wr, None)?;
-            self.recv.cts_sent += 1;
-            moved = true;
-        }
-        Ok(moved)
-    }
-
-    /// A scatter/gather entry for `bytes`, copied into the control block at `off` (so it
-    /// stays valid while a non-inline write reads it).
-    fn stage(&mut self, off: usize, bytes: &[u8]) -> sys::ibv_sge {
-        // SAFETY: `off + bytes.len()` lies inside the block (layout constants).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ctrl.at(off), bytes.len()) };
-        sys::ibv_sge {
-            addr: self.ctrl.at(off) as u64,
-            length: bytes.len() as u32,
-            lkey: self.ctrl.keys().0,
-        }
-    }
-
-    fn inline_if_small(&self, wr: &mut sys::ibv_send_wr, bytes: usize) {
-        if bytes <= self.max_inline {
-            wr.send_flags |= sys::IBV_SEND_INLINE;
-        }
-    }
-
-    /// Puts queued messages on the wire, in order, as far as credits, CTS records and
-    /// send-queue room allow.
-    fn issue(&mut self) -> Result<bool> {
-        let mut moved = false;
-        while self.send.issued < self.send.ring.next() {
-            let k = self.send.issued;
-            let Some(op) = self.send.ring.get_mut(k) else {
-                return Err(Error::internal("verbs: queued send vanished"));
-            };
-            let (data, len, tag, lkey) = (op.data, op.len, op.tag, op.lkey);
-            if len <= EAGER_BYTES {
-                // Eager slot k is free once CTS k + MAX_REQUESTS - SLOTS came (wire.rs).
-                let credit = k + MAX_REQUESTS as u64 + 1 <= self.send.cts_count + SLOTS as u64;
-                if !credit || !self.room(0, 1) {
-                    break;
-                }
-                self.post_eager(k, data, len, len, tag)?;
-                self.send.ring.finish(k, Completion { bytes: len, tag });
-            } else {
-                if self.send.cts_count <= k {
-                    break;
-                }
-                let cts = self.send.cts[k as usize % SLOTS];
-                if !cts.zero_copy() || cts.cap < len as u64 {
-                    if !self.room(0, 1) {
-                        break;
-                    }
-                    // Tell the receiver too (a header with the length and no data), so
-                    // both sides report the mismatch.
-                    self.post_eager(k, data, 0, len, tag)?;
-                    return Err(Error::invalid_usage(format!(
-                        "verbs: message of {len} bytes to {} exceeds the posted receive of {} \
-                         bytes",
-                        self.peer, cts.cap
-                    )));
-                }
-                let parts = self.split(len)?;
-                let fits = (0..parts).all(|p| self.room(p, if p == 0 { 2 } else { 1 }));
-                if !fits {
-                    break;
-                }
-                self.post_parts(k, data, len, tag, lkey, parts, cts)?;
-                if let Some(op) = self.send.ring.get_mut(k) {
-                    op.parts_left = parts as u8;
-                }
-            }
-            self.send.issued += 1;
-            moved = true;
-        }
-        Ok(moved)
-    }
-
-    /// Parts a zero-copy message of `len` bytes is split into.
-    fn split(&self, len: usize) -> Result<usize> {
-        let parts = len.div_ceil(MIN_PART).clamp(1, self.qps.len());
-        if len.div_ceil(parts) > self.max_part {
-            return Err(Error::invalid_argument(format!(
-                "verbs: a message of {len} bytes to {} needs parts of at most {} bytes: raise \
-                 OXCCL_IB_QPS_PER_CONNECTION or lower OXCCL_CHUNK_SIZE",
-                self.peer, self.max_part
-            )));
-        }
-        Ok(parts)
-    }
-
-    /// Header (announcing `announce` bytes) and `len` payload bytes of message `k` into the
-    /// peer's eager slot, in one write. A header announcing more than is sent is how a
-    /// message too large for the peer's receive is reported.
-    fn post_eager(
-        &mut self,
-        k: u64,
-        data: *const u8,
-        len: usize,
-        announce: usize,
-        tag: Tag,
-    ) -> Result<()> {
-        let i = k as usize % SLOTS;
-        let hdr = wire::header(tag, announce);
-        let remote = self.remote.eager_in + (i * STRIDE) as u64;
-        let imm = Some(wire::imm_part(k, 1));
-        if HDR + len <= self.max_inline {
-            // Inline: the library copies both pieces while posting.
-            let mut sge = [
-                sys::ibv_sge {
-                    addr: hdr.as_ptr() as u64,
-                    length: HDR as u32,
-                    lkey: 0,
-                },
-                sys::ibv_sge {
-                    addr: data as u64,
-                    length: len as u32,
-                    lkey: 0,
-                },
-            ];
-            let n = if len == 0 { 1 } else { 2 };
-            let mut wr = [write_wr(&mut sge[..n], remote, self.remote.rkey, imm)];
-            wr[0].send_flags |= sys::IBV_SEND_INLINE;
-            return self.post(0, &mut wr, None);
-        }
-        let off = EAGER_OUT + i * STRIDE;
-        self.stage(off, &hdr);
-        if len > 0 {
-            // SAFETY: `len <= EAGER_BYTES` fits the slot after the header; the caller's
-            // buffer holds `len` readable bytes.
-            unsafe { std::ptr::copy_nonoverlapping(data, self.ctrl.at(off + HDR), len) };
-        }
-        let mut sge = [sys::ibv_sge {
-            addr: self.ctrl.at(off) as u64,
-            length: (HDR + len) as u32,
-            lkey: self.ctrl.keys().0,
-        }];
-        let mut wr = [write_wr(&mut sge, remote, self.remote.rkey, imm)];
-        self.post(0, &mut wr, None)
-    }
-
-    /// Header into the peer's eager slot, then the payload straight into the receive
-    /// buffer, split over `parts` queue pairs.
-    #[allow(clippy::too_many_arguments)] // the parts of one message
-    fn post_parts(
-        &mut self,
-        k: u64,
-        data: *const u8,
-        len: usize,
-        tag: Tag,
-        lkey: u32,
-        parts: usize,
-        cts: Cts,
-    ) -> Result<()> {
-        let i = k as usize % SLOTS;
-        let hdr = wire::header(tag, len);
-        let hdr_sge = self.stage(HDR_OUT + i * HDR, &hdr);
-        let size = len.div_ceil(parts).div_ceil(4096) * 4096;
-        let imm = Some(wire::imm_part(k, parts as u8));
-        for p in 0..parts {
-            let off = (p * size).min(len);
-            let plen = size.min(len - off);
-            let mut sge = [sys::ibv_sge {
-                // SAFETY: off <= len: inside (or at the end of) the caller's buffer.
-                addr: unsafe { data.add(off) } as u64,
-                length: plen as u32,
-                lkey,
-            }];
-            let mut part = write_wr(&mut sge, cts.addr + off as u64, cts.rkey, imm);
-            if p == 0 {
-                let mut hsge = [hdr_sge];
-                let remote = self.remote.eager_in + (i * STRIDE) as u64;
-                let mut h = write_wr(&mut hsge, remote, self.remote.rkey, None);
-                self.inline_if_small(&mut h, HDR);
-                let mut wrs = [h, part];
-                self.post(0, &mut wrs, Some(k))?;
-            } else {
-                self.post(p, std::slice::from_mut(&mut part), Some(k))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Posts a chain on QP `qi`; the last request is signaled if it ends a part of message
-    /// `msg`, or if a quarter of the queue went unsignaled.
-    fn post(&mut self, qi: usize, wrs: &mut [sys::ibv_send_wr], msg: Option<u64>) -> Result<()> {
-        let n = wrs.len();
-        let q = &mut self.qps[qi];
-        let base = wrs.as_mut_ptr();
-        for i in 0..n.saturating_sub(1) {
-            // SAFETY: i + 1 < n: both inside the slice.
-            unsafe { (*base.add(i)).next = base.add(i + 1) };
-        }
-        q.since_signal += n as u32;
-        let signal = msg.is_some() || q.since_signal >= SQ_DEPTH / 4;
-        if signal {
-            wrs[n - 1].send_flags |= sys::IBV_SEND_SIGNALED;
-            q.since_signal = 0;
-        }
-        // SAFETY: live QP; a valid chain whose buffers are registered or inline.
-        let rc = unsafe { sys::post_send(q.qp.ptr(), base) };
-        if rc != 0 {
-            return Err(Error::system(format!(
-                "verbs: posting a write to {} failed: {}",
-                self.peer,
-                sys::rc_error(rc)
-            )));
-        }
-        q.posted += n as u64;
-        if signal {
-            q.signaled.push_back((q.posted, msg));
-        }
-        Ok(())
-    }
 }
 
-/// An RDMA write (with immediate if `imm`) of the entries `sge` to `remote`/`rkey`.
-fn write_wr(sge: &mut [sys::ibv_sge], remote: u64, rkey: u32, imm: Option<u32>) -> sys::ibv_send_wr {
-    // SAFETY: all-zero is a valid ibv_send_wr.
-    let mut wr: sys::ibv_send_wr = unsafe { std::mem::zeroed() };
-    wr.sg_list = sge.as_mut_ptr();
-    wr.num_sge = sge.len() as i32;
-    match imm {
-        Some(v) => {
-            wr.opcode = sys::IBV_WR_RDMA_WRITE_WITH_IMM;
-            wr.__bindgen_anon_1.imm_data = v.to_be();
-        }
-        None => wr.opcode = sys::IBV_WR_RDMA_WRITE,
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.linger();
     }
-    wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
-        remote_addr: remote,
-        rkey,
-    };
-    wr
 }

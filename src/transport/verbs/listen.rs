@@ -30,7 +30,8 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use super::conn::{Conn, Prepared, RemoteCtrl};
+use super::conn::Conn;
+use super::ctrl::{Prepared, RemoteCtrl};
 use super::device::Device;
 use super::qp::{Path, QpEnd};
 use super::sys::Lib;
@@ -277,7 +278,8 @@ impl Listener {
 
     /// Descriptors to wait on: the listener and every half-done set-up.
     pub(super) fn fds(&self) -> impl Iterator<Item = libc::c_int> + '_ {
-        std::iter::once(self.sock.as_raw_fd()).chain(self.accepting.iter().map(|a| a.sock.as_raw_fd()))
+        std::iter::once(self.sock.as_raw_fd())
+            .chain(self.accepting.iter().map(|a| a.sock.as_raw_fd()))
     }
 
     /// Takes new TCP connections and advances every set-up; one finished connection, if any.
@@ -357,10 +359,13 @@ fn write_some(s: &mut TcpStream, buf: &[u8], sent: &mut usize, peer: SocketAddr)
 fn remote_io(what: String, e: io::Error) -> Error {
     use io::ErrorKind as K;
     match e.kind() {
-        K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
-        | K::TimedOut | K::HostUnreachable | K::NetworkUnreachable => {
-            Error::remote(format!("{what}: {e}"))
-        }
+        K::ConnectionRefused
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::BrokenPipe
+        | K::TimedOut
+        | K::HostUnreachable
+        | K::NetworkUnreachable => Error::remote(format!("{what}: {e}")),
         _ => Error::io(what, e),
     }
 }
@@ -369,9 +374,15 @@ enum AcceptPhase {
     /// Reading the connector's info.
     Info,
     /// Our QPs are ready to receive; our info is being written.
-    Reply { conn_parts: Box<(Prepared, Info)>, out: Box<[u8; INFO_BYTES]>, sent: usize },
+    Reply {
+        conn_parts: Box<(Prepared, Info)>,
+        out: Box<[u8; INFO_BYTES]>,
+        sent: usize,
+    },
     /// Waiting for READY.
-    Ready { conn_parts: Box<(Prepared, Info)> },
+    Ready {
+        conn_parts: Box<(Prepared, Info)>,
+    },
     Done,
 }
 
@@ -450,7 +461,9 @@ impl Accepting {
                     return Conn::new(env.lib, prep, theirs.ctrl, sock, peer, env.dev.max_msg)
                         .map(Some);
                 }
-                AcceptPhase::Done => return Err(Error::internal("verbs: set-up stepped after its end")),
+                AcceptPhase::Done => {
+                    return Err(Error::internal("verbs: set-up stepped after its end"))
+                }
             }
         }
     }
@@ -460,11 +473,17 @@ enum ConnectPhase {
     /// The TCP connect is in progress.
     Tcp,
     /// Writing our info.
-    Send { sent: usize },
+    Send {
+        sent: usize,
+    },
     /// Reading the acceptor's info.
-    Recv { got: usize },
+    Recv {
+        got: usize,
+    },
     /// QPs connected; writing READY.
-    Ready { conn_parts: Box<(Prepared, Info)> },
+    Ready {
+        conn_parts: Box<(Prepared, Info)>,
+    },
     Done,
 }
 
@@ -557,7 +576,9 @@ impl Connecting {
                     return Conn::new(env.lib, prep, theirs.ctrl, sock, peer, env.dev.max_msg)
                         .map(Some);
                 }
-                ConnectPhase::Done => return Err(Error::internal("verbs: set-up polled after its end")),
+                ConnectPhase::Done => {
+                    return Err(Error::internal("verbs: set-up polled after its end"))
+                }
             }
         }
     }
@@ -575,7 +596,10 @@ fn start_connect(addr: SocketAddr) -> Result<TcpStream> {
         )
     };
     if fd < 0 {
-        return Err(Error::io("verbs: creating a socket", io::Error::last_os_error()));
+        return Err(Error::io(
+            "verbs: creating a socket",
+            io::Error::last_os_error(),
+        ));
     }
     // SAFETY: a fresh descriptor nothing else owns.
     let sock = unsafe { TcpStream::from_raw_fd(fd) };
@@ -583,13 +607,7 @@ fn start_connect(addr: SocketAddr) -> Result<TcpStream> {
         .map_err(|e| Error::io("verbs: TCP_NODELAY", e))?;
     loop {
         // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
-        let rc = unsafe {
-            libc::connect(
-                fd,
-                (&ss as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
+        let rc = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
         if rc == 0 {
             return Ok(sock);
         }

@@ -11,7 +11,8 @@
 //!   headers (`ci/gen-verbs-bindings.sh`);
 //! * `device.rs`: device, port and GID choice, properties;
 //! * `listen.rs`: the connect handle and the side-channel set-up of RC queue pairs;
-//! * `conn.rs`: one connection's data path; `wire.rs`: its protocol;
+//! * `conn.rs`: one connection's requests and completions; `post.rs`: its writes;
+//!   `ctrl.rs`: its queue pairs and control block; `wire.rs`: the protocol;
 //! * `qp.rs`: verbs objects as owned handles; `mr.rs`: memory registration.
 //!
 //! Connections are duplex: one set of RC queue pairs carries both directions of a peer
@@ -30,9 +31,11 @@
 )]
 mod bindings;
 mod conn;
+mod ctrl;
 mod device;
 mod listen;
 mod mr;
+mod post;
 mod qp;
 mod sys;
 #[cfg(test)]
@@ -130,8 +133,7 @@ impl VerbsConfig {
             c.service_level = num("OXCCL_IB_SL", &v, 0, 15)?;
         }
         if let Some(v) = var("OXCCL_IB_QPS_PER_CONNECTION") {
-            c.qps_per_connection =
-                num("OXCCL_IB_QPS_PER_CONNECTION", &v, 1, listen::MAX_QPS)?;
+            c.qps_per_connection = num("OXCCL_IB_QPS_PER_CONNECTION", &v, 1, listen::MAX_QPS)?;
         }
         if let Some(v) = var("OXCCL_IB_TIMEOUT") {
             c.timeout = num("OXCCL_IB_TIMEOUT", &v, 1, 31)?;
@@ -434,7 +436,7 @@ impl Transport for VerbsTransport {
     fn wait_activity(&mut self, timeout: Duration) -> Result<()> {
         let mut ready = false;
         for c in self.conns.iter_mut() {
-            if !c.busy() || c.failed() {
+            if !c.busy() || c.done_waiting() {
                 continue;
             }
             c.cq().arm()?;
@@ -455,7 +457,7 @@ impl Transport for VerbsTransport {
         };
         push(self.dev.channel.fd(), libc::POLLIN);
         for c in self.conns.iter() {
-            if c.busy() && !c.failed() {
+            if c.busy() && !c.done_waiting() {
                 push(c.sock_fd(), libc::POLLIN | libc::POLLRDHUP);
             }
         }
@@ -472,11 +474,20 @@ impl Transport for VerbsTransport {
             tv_nsec: timeout.subsec_nanos().into(),
         };
         // SAFETY: `fds` holds initialised pollfds; no signal mask is passed.
-        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+        let rc = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
         if rc < 0 {
             let e = sys::errno();
             if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(Error::system(format!("verbs: waiting for activity (ppoll): {e}")));
+                return Err(Error::system(format!(
+                    "verbs: waiting for activity (ppoll): {e}"
+                )));
             }
             return Ok(());
         }
@@ -487,8 +498,9 @@ impl Transport for VerbsTransport {
         }
         if sockets {
             for c in self.conns.iter_mut() {
-                if c.busy() && !c.failed() {
-                    // Marks the connection failed if the peer is gone; its next test says so.
+                if c.busy() && !c.done_waiting() {
+                    // Notes a peer that is gone; the next test of a request that needs it
+                    // fails, once the completions it caused are polled.
                     let _ = c.check_peer();
                 }
             }
@@ -520,10 +532,12 @@ impl Transport for VerbsTransport {
         Ok(VerbsSendConn(conn.0))
     }
 
+    /// A peer that left fails only connections with requests still waiting for it: one
+    /// that finished its part of the call may exit before this rank does.
     fn check_send(&mut self, conn: &mut VerbsSendConn) -> Result<()> {
         let (c, _) = self.conn(conn.0, SEND_END)?;
-        c.progress()?;
-        c.check_peer()
+        c.check_peer()?;
+        c.progress().map(drop)
     }
 
     fn close_send(&mut self, conn: VerbsSendConn) -> Result<()> {

@@ -182,15 +182,7 @@ pub(super) fn create_cq(
 ) -> Result<Cq> {
     let n = c_int::try_from(entries).unwrap_or(c_int::MAX);
     // SAFETY: live context and channel.
-    let cq = unsafe {
-        (lib.create_cq)(
-            ctx.ptr(),
-            n,
-            std::ptr::null_mut(),
-            channel.ptr(),
-            0,
-        )
-    };
+    let cq = unsafe { (lib.create_cq)(ctx.ptr(), n, std::ptr::null_mut(), channel.ptr(), 0) };
     if cq.is_null() {
         return Err(Error::system(format!(
             "verbs: creating a completion queue of {entries} entries failed: {}",
@@ -211,12 +203,7 @@ pub(super) struct QpSizes {
 
 /// An RC queue pair on `cq` (both directions), in RESET state, and the inline size the
 /// device granted. A device that refuses the inline size gets a second try without.
-pub(super) fn create_rc(
-    lib: &'static Lib,
-    pd: &Pd,
-    cq: &Cq,
-    sizes: QpSizes,
-) -> Result<(Qp, u32)> {
+pub(super) fn create_rc(lib: &'static Lib, pd: &Pd, cq: &Cq, sizes: QpSizes) -> Result<(Qp, u32)> {
     let mut last = None;
     for inline in [sizes.inline, 0] {
         // SAFETY: all-zero is a valid ibv_qp_init_attr (null pointers, zero sizes).
@@ -292,7 +279,8 @@ pub(super) fn to_init(lib: &Lib, qp: &Qp, port: u8) -> Result<()> {
     a.pkey_index = 0;
     a.port_num = port;
     a.qp_access_flags = sys::IBV_ACCESS_REMOTE_WRITE | sys::IBV_ACCESS_LOCAL_WRITE;
-    let mask = sys::IBV_QP_STATE | sys::IBV_QP_PKEY_INDEX | sys::IBV_QP_PORT | sys::IBV_QP_ACCESS_FLAGS;
+    let mask =
+        sys::IBV_QP_STATE | sys::IBV_QP_PKEY_INDEX | sys::IBV_QP_PORT | sys::IBV_QP_ACCESS_FLAGS;
     modify(lib, qp, &mut a, mask, "INIT")
 }
 

@@ -137,39 +137,42 @@ fn load() -> std::result::Result<Lib, String> {
         }
     };
     macro_rules! f {
-        ($name:literal) => {
-            f!($name, "IBVERBS_1.1")
+        ($ty:ty, $name:literal) => {
+            f!($ty, $name, "IBVERBS_1.1")
         };
-        ($name:literal, $ver:literal) => {
+        ($ty:ty, $name:literal, $ver:literal) => {
             // SAFETY: the symbol is the C function of that name and version, whose
-            // prototype in <infiniband/verbs.h> is the function pointer type of the field
-            // it fills.
-            unsafe { std::mem::transmute::<*mut c_void, _>(sym($name, $ver)?) }
+            // prototype in <infiniband/verbs.h> is `$ty`.
+            unsafe { std::mem::transmute::<*mut c_void, $ty>(sym($name, $ver)?) }
         };
     }
     Ok(Lib {
-        get_device_list: f!("ibv_get_device_list"),
-        free_device_list: f!("ibv_free_device_list"),
-        get_device_name: f!("ibv_get_device_name"),
-        open_device: f!("ibv_open_device"),
-        close_device: f!("ibv_close_device"),
-        query_device: f!("ibv_query_device"),
-        query_port: f!("ibv_query_port"),
-        query_gid_table: f!("_ibv_query_gid_table", "IBVERBS_1.11"),
-        alloc_pd: f!("ibv_alloc_pd"),
-        dealloc_pd: f!("ibv_dealloc_pd"),
-        reg_mr: f!("ibv_reg_mr"),
-        dereg_mr: f!("ibv_dereg_mr"),
-        create_comp_channel: f!("ibv_create_comp_channel", "IBVERBS_1.0"),
-        destroy_comp_channel: f!("ibv_destroy_comp_channel", "IBVERBS_1.0"),
-        create_cq: f!("ibv_create_cq"),
-        destroy_cq: f!("ibv_destroy_cq"),
-        get_cq_event: f!("ibv_get_cq_event"),
-        ack_cq_events: f!("ibv_ack_cq_events"),
-        create_qp: f!("ibv_create_qp"),
-        modify_qp: f!("ibv_modify_qp"),
-        destroy_qp: f!("ibv_destroy_qp"),
-        wc_status_str: f!("ibv_wc_status_str"),
+        get_device_list: f!(GetDeviceList, "ibv_get_device_list"),
+        free_device_list: f!(FreeDeviceList, "ibv_free_device_list"),
+        get_device_name: f!(GetDeviceName, "ibv_get_device_name"),
+        open_device: f!(OpenDevice, "ibv_open_device"),
+        close_device: f!(CloseDevice, "ibv_close_device"),
+        query_device: f!(QueryDevice, "ibv_query_device"),
+        query_port: f!(QueryPort, "ibv_query_port"),
+        query_gid_table: f!(QueryGidTable, "_ibv_query_gid_table", "IBVERBS_1.11"),
+        alloc_pd: f!(AllocPd, "ibv_alloc_pd"),
+        dealloc_pd: f!(DeallocPd, "ibv_dealloc_pd"),
+        reg_mr: f!(RegMr, "ibv_reg_mr"),
+        dereg_mr: f!(DeregMr, "ibv_dereg_mr"),
+        create_comp_channel: f!(CreateCompChannel, "ibv_create_comp_channel", "IBVERBS_1.0"),
+        destroy_comp_channel: f!(
+            DestroyCompChannel,
+            "ibv_destroy_comp_channel",
+            "IBVERBS_1.0"
+        ),
+        create_cq: f!(CreateCq, "ibv_create_cq"),
+        destroy_cq: f!(DestroyCq, "ibv_destroy_cq"),
+        get_cq_event: f!(GetCqEvent, "ibv_get_cq_event"),
+        ack_cq_events: f!(AckCqEvents, "ibv_ack_cq_events"),
+        create_qp: f!(CreateQp, "ibv_create_qp"),
+        modify_qp: f!(ModifyQp, "ibv_modify_qp"),
+        destroy_qp: f!(DestroyQp, "ibv_destroy_qp"),
+        wc_status_str: f!(WcStatusStr, "ibv_wc_status_str"),
     })
 }
 

@@ -389,16 +389,24 @@ struct Pair {
     recv: <VerbsTransport as Transport>::RecvConn,
 }
 
+/// With several queue pairs, also a traffic class and service level other than 0.
 fn pair(qps: usize) -> Pair {
+    pair_from(0, qps)
+}
+
+/// The sending side on rxe`first`, the receiving side on the other device.
+fn pair_from(first: usize, qps: usize) -> Pair {
     let lo: IpAddr = [127, 0, 0, 1].into();
     let mk = |r: usize| {
         VerbsTransport::new(VerbsConfig {
             qps_per_connection: qps,
+            traffic_class: if qps > 1 { 104 } else { 0 },
+            service_level: if qps > 1 { 3 } else { 0 },
             ..on_alternate_devices(r, lo)
         })
         .expect("open")
     };
-    let (mut a, mut b) = (mk(0), mk(1));
+    let (mut a, mut b) = (mk(first), mk(1 - first));
     let (h, mut l): (ConnectHandle, _) = b.listen(0).expect("listen");
     let mut c = a.connect(0, &h).expect("connect");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -705,4 +713,28 @@ fn a_dead_link_is_a_remote_error_naming_the_peer_within_the_timeout() {
         );
         eprintln!("rank {r} failed {t:?} after the cut: {m}");
     }
+}
+
+#[test]
+#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+fn path_mtu_is_the_smaller_of_both_ports() {
+    // rxe1 gets a 4096-byte RDMA MTU (veth1 at 9000), rxe0 keeps 1024 (veth0 at 1500):
+    // packets of 4096 from rxe1 would be dropped entering veth0, so a large message from
+    // rxe1 to rxe0 only arrives if the connection uses the smaller MTU.
+    sh("ip link set veth1 mtu 9000");
+    std::thread::sleep(Duration::from_millis(300));
+    let got = std::panic::catch_unwind(|| {
+        let mut p = pair_from(1, 1);
+        let msg: Vec<u8> = (0..(1 << 20) + 5).map(|i| (i % 253) as u8).collect();
+        let got = p.exchange(std::slice::from_ref(&msg), &[msg.len()], false);
+        (msg, got)
+    });
+    sh("ip link set veth1 mtu 1500");
+    let (msg, got) = got.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let g = got
+        .into_iter()
+        .next()
+        .expect("one")
+        .expect("1 MiB from rxe1 to rxe0");
+    assert!(g == msg, "message differs");
 }

@@ -37,8 +37,15 @@ mkdir -p "$CACHE"
 
 kernel_package() {
     if [ -n "${RXE_VM_KERNEL:-}" ]; then echo "$RXE_VM_KERNEL"; return; fi
-    apt-cache depends linux-image-amd64 2>/dev/null |
-        awk '/Depends: linux-image-[0-9].*-amd64$/ { print $2; exit }'
+    local p
+    p=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '/Depends: linux-image-[0-9].*-amd64$/ { print $2; exit }')
+    if [ -z "$p" ] && [ "$(id -u)" = 0 ]; then   # a fresh machine without package lists
+        apt-get update -qq >&2
+        p=$(apt-cache depends linux-image-amd64 2>/dev/null |
+            awk '/Depends: linux-image-[0-9].*-amd64$/ { print $2; exit }')
+    fi
+    echo "$p"
 }
 
 # The guest's first program: mount the host's root and hand over to stage 2 inside it.

@@ -301,7 +301,7 @@ fn device_and_gid_are_chosen_without_any_variable() {
 
 #[test]
 #[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
-fn collective_matrix_on_two_and_three_ranks_across_the_veth_pair() {
+fn collective_matrix_on_two_three_and_four_ranks_across_the_veth_pair() {
     let dtypes = [
         DataType::F32,
         DataType::I32,
@@ -318,6 +318,11 @@ fn collective_matrix_on_two_and_three_ranks_across_the_veth_pair() {
         });
         expect_same(&format!("{n} ranks"), res);
     }
+    // Four ranks on the VM's two vCPUs: ranks that outnumber cores must not starve.
+    let res = run(4, config(120), on_alternate_devices, |c| {
+        Ok(vec![by_dtype(c, DataType::F32, &[1, 4099])?])
+    });
+    expect_same("4 ranks", res);
     // Every algorithm once, on 3 ranks.
     for algo in ["ring", "tree", "rd", "chain"] {
         let cfg = Config {

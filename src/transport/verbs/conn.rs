@@ -414,7 +414,7 @@ impl Conn {
             if self.check_peer().is_err() || self.peer_closed.is_some() {
                 return;
             }
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_micros(50));
         }
     }
 

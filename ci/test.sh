@@ -6,6 +6,8 @@
 # ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip);
 # libfabric1 is installed here for the fabric backend's tests (which skip without it, except
 # under CI).
+# The verbs backend's suite and benchmark run inside a SoftRoCE VM (ci/verbs.sh, which installs
+# qemu, rdma-core and perftest with apt-get when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -25,6 +27,7 @@ echo "== cargo test"
 cargo test --locked --lib --bins
 cargo test --locked --doc
 cargo test --locked --test collectives -- --test-threads 1
+cargo test --locked --test verbs
 echo "== launch tests: rankrun and the launcher contracts with real processes"
 cargo test --locked --test launch -- --test-threads 1
 echo "== launch tests needing root and packages (network namespaces, Slurm, Open MPI)"
@@ -35,3 +38,5 @@ echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
 echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"
 ci/ffi-test.sh
+echo "== verbs backend on SoftRoCE in a VM (tests, then oxccl-perf beside ib_write_bw)"
+ci/verbs.sh

@@ -31,6 +31,7 @@ use crate::reduce::{DataType, ReduceOp};
 use crate::transport::fabric::{FabricConfig, FabricTransport};
 use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
+use crate::transport::verbs::{VerbsConfig, VerbsTransport};
 use crate::transport::Tag;
 use crate::transport::{ConnectHandle, Transport};
 
@@ -168,8 +169,12 @@ impl Communicator {
                 let fabric = mem_fabric(id);
                 Communicator::init_with(id, rank, size, cfg, move |_| Ok(fabric.endpoint()))
             }
+            "verbs" => Communicator::init_with(id, rank, size, cfg, move |ip| {
+                VerbsTransport::new(VerbsConfig::from_env(ip, rank)?)
+            }),
             other => Err(Error::invalid_argument(format!(
-                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, fabric, mem)"
+                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, fabric, \
+                 mem, verbs)"
             ))),
         }
     }

@@ -94,6 +94,8 @@ struct Staging<'a> {
     pool: &'a mut Vec<Vec<u8>>,
     free: Vec<usize>,
     len: usize,
+    /// Each pool buffer's registration for this call (an index into the call's regions).
+    reg: Vec<Option<usize>>,
 }
 
 impl Staging<'_> {
@@ -102,9 +104,26 @@ impl Staging<'_> {
             Some(i) => i,
             None => {
                 self.pool.push(vec![0u8; self.len]);
+                self.reg.push(None);
                 self.pool.len() - 1
             }
         }
+    }
+
+    /// Buffer `si`'s registration, made on its first use in this call.
+    fn region<T: Transport>(
+        &mut self,
+        si: usize,
+        t: &mut T,
+        regions: &mut Vec<T::MemRegion>,
+    ) -> Result<usize> {
+        if let Some(k) = self.reg[si] {
+            return Ok(k);
+        }
+        let b = &self.pool[si];
+        regions.push(t.register(b.as_ptr(), b.len())?);
+        self.reg[si] = Some(regions.len() - 1);
+        Ok(regions.len() - 1)
     }
 }
 
@@ -145,15 +164,11 @@ impl<T: Transport> Engine<T> {
         if parts.iter().all(|p| p.sched.steps.is_empty()) {
             return Ok(());
         }
+        let mut regions = Vec::new();
         if let [one] = parts {
             // SAFETY: forwarded from the caller.
-            let r = unsafe { self.run_inner(parts, one.sched, &[]) };
-            if let Err(e) = r {
-                let e = self.name_departed(e);
-                self.shutdown();
-                return Err(e);
-            }
-            return r;
+            let r = unsafe { self.run_inner(parts, one.sched, &[], &mut regions) };
+            return self.end_call(r, regions);
         }
         // One schedule of all parts: dependencies and scratch offsets shifted per part.
         let mut merged = Schedule::default();
@@ -173,13 +188,25 @@ impl<T: Transport> Engine<T> {
             merged.scratch_bytes = sbase + p.sched.scratch_bytes;
         }
         // SAFETY: forwarded from the caller.
-        let r = unsafe { self.run_inner(parts, &merged, &part_of) };
-        if let Err(e) = r {
-            let e = self.name_departed(e);
+        let r = unsafe { self.run_inner(parts, &merged, &part_of, &mut regions) };
+        self.end_call(r, regions)
+    }
+
+    /// After a run: on error, shuts down (so no request outlives the call), then releases
+    /// the call's memory registrations.
+    fn end_call(&mut self, r: Result<()>, regions: Vec<T::MemRegion>) -> Result<()> {
+        // Before the shutdown closes them: which connections are gone names the dead rank.
+        let r = r.map_err(|e| self.name_departed(e));
+        if r.is_err() {
             self.shutdown();
-            return Err(e);
         }
-        r
+        let mut released = Ok(());
+        for reg in regions {
+            if let Err(e) = self.transport.deregister(reg) {
+                released = released.and(Err(e));
+            }
+        }
+        r.and(released.map_err(|e| e.context(format!("rank {}: releasing buffers", self.rank))))
     }
 
     /// A Remote error names the connection it was noticed on, which may be a peer that
@@ -204,12 +231,15 @@ impl<T: Transport> Engine<T> {
         Error::new(e.kind(), msg)
     }
 
-    /// `part_of[i]` is the part of step `i`; empty when there is one part.
+    /// `part_of[i]` is the part of step `i`; empty when there is one part. The buffers the
+    /// call uses are registered with the transport into `regions`, for this call only: a
+    /// registration kept longer could outlive the memory (see `transport::verbs`'s `mr.rs`).
     unsafe fn run_inner(
         &mut self,
         parts: &[Part<'_>],
         sched: &Schedule,
         part_of: &[u32],
+        regions: &mut Vec<T::MemRegion>,
     ) -> Result<()> {
         self.check_open()?;
         let what = Described(parts);
@@ -356,9 +386,34 @@ impl<T: Transport> Engine<T> {
             pool: staging,
             free: Vec::new(),
             len: stage_len,
+            reg: Vec::new(),
         };
         stage.pool.retain(|b| b.len() >= stage_len);
         stage.free = (0..stage.pool.len()).collect();
+        stage.reg = vec![None; stage.pool.len()];
+        // The call's buffers, registered whole (a transport registers lazily, if at all).
+        let mut reg = |p: *const u8, len: usize| -> Result<Option<usize>> {
+            if len == 0 || p.is_null() {
+                return Ok(None);
+            }
+            regions.push(transport.register(p, len)?);
+            Ok(Some(regions.len() - 1))
+        };
+        let mut part_regs = Vec::with_capacity(parts.len());
+        for p in parts {
+            let s = reg(p.bufs.send, p.bufs.send_len)
+                .map_err(|e| e.context(format!("rank {rank}: {what}: registering buffers")))?;
+            let r = reg(p.bufs.recv, p.bufs.recv_len)
+                .map_err(|e| e.context(format!("rank {rank}: {what}: registering buffers")))?;
+            part_regs.push((s, r));
+        }
+        let scratch_reg = reg(scratch.as_ptr(), scratch.len())
+            .map_err(|e| e.context(format!("rank {rank}: {what}: registering buffers")))?;
+        let region_of = |i: usize, s: &Span| match s.buf {
+            BufId::Send => part_regs[pidx(i)].0,
+            BufId::Recv => part_regs[pidx(i)].1,
+            BufId::Scratch => scratch_reg,
+        };
         let scratch_ptr = scratch.as_mut_ptr();
         let ptr = |i: usize, s: &Span| -> *mut u8 {
             let bufs = &parts[pidx(i)].bufs;
@@ -511,7 +566,13 @@ impl<T: Transport> Engine<T> {
                             // SAFETY: the span is in bounds and, by the schedule's dependencies,
                             // nobody writes it before this send completes.
                             unsafe {
-                                transport.isend(conn, ptr(i, &src), src.len, tags[pidx(i)], None)
+                                transport.isend(
+                                    conn,
+                                    ptr(i, &src),
+                                    src.len,
+                                    tags[pidx(i)],
+                                    region_of(i, &src).map(|k| &regions[k]),
+                                )
                             }
                             .map_err(ctx)?
                             .map(|r| (r, None))
@@ -524,7 +585,8 @@ impl<T: Transport> Engine<T> {
                                 break;
                             };
                             // SAFETY: in bounds, and only this receive writes it until done.
-                            unsafe { transport.irecv(conn, ptr(i, &dst), dst.len, None) }
+                            let r = region_of(i, &dst).map(|k| &regions[k]);
+                            unsafe { transport.irecv(conn, ptr(i, &dst), dst.len, r) }
                                 .map_err(ctx)?
                                 .map(|r| (r, None))
                         }
@@ -533,9 +595,10 @@ impl<T: Transport> Engine<T> {
                                 break;
                             };
                             let si = stage.take();
+                            let k = stage.region(si, &mut *transport, regions).map_err(ctx)?;
                             let buf = stage.pool[si].as_mut_ptr();
                             // SAFETY: the staging buffer is ours until the reduce releases it.
-                            match unsafe { transport.irecv(conn, buf, dst.len, None) }
+                            match unsafe { transport.irecv(conn, buf, dst.len, Some(&regions[k])) }
                                 .map_err(ctx)?
                             {
                                 Some(r) => Some((r, Some(si))),

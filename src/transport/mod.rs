@@ -22,6 +22,7 @@
 pub mod fabric;
 pub mod mem;
 pub mod tcp;
+pub mod verbs;
 
 use std::time::Duration;
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs inside the SoftRoCE VM of ci/rxe-vm.sh (called by ci/verbs.sh):
+#   ci/verbs-guest.sh TEST_BINARY PERF_BINARY
+# 1. the verbs test suite (tests/verbs.rs, every test, one at a time);
+# 2. the benchmark, in this same boot: ib_write_bw from rxe1 to rxe0 (one RC QP, RDMA
+#    write), and oxccl-perf's 2-rank float allreduce over verbs (rank 0 on rxe0, rank 1
+#    on rxe1), at 1, 4 and 16 MiB, alternating, VERBS_BENCH_ROUNDS times (default 3);
+#    the medians, and oxccl's bus bandwidth as a fraction of ib_write_bw's bandwidth.
+#    Under TCG throughput is tiny and noisy: only ratios measured side by side mean
+#    anything. ib_write_bw -b (both directions at once, 4 MiB) is shown too: software
+#    RoCE is CPU-bound, so both directions together get about what one gets alone, and an
+#    allreduce moves data both ways.
+# Exit status: the tests' and oxccl-perf's (a wrong result fails); the ratio is reported.
+set -uo pipefail
+tests=$1 perf=$2
+rounds=${VERBS_BENCH_ROUNDS:-3}
+rc=0
+echo "== verbs tests (SoftRoCE)"
+t0=$(date +%s)
+RUST_BACKTRACE=1 "$tests" --include-ignored --test-threads 1 || rc=1
+echo "== verbs tests took $(( $(date +%s) - t0 ))s"
+
+# ib_write_bw SIZE ITERS [-b] -> MB/s (10^6 bytes); one retry, then nothing (logs kept)
+ib_bw() {
+    local try server out
+    for try in 1 2; do
+        ib_write_bw -d rxe0 -x 1 -s "$1" -n "$2" -F --report_gbits ${3:-} > /tmp/bw-server.log 2>&1 &
+        server=$!
+        sleep 1
+        timeout 120 ib_write_bw -d rxe1 -x 1 -s "$1" -n "$2" -F --report_gbits ${3:-} 10.99.0.1 \
+            > /tmp/bw-client.log 2>&1
+        timeout 10 tail --pid=$server -f /dev/null
+        kill $server 2>/dev/null
+        wait $server 2>/dev/null
+        out=$(awk -v b="$1" '$1 == b { printf "%.3f\n", $4 * 125; exit }' /tmp/bw-client.log)
+        if [ -n "$out" ]; then echo "$out"; return; fi
+        sleep 1
+    done
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+
+echo "== benchmark: $rounds rounds of ib_write_bw and oxccl-perf (MB/s = 10^6 bytes/s)"
+t0=$(date +%s)
+: > /tmp/bench.dat
+for round in $(seq "$rounds"); do
+    for spec in 1:20 4:8 16:5; do
+        mib=${spec%%:*} iters=${spec##*:} bytes=$(( ${spec%%:*} << 20 ))
+        uni=$(ib_bw "$bytes" "$iters")
+        # The reference tool failing twice leaves a gap in the table, not a failed run.
+        [ -n "$uni" ] || { echo "ib_write_bw failed at $mib MiB:"; cat /tmp/bw-server.log /tmp/bw-client.log; }
+        echo "$mib uni ${uni:-nan}" >> /tmp/bench.dat
+        if [ "$mib" = 4 ]; then
+            bi=$(ib_bw "$bytes" "$iters" -b)
+            echo "$mib bi ${bi:-nan}" >> /tmp/bench.dat
+        fi
+    done
+    OXCCL_TRANSPORT=verbs OXCCL_SPIN=200 "$perf" --threads 2 --op allreduce -b 1M -e 16M -f 4 \
+        -w 1 -n 2 > /tmp/perf.log 2>&1 || { cat /tmp/perf.log; rc=1; }
+    # busbw = size / time for 2 ranks; columns: size ... out-of-place time (6), in-place (10)
+    awk '$1 ~ /^[0-9]+$/ && $NF == "allreduce" {
+        t = ($6 < $10) ? $6 : $10; printf "%d oxccl %.3f\n", $1 / 1048576, $1 / t }' \
+        /tmp/perf.log >> /tmp/bench.dat
+    echo "round $round: $(tail -n 7 /tmp/bench.dat | awk '{ printf "%sM %s=%s  ", $1, $2, $3 }')"
+done
+echo "== medians over $rounds rounds (took $(( $(date +%s) - t0 ))s)"
+printf '%8s %16s %16s %16s %12s\n' size "ib_write_bw" "ib_write_bw -b" "oxccl busbw" "busbw/ib_bw"
+for mib in 1 4 16; do
+    m() { awk -v s="$mib" -v k="$1" '$1 == s && $2 == k && $3 != "nan" { print $3 }' /tmp/bench.dat | median; }
+    uni=$(m uni) bi=$(m bi) ox=$(m oxccl)
+    awk -v s="$mib MiB" -v u="${uni:-0}" -v b="${bi:-0}" -v o="${ox:-0}" 'BEGIN {
+        bs = (b > 0) ? sprintf("%11.1f MB/s", b) : sprintf("%16s", "-")
+        printf "%8s %11.1f MB/s %s %11.1f MB/s %11.0f%%\n", s, u, bs, o, (u > 0) ? 100 * o / u : 0 }'
+done
+exit $rc

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The verbs backend tested for real: builds the verbs test binary and oxccl-perf on the
+# host, boots one SoftRoCE VM (ci/rxe-vm.sh) and runs ci/verbs-guest.sh inside it (the
+# verbs test suite, then oxccl-perf next to ib_write_bw). Installs the host packages it
+# needs when run as root (CI); elsewhere it says which are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs="qemu-system-x86 busybox-static cpio kmod xz-utils binutils iproute2 rdma-core
+      ibverbs-providers perftest"
+missing=$(for p in $pkgs; do dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null |
+    grep -q '^install ok installed' || echo "$p"; done)
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing $(echo $missing)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    else
+        echo "ci/verbs.sh needs these packages: $(echo $missing)" >&2
+        exit 1
+    fi
+fi
+echo "== building the verbs tests and oxccl-perf"
+tests=$(cargo test --locked --test verbs --no-run --message-format=json 2>/dev/null |
+    grep '"kind":\["test"\]' | grep '"name":"verbs"' |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$tests" ] || { echo "could not build tests/verbs.rs" >&2; exit 1; }
+cargo build --locked --release --bin oxccl-perf
+echo "== booting the SoftRoCE VM"
+exec ci/rxe-vm.sh ci/verbs-guest.sh "$tests" "$PWD/target/release/oxccl-perf"

@@ -548,8 +548,15 @@ impl<T: Transport> Engine<T> {
             idle = idle.saturating_add(1);
             if idle > cfg.spin {
                 // A peer that left (its own error, a mismatch, an abort) shows as a closed
-                // connection: find out now rather than at the timeout.
+                // connection: find out now rather than at the timeout. Only peers this call
+                // still needs count: one that finished its part may close and leave.
+                let unfinished =
+                    |q: &Queue<T::Request>| q.next < q.steps.len() || !q.in_flight.is_empty();
                 for q in queues.iter().filter(|q| q.send) {
+                    let needed = queues.iter().any(|o| o.peer == q.peer && unfinished(o));
+                    if !needed {
+                        continue;
+                    }
                     if let Some(c) = conns.send.get_mut(&(q.peer, q.ch)) {
                         transport.check_send(c).map_err(|e| {
                             e.context(format!(

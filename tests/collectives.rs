@@ -521,7 +521,16 @@ fn mem_matrix_on_injected_hosts() {
     };
     // Uneven hosts where the host count does not divide the rank count; 2 ranks on 2 hosts
     // is one rank per host.
-    for (n, hosts) in [(2, 2), (3, 2), (4, 2), (5, 2), (6, 3), (8, 3), (12, 3), (13, 4)] {
+    for (n, hosts) in [
+        (2, 2),
+        (3, 2),
+        (4, 2),
+        (5, 2),
+        (6, 3),
+        (8, 3),
+        (12, 3),
+        (13, 4),
+    ] {
         for (k, algo) in TOPO_ALGOS.iter().enumerate() {
             matrix_on_hosts(
                 n,
@@ -631,7 +640,10 @@ fn a_wrong_topology_file_fails_every_rank_promptly_naming_it() {
             matches!(e.kind(), ErrorKind::InvalidArgument | ErrorKind::Remote),
             "rank {r}: {e}"
         );
-        assert!(m.contains("OXCCL_TOPO_FILE") && m.contains("3 ranks"), "rank {r}: {m}");
+        assert!(
+            m.contains("OXCCL_TOPO_FILE") && m.contains("3 ranks"),
+            "rank {r}: {m}"
+        );
     }
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     let bad = TopoFile::with_text("{\"ranks\": [{\"host\": 7}]}");

@@ -129,6 +129,7 @@ pub fn allreduce(p: &Plan, b: &mut ScheduleBuilder, tree: bool) {
 
 /// Phase 1. Returns what this rank sent (for the writes of phase 3 to wait on) and, at a
 /// leader, the steps that finished its segment (finalised when the host is alone).
+#[allow(clippy::needless_range_loop)] // j numbers chunks of several segments, not items
 fn intra_reduce_scatter(c: &Ctx<'_>, b: &mut ScheduleBuilder, g: &[usize]) -> (Ledger, Ledger) {
     let (p, l, li) = (c.p, c.l, c.li);
     let mut sent = Ledger::default();
@@ -307,7 +308,14 @@ fn leaders_trees(c: &Ctx<'_>, b: &mut ScheduleBuilder, lg: &[usize], f1: &Ledger
 /// Phase 3: each segment travels from its leader around the host's ring. `sent` holds this
 /// rank's phase-1 sends (the receives overwrite those bytes), `done` the leader's final
 /// pieces.
-fn intra_allgather(c: &Ctx<'_>, b: &mut ScheduleBuilder, g: &[usize], sent: &Ledger, done: &Ledger) {
+#[allow(clippy::needless_range_loop)] // as in `intra_reduce_scatter`
+fn intra_allgather(
+    c: &Ctx<'_>,
+    b: &mut ScheduleBuilder,
+    g: &[usize],
+    sent: &Ledger,
+    done: &Ledger,
+) {
     let (p, l, li) = (c.p, c.l, c.li);
     if l < 2 {
         return;
@@ -320,7 +328,11 @@ fn intra_allgather(c: &Ctx<'_>, b: &mut ScheduleBuilder, g: &[usize], sent: &Led
             for j in 0..c.nch1 {
                 let r = c.piece(ks, j);
                 if r.1 > 0 {
-                    let deps = if s == 0 { done.over(r) } else { vec![last[ks][j]] };
+                    let deps = if s == 0 {
+                        done.over(r)
+                    } else {
+                        vec![last[ks][j]]
+                    };
                     b.send(next, span(p, BufId::Recv, r), b.channel(j), &deps);
                 }
             }

@@ -75,7 +75,9 @@ pub(crate) fn choose(t: &Tuning, kind: Kind, size: usize, bytes: usize) -> Algo 
                     &[Algo::Ring, Algo::RecursiveDoubling][..]
                 }
             });
-            t.model.as_ref().map_or(Algo::Ring, |model| model.best(m, b).0)
+            t.model
+                .as_ref()
+                .map_or(Algo::Ring, |model| model.best(m, b).0)
         }
         Kind::AllReduce => {
             let ring = 2.0 * (n - 1.0) * a + 2.0 * (n - 1.0) / n * b / bw;

@@ -179,9 +179,7 @@ impl Communicator {
             }
             "mem" => {
                 let fabric = mem_fabric(id);
-                Communicator::init_inner(id, rank, size, cfg, place, move |_| {
-                    Ok(fabric.endpoint())
-                })
+                Communicator::init_inner(id, rank, size, cfg, place, move |_| Ok(fabric.endpoint()))
             }
             other => Err(Error::invalid_argument(format!(
                 "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, mem)"

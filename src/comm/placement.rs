@@ -63,7 +63,8 @@ pub(super) fn exchange(
     let mut handles = Vec::with_capacity(size);
     let mut infos = Vec::with_capacity(size);
     for (r, b) in all.iter().enumerate() {
-        let bad = |why: String| Error::remote(format!("rank {r} published a malformed record: {why}"));
+        let bad =
+            |why: String| Error::remote(format!("rank {r} published a malformed record: {why}"));
         let first = *b.first().ok_or_else(|| bad("empty".into()))?;
         if first == FAILED {
             return Err(Error::remote(format!(

@@ -32,6 +32,12 @@ pub struct Shape {
     /// Whether the schedules follow the hosts (mapping on): trees and recursive doubling
     /// then stay inside hosts for their first levels, and the hierarchical allreduce exists.
     pub grouped: bool,
+    /// Depth of the deeper of the double binary trees over hosts.
+    pub tree_depth: usize,
+    /// Most half-segments one host sends in the double binary trees: over both trees, one
+    /// up to its parent (if any) and one down to each child. 4 in large trees (inner in
+    /// one tree with two children, a leaf in the other), 2 with two hosts.
+    pub tree_load: usize,
 }
 
 impl Shape {
@@ -46,6 +52,8 @@ impl Shape {
             ring_share: 0,
             crossings: 0,
             grouped: true,
+            tree_depth: 0,
+            tree_load: 0,
         }
     }
 
@@ -94,6 +102,16 @@ impl Shape {
             ring_share: out.values().copied().max().unwrap_or(0),
             crossings,
             grouped: map.aware,
+            tree_depth: map.trees.iter().map(|t| t.depth()).max().unwrap_or(0),
+            tree_load: (0..map.trees[0].len())
+                .map(|i| {
+                    map.trees
+                        .iter()
+                        .map(|t| usize::from(t.parent[i].is_some()) + t.children[i].len())
+                        .sum::<usize>()
+                })
+                .max()
+                .unwrap_or(0),
         }
     }
 }
@@ -185,11 +203,17 @@ impl CostModel {
             }
             Algo::Tree => {
                 // Binomial reduce then broadcast over ring positions: log2(L) levels inside
-                // hosts and log2(H) across; the root handles the whole buffer per level.
+                // hosts and log2(H) across. Links are full duplex: the reduce flows up while
+                // the broadcast flows down, so the busiest sender is the root, which sends
+                // the whole buffer to one child per level, the network's and the host's
+                // links working at once.
+                // A chunk takes the path up and down; the other chunks follow at the pace of
+                // the busiest link.
                 let lat = li * ab.ai + le * ab.ae;
-                let bw = li * bytes / ab.bi + le * bytes / ab.be;
+                let rest = bytes - chunk;
+                let bw = (li * rest / ab.bi).max(le * rest / ab.be);
                 let fill = li * chunk / ab.bi + le * chunk / ab.be;
-                2.0 * (lat + bw + fill)
+                2.0 * (lat + fill) + bw
             }
             Algo::RecursiveDoubling => {
                 // log2 rounds exchanging the whole buffer; the rounds between hosts put
@@ -220,9 +244,16 @@ impl CostModel {
                     let steps = 2.0 * (h as f64 - 1.0);
                     (steps * ab.ae, steps / h as f64 * seg * share / ab.be)
                 } else {
-                    let depth = lg(h).max(1.0);
-                    let fill = 2.0 * depth * chunk.min(seg) * share / ab.be;
-                    (2.0 * depth * ab.ae, 2.0 * seg * share / ab.be + fill)
+                    // Each tree carries half of the part; a host sends `tree_load` halves.
+                    let depth = s.tree_depth.max(1) as f64;
+                    let half = seg / 2.0;
+                    let c = chunk.min(half);
+                    let fill = 2.0 * depth * c * share / ab.be;
+                    let load = s.tree_load.max(1) as f64;
+                    (
+                        2.0 * depth * ab.ae,
+                        load * (half - c) * share / ab.be + fill,
+                    )
                 };
                 intra_lat + lat + intra_bw.max(bw)
             }
@@ -240,6 +271,29 @@ impl CostModel {
             }
         }
         best
+    }
+
+    /// The size ranges (powers of two from 8 bytes to `max_bytes`, ends included) in which
+    /// `b` is predicted faster than `a`.
+    pub fn faster_bands(&self, a: Algo, b: Algo, max_bytes: f64) -> Vec<(f64, f64)> {
+        let mut out: Vec<(f64, f64)> = Vec::new();
+        let mut open = false;
+        let mut s = 8.0;
+        while s <= max_bytes {
+            let faster = self.allreduce(b, s) < self.allreduce(a, s);
+            match (faster, open) {
+                (true, false) => out.push((s, s)),
+                (true, true) => {
+                    if let Some(last) = out.last_mut() {
+                        last.1 = s;
+                    }
+                }
+                _ => {}
+            }
+            open = faster;
+            s *= 2.0;
+        }
+        out
     }
 
     /// The smallest power-of-two size (up to `max_bytes`) from which `b` is predicted faster

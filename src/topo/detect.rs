@@ -31,7 +31,10 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 fn numa_of(root: &Path, rel: &str) -> Option<u32> {
-    read(root, rel)?.parse::<i64>().ok().and_then(|n| u32::try_from(n).ok())
+    read(root, rel)?
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 /// FNV-1a over several strings, separated.
@@ -217,7 +220,10 @@ mod tests {
         t.put("sys/class/net/eth1/speed", "100000\n");
         t.put("sys/class/net/eth1/device/numa_node", "1\n");
         t.put("sys/class/net/veth9/speed", "-1\n");
-        t.put("sys/class/infiniband/mlx5_1/ports/1/rate", "200 Gb/sec (4X HDR)\n");
+        t.put(
+            "sys/class/infiniband/mlx5_1/ports/1/rate",
+            "200 Gb/sec (4X HDR)\n",
+        );
         t.put("sys/class/infiniband/mlx5_1/ports/1/state", "4: ACTIVE\n");
         t.put("sys/class/infiniband/mlx5_1/device/numa_node", "1\n");
         t.put("sys/class/infiniband/mlx5_1/device/net/eth1/ifindex", "3\n");

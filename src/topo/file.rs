@@ -131,7 +131,10 @@ pub fn dump_json(t: &Topology, m: &Mapping) -> Json {
                 ("numa_changes", Json::Num(s.numa_changes as f64)),
             ]),
         ),
-        ("host_groups", Json::Arr(m.hosts.iter().map(|h| idx(h)).collect())),
+        (
+            "host_groups",
+            Json::Arr(m.hosts.iter().map(|h| idx(h)).collect()),
+        ),
         (
             "leader_groups",
             Json::Arr((0..m.nleaders()).map(|k| idx(&m.leaders(k))).collect()),
@@ -163,7 +166,11 @@ impl<'a> At<'a> {
     }
 
     fn want(&self, what: &str) -> String {
-        format!("{}: expected {what}, found {}", self.path, self.v.type_name())
+        format!(
+            "{}: expected {what}, found {}",
+            self.path,
+            self.v.type_name()
+        )
     }
 
     fn f64(&self) -> Result<f64, String> {
@@ -202,7 +209,11 @@ impl<'a> At<'a> {
             .collect())
     }
 
-    fn opt<T>(&self, k: &str, f: impl Fn(&At<'a>) -> Result<T, String>) -> Result<Option<T>, String> {
+    fn opt<T>(
+        &self,
+        k: &str,
+        f: impl Fn(&At<'a>) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
         self.key(k).map(|a| f(&a)).transpose()
     }
 
@@ -255,7 +266,11 @@ fn links_from(a: &At<'_>) -> Result<Links, String> {
     Ok(l)
 }
 
-fn list<T>(a: &At<'_>, k: &str, f: impl Fn(&At<'_>) -> Result<T, String>) -> Result<Vec<T>, String> {
+fn list<T>(
+    a: &At<'_>,
+    k: &str,
+    f: impl Fn(&At<'_>) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     match a.key(k) {
         Some(x) => x.items()?.iter().map(f).collect(),
         None => Ok(Vec::new()),
@@ -264,7 +279,11 @@ fn list<T>(a: &At<'_>, k: &str, f: impl Fn(&At<'_>) -> Result<T, String>) -> Res
 
 fn layout_from(a: &At<'_>, links: Links) -> Result<Topology, String> {
     let sizes = match a.key("sizes") {
-        Some(s) => s.items()?.iter().map(At::usize).collect::<Result<Vec<_>, _>>()?,
+        Some(s) => s
+            .items()?
+            .iter()
+            .map(At::usize)
+            .collect::<Result<Vec<_>, _>>()?,
         None => {
             let hosts = a.req("hosts", At::usize)?;
             let per = a.req("ranks_per_host", At::usize)?;
@@ -301,7 +320,12 @@ pub fn topology_from_json(v: &Json) -> Result<Topology, String> {
         return layout_from(&l, links);
     }
     let mut hosts: Vec<Host> = Vec::new();
-    for h in top.key("hosts").map(|h| h.items()).transpose()?.unwrap_or_default() {
+    for h in top
+        .key("hosts")
+        .map(|h| h.items())
+        .transpose()?
+        .unwrap_or_default()
+    {
         hosts.push(Host {
             name: h.req("name", At::string)?,
             nics: list(&h, "nics", nic_from)?,
@@ -311,7 +335,10 @@ pub fn topology_from_json(v: &Json) -> Result<Topology, String> {
     let mut by_name: HashMap<String, usize> = HashMap::new();
     for (i, h) in hosts.iter().enumerate() {
         if by_name.insert(h.name.clone(), i).is_some() {
-            return Err(format!("topology.hosts[{i}]: host '{}' is listed twice", h.name));
+            return Err(format!(
+                "topology.hosts[{i}]: host '{}' is listed twice",
+                h.name
+            ));
         }
     }
     let mut ranks = Vec::new();
@@ -330,9 +357,9 @@ pub fn topology_from_json(v: &Json) -> Result<Topology, String> {
                 }
             },
             _ => {
-                let i = r.req("host", At::usize).map_err(|_| {
-                    format!("{}.host: expected a host index or name", r.path)
-                })?;
+                let i = r
+                    .req("host", At::usize)
+                    .map_err(|_| format!("{}.host: expected a host index or name", r.path))?;
                 if i >= hosts.len() {
                     return Err(format!(
                         "{}.host: host {i} is not in \"hosts\" ({} listed)",
@@ -437,10 +464,9 @@ mod tests {
         assert_eq!(t.hosts.len(), 2);
         assert_eq!(t.ranks[2].host, 0);
         assert_eq!(t.ranks[1].rail, Some(1));
-        let l = parse(
-            r#"{"layout": {"sizes": [2, 1], "map_by": "node"}, "links": {"inter_gbps": 1}}"#,
-        )
-        .unwrap();
+        let l =
+            parse(r#"{"layout": {"sizes": [2, 1], "map_by": "node"}, "links": {"inter_gbps": 1}}"#)
+                .unwrap();
         assert_eq!(l.ranks_by_host(), vec![vec![0, 2], vec![1]]);
         assert_eq!(l.links.inter_gbps, 1.0);
         assert_eq!(l.links.intra_gbps, Links::DEFAULT.intra_gbps);
@@ -451,14 +477,32 @@ mod tests {
         for (text, want) in [
             (r#"[1]"#, "topology: expected an object"),
             (r#"{"hosts": []}"#, "missing \"ranks\""),
-            (r#"{"ranks": [{"host": 2}]}"#, "ranks[0].host: host 2 is not in"),
-            (r#"{"ranks": [{"host": true}]}"#, "expected a host index or name"),
-            (r#"{"ranks": [{"host": "a", "numa": -1}]}"#, "ranks[0].numa: expected a non-negative"),
-            (r#"{"ranks": [{"host": "a"}], "links": {"inter_gbps": 0}}"#, "inter_gbps = 0"),
+            (
+                r#"{"ranks": [{"host": 2}]}"#,
+                "ranks[0].host: host 2 is not in",
+            ),
+            (
+                r#"{"ranks": [{"host": true}]}"#,
+                "expected a host index or name",
+            ),
+            (
+                r#"{"ranks": [{"host": "a", "numa": -1}]}"#,
+                "ranks[0].numa: expected a non-negative",
+            ),
+            (
+                r#"{"ranks": [{"host": "a"}], "links": {"inter_gbps": 0}}"#,
+                "inter_gbps = 0",
+            ),
             (r#"{"layout": {"hosts": 2}}"#, "missing \"ranks_per_host\""),
             (r#"{"layout": {"sizes": [1, 0]}}"#, "at least one rank"),
-            (r#"{"layout": {"sizes": [1], "map_by": "x"}}"#, "not slot or node"),
-            (r#"{"hosts": [{"name": "a"}, {"name": "a"}], "ranks": []}"#, "listed twice"),
+            (
+                r#"{"layout": {"sizes": [1], "map_by": "x"}}"#,
+                "not slot or node",
+            ),
+            (
+                r#"{"hosts": [{"name": "a"}, {"name": "a"}], "ranks": []}"#,
+                "listed twice",
+            ),
             (r#"{"hosts": [{"name": "a"}], "ranks": []}"#, "has no rank"),
         ] {
             let e = parse(text).unwrap_err();

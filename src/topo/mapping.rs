@@ -31,10 +31,8 @@ impl Mapping {
         let n = topo.size();
         let (ring, hosts) = if aware && n > 0 {
             let by_host = topo.ranks_by_host();
-            let hosts: Vec<Vec<usize>> = by_host
-                .iter()
-                .map(|r| ring::host_order(topo, r))
-                .collect();
+            let hosts: Vec<Vec<usize>> =
+                by_host.iter().map(|r| ring::host_order(topo, r)).collect();
             (ring::ring(topo), hosts)
         } else {
             let all: Vec<usize> = (0..n).collect();
@@ -58,7 +56,10 @@ impl Mapping {
     ///
     /// [`nleaders`]: Mapping::nleaders
     pub fn leaders(&self, k: usize) -> Vec<usize> {
-        self.hosts.iter().filter_map(|h| h.get(k).copied()).collect()
+        self.hosts
+            .iter()
+            .filter_map(|h| h.get(k).copied())
+            .collect()
     }
 
     /// How the ring sits on `topo`.

@@ -303,10 +303,7 @@ impl Topology {
             }
         }
         if let Some(h) = used.iter().position(|u| !u) {
-            return Err(format!(
-                "host {h} ('{}') has no rank",
-                self.hosts[h].name
-            ));
+            return Err(format!("host {h} ('{}') has no rank", self.hosts[h].name));
         }
         self.links.validate("links")
     }
@@ -333,11 +330,8 @@ mod tests {
 
     #[test]
     fn hosts_are_numbered_by_first_rank_and_links_take_the_slowest_nic() {
-        let t = Topology::from_infos(&[
-            info("b", 0, 100.0),
-            info("a", 1, 25.0),
-            info("b", 1, 100.0),
-        ]);
+        let t =
+            Topology::from_infos(&[info("b", 0, 100.0), info("a", 1, 25.0), info("b", 1, 100.0)]);
         assert_eq!(t.hosts.len(), 2);
         assert_eq!(t.hosts[0].name, "b");
         assert_eq!(

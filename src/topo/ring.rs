@@ -91,7 +91,10 @@ mod tests {
 
     fn is_permutation(ring: &[usize], n: usize) -> bool {
         let mut seen = vec![false; n];
-        ring.len() == n && ring.iter().all(|&r| r < n && !std::mem::replace(&mut seen[r], true))
+        ring.len() == n
+            && ring
+                .iter()
+                .all(|&r| r < n && !std::mem::replace(&mut seen[r], true))
     }
 
     fn check(t: &Topology, max_rail_changes: usize) -> RingStats {

@@ -112,7 +112,11 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             "--ranks-per-host" => a.per_host = count(f, value(&mut it, f)?)?,
             "--sizes" => {
                 let v = value(&mut it, f)?;
-                a.sizes = Some(v.split(',').map(|x| count(f, x.trim())).collect::<Result<_, _>>()?);
+                a.sizes = Some(
+                    v.split(',')
+                        .map(|x| count(f, x.trim()))
+                        .collect::<Result<_, _>>()?,
+                );
             }
             "--rails" => a.rails = count(f, value(&mut it, f)?)?,
             "--numa" => a.numa = count(f, value(&mut it, f)?)?,
@@ -145,7 +149,11 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
                 }
             }
             "--dump" => a.dump = Some(value(&mut it, f)?.clone()),
-            "--show" => a.show = value(&mut it, f)?.parse().map_err(|_| "--show: not a number")?,
+            "--show" => {
+                a.show = value(&mut it, f)?
+                    .parse()
+                    .map_err(|_| "--show: not a number")?
+            }
             _ => return Err(format!("unknown option '{f}'")),
         }
     }
@@ -155,7 +163,10 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
     if a.min_bytes > a.max_bytes {
         return Err("-b is larger than -e".into());
     }
-    let total = a.sizes.as_ref().map_or(a.hosts.saturating_mul(a.per_host), |s| s.iter().sum());
+    let total = a
+        .sizes
+        .as_ref()
+        .map_or(a.hosts.saturating_mul(a.per_host), |s| s.iter().sum());
     if a.file.is_none() && total > 100_000_000 {
         return Err(format!("{total} ranks: at most 100,000,000 are planned"));
     }

@@ -61,7 +61,11 @@ mod tests {
         assert_eq!(n, 4);
         assert!((lat - 20.0).abs() < 0.1, "{lat}");
         assert!((gbps - 1.0).abs() < 0.01, "{gbps}");
-        assert!(from_perf("nothing", None).unwrap_err().contains("--calibrate-ranks"));
-        assert!(from_perf("nothing", Some(2)).unwrap_err().contains("0 allreduce rows"));
+        assert!(from_perf("nothing", None)
+            .unwrap_err()
+            .contains("--calibrate-ranks"));
+        assert!(from_perf("nothing", Some(2))
+            .unwrap_err()
+            .contains("0 allreduce rows"));
     }
 }

@@ -119,17 +119,24 @@ mod tests {
 
     #[test]
     fn a_128_by_8_cluster_with_rails() {
-        let text = run(&args("--hosts 128 --ranks-per-host 8 --rails 8 --numa 2 --map-by node")).unwrap();
-        assert!(text.contains("network crossings 128 (minimum 128; rank order: 1024)"), "{text}");
+        let text = run(&args(
+            "--hosts 128 --ranks-per-host 8 --rails 8 --numa 2 --map-by node",
+        ))
+        .unwrap();
+        assert!(
+            text.contains("network crossings 128 (minimum 128; rank order: 1024)"),
+            "{text}"
+        );
         assert!(text.contains("rail changes at crossings 0"), "{text}");
         assert!(text.contains("8 leader group(s)"), "{text}");
         assert!(text.contains("hosts inner in both: 0"), "{text}");
-        assert!(text.contains("ring/tree crossover"), "{text}");
+        assert!(text.contains("ring faster than tree"), "{text}");
     }
 
     #[test]
     fn a_hundred_thousand_ranks_in_seconds_with_a_dump() {
-        let dump = std::env::temp_dir().join(format!("oxccl-topo-100k-{}.json", std::process::id()));
+        let dump =
+            std::env::temp_dir().join(format!("oxccl-topo-100k-{}.json", std::process::id()));
         let t0 = Instant::now();
         let text = run(&args(&format!(
             "--hosts 12500 --ranks-per-host 8 --rails 8 --numa 2 --map-by node --dump {}",
@@ -140,13 +147,18 @@ mod tests {
         let back = file::load(&dump);
         let _ = std::fs::remove_file(&dump);
         assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
-        assert!(text.contains("network crossings 12500 (minimum 12500"), "{text}");
+        assert!(
+            text.contains("network crossings 12500 (minimum 12500"),
+            "{text}"
+        );
         assert_eq!(back.unwrap().size(), 100_000, "the dump reads back");
     }
 
     #[test]
     fn input_errors_are_reported() {
-        assert!(run(&args("--file /nonexistent.json")).unwrap_err().contains("/nonexistent.json"));
+        assert!(run(&args("--file /nonexistent.json"))
+            .unwrap_err()
+            .contains("/nonexistent.json"));
         let e = run(&args("--calibrate-inter /nonexistent.txt")).unwrap_err();
         assert!(e.contains("cannot read"), "{e}");
     }

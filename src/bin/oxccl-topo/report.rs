@@ -81,22 +81,28 @@ pub fn render(t: &Topology, m: &Mapping, model: &CostModel, plain: &CostModel, a
     let mut o = String::new();
     let o = &mut o;
     let by_host = t.ranks_by_host();
-    let (lo, hi) = by_host
-        .iter()
-        .fold((usize::MAX, 0), |(lo, hi), h| (lo.min(h.len()), hi.max(h.len())));
+    let (lo, hi) = by_host.iter().fold((usize::MAX, 0), |(lo, hi), h| {
+        (lo.min(h.len()), hi.max(h.len()))
+    });
     let rails = t.hosts.iter().map(|h| h.nics.len()).max().unwrap_or(0);
     let rdma: usize = t.hosts.iter().map(|h| h.rdma.len()).sum();
     let l = &t.links;
-    out!(o, 
+    out!(
+        o,
         "# oxccl-topo: {} ranks on {} hosts ({}{} ranks per host), {} NICs per host, {} RDMA ports",
         t.size(),
         t.hosts.len(),
-        if lo == hi { String::new() } else { format!("{lo}..") },
+        if lo == hi {
+            String::new()
+        } else {
+            format!("{lo}..")
+        },
         hi,
         rails,
         rdma
     );
-    out!(o, 
+    out!(
+        o,
         "# links: inside a host {} Gb/s, {} us; between hosts {} Gb/s per rail, {} us; chunk {}",
         l.intra_gbps,
         l.intra_latency_us,
@@ -104,13 +110,21 @@ pub fn render(t: &Topology, m: &Mapping, model: &CostModel, plain: &CostModel, a
         l.inter_latency_us,
         human(model.chunk_bytes as f64)
     );
-    out!(o, "# mapping: {}", if m.aware { "on (topology-aware)" } else { "off (rank order)" });
+    out!(
+        o,
+        "# mapping: {}",
+        if m.aware {
+            "on (topology-aware)"
+        } else {
+            "off (rank order)"
+        }
+    );
     out!(o);
 
     let s = m.ring_stats(t);
     let p = plain_stats(t);
     out!(o, "== ring");
-    out!(o, 
+    out!(o,
         "network crossings {} (minimum {}; rank order: {}), busiest host egress {} ring message(s) \
          (rank order: {}), rail changes at crossings {}, NUMA changes inside hosts {}",
         s.crossings, s.min_crossings, p.crossings, s.max_egress, p.max_egress, s.rail_changes, s.numa_changes
@@ -120,11 +134,16 @@ pub fn render(t: &Topology, m: &Mapping, model: &CostModel, plain: &CostModel, a
 
     out!(o, "== hierarchical allreduce");
     let k = m.nleaders();
-    out!(o, 
+    out!(
+        o,
         "{} host groups; {} leader group(s) (local rank k of every host{}), {} ranks each",
         m.hosts.len(),
         k,
-        if model.shape.rails > 1 { ", one per rail" } else { "" },
+        if model.shape.rails > 1 {
+            ", one per rail"
+        } else {
+            ""
+        },
         m.hosts.len()
     );
     for (h, g) in m.hosts.iter().enumerate().take(a.show.min(4)) {
@@ -137,7 +156,7 @@ pub fn render(t: &Topology, m: &Mapping, model: &CostModel, plain: &CostModel, a
     let both = (0..t0.len())
         .filter(|&i| !t0.children[i].is_empty() && !t1.children[i].is_empty())
         .count();
-    out!(o, 
+    out!(o,
         "double binary trees over {} hosts: roots {} and {}, depths {} and {}, hosts inner in both: {}",
         t0.len(),
         t0.root,
@@ -172,14 +191,22 @@ fn plain_stats(t: &Topology) -> oxccl::topo::ring::RingStats {
 fn traffic_table(o: &mut String, sh: &Shape, plain: &Shape) {
     let n = sh.n as f64;
     out!(o, "== traffic per collective of S bytes, in units of S");
-    out!(o, 
+    out!(
+        o,
         "{:<28} {:>14} {:>14} {:>15}",
-        "collective / algorithm", "busiest intra", "busiest NIC", "network total"
+        "collective / algorithm",
+        "busiest intra",
+        "busiest NIC",
+        "network total"
     );
     let mut row = |name: &str, tr: Traffic| {
-        out!(o, 
+        out!(
+            o,
             "{:<28} {:>14.3} {:>14.3} {:>15.1}",
-            name, tr.intra_link, tr.nic_egress, tr.network
+            name,
+            tr.intra_link,
+            tr.nic_egress,
+            tr.network
         );
     };
     let ar = 2.0 * (n - 1.0) / n.max(1.0);
@@ -210,27 +237,40 @@ fn prediction_table(o: &mut String, model: &CostModel, plain: &CostModel, a: &Ar
         last = bytes;
         let ts = times(model, bytes);
         let (best, _) = model.best(&ALLREDUCE_ALGOS, bytes);
-        if changes.last().is_none_or(|c| c.1 != best) {
+        if changes.last().map_or(true, |c| c.1 != best) {
             changes.push((bytes, best));
         }
         let mut line = format!("{:>10}", human(bytes));
         for t in ts {
             line += &format!(" {:>11}", us(t));
         }
-        line += &format!(" {:>11} {:>10}", us(plain.allreduce(Algo::Ring, bytes)), best.name());
+        line += &format!(
+            " {:>11} {:>10}",
+            us(plain.allreduce(Algo::Ring, bytes)),
+            best.name()
+        );
         out!(o, "{line}");
         bytes *= a.factor as f64;
     }
     out!(o);
     let max = a.max_bytes as f64;
-    let cross = |x: Option<f64>| x.map_or("never in this range".to_string(), human);
-    out!(o, 
-        "ring/tree crossover: the ring beats the binomial tree from {}; the ring beats \
-         hier-tree from {}; hier beats hier-tree from {}",
-        cross(model.crossover(Algo::Tree, Algo::Ring, max)),
-        cross(model.crossover(Algo::HierTree, Algo::Ring, max)),
-        cross(model.crossover(Algo::HierTree, Algo::Hier, max)),
-    );
+    for (a1, b1) in [
+        (Algo::Tree, Algo::Ring),
+        (Algo::HierTree, Algo::Hier),
+        (Algo::HierTree, Algo::Ring),
+    ] {
+        let bands = model.faster_bands(a1, b1, max);
+        let text = if bands.is_empty() {
+            "never".to_string()
+        } else {
+            bands
+                .iter()
+                .map(|(lo, hi)| format!("{} to {}", human(*lo), human(*hi)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out!(o, "{} faster than {}: {text}", b1.name(), a1.name());
+    }
     let bands: Vec<String> = changes
         .iter()
         .map(|(b, alg)| format!("{} from {}", alg.name(), human(*b)))
@@ -239,7 +279,8 @@ fn prediction_table(o: &mut String, model: &CostModel, plain: &CostModel, a: &Ar
     let big = last;
     let on = model.allreduce(Algo::Ring, big);
     let off = plain.allreduce(Algo::Ring, big);
-    out!(o, 
+    out!(
+        o,
         "mapping: at {} the topology-aware ring is predicted {:.2}x faster than rank order",
         human(big),
         off / on

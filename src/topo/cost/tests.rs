@@ -18,13 +18,20 @@ fn model(t: &Topology, aware: bool) -> CostModel {
 fn shapes_of_aware_and_plain_mappings() {
     let t = Topology::uniform(2, 2, 1, 1, MapBy::Node, Links::DEFAULT);
     let a = Shape::of(&t, &Mapping::new(&t, true));
-    assert_eq!((a.hosts, a.leaders, a.ring_share, a.crossings), (2, 2, 1, 2));
+    assert_eq!(
+        (a.hosts, a.leaders, a.ring_share, a.crossings),
+        (2, 2, 1, 2)
+    );
     assert!(a.grouped);
     let p = Shape::of(&t, &Mapping::new(&t, false));
     assert_eq!((p.hosts, p.ring_share, p.crossings), (2, 2, 4));
     assert!(!p.grouped);
+    assert_eq!((a.tree_depth, a.tree_load), (1, 2));
     let r = Topology::uniform(4, 8, 8, 2, MapBy::Slot, Links::DEFAULT);
     assert_eq!(Shape::of(&r, &Mapping::new(&r, true)).rails, 8);
+    let big = Topology::uniform(64, 1, 1, 1, MapBy::Slot, Links::DEFAULT);
+    let b = Shape::of(&big, &Mapping::new(&big, true));
+    assert_eq!((b.tree_depth, b.tree_load), (6, 4));
 }
 
 #[test]
@@ -42,18 +49,33 @@ fn mapping_halves_the_ring_time_of_ranks_dealt_round_robin() {
     // The hierarchical allreduce sends S over the network instead of 1.5 S.
     let hier = model(&t, true).allreduce(Algo::Hier, s);
     assert!(on / hier > 1.4 && on / hier < 1.6, "{on} / {hier}");
+    // So do the trees: S up and S down, on opposite directions of the link.
+    let tree = model(&t, true).allreduce(Algo::HierTree, s);
+    assert!(on / tree > 1.35 && on / tree < 1.6, "{on} / {tree}");
+    let binomial = model(&t, true).allreduce(Algo::Tree, s);
+    assert!(
+        on / binomial > 1.35 && on / binomial < 1.6,
+        "{on} / {binomial}"
+    );
     // With mapping off the hierarchical algorithms are the flat ring.
     assert_eq!(model(&t, false).allreduce(Algo::Hier, s), off);
 }
 
 #[test]
 fn trees_win_small_rings_win_large_on_many_hosts() {
-    let t = Topology::uniform(128, 8, 8, 2, MapBy::Slot, Links {
-        intra_gbps: 800.0,
-        intra_latency_us: 2.0,
-        inter_gbps: 100.0,
-        inter_latency_us: 5.0,
-    });
+    let t = Topology::uniform(
+        128,
+        8,
+        8,
+        2,
+        MapBy::Slot,
+        Links {
+            intra_gbps: 800.0,
+            intra_latency_us: 2.0,
+            inter_gbps: 100.0,
+            inter_latency_us: 5.0,
+        },
+    );
     let m = model(&t, true);
     let small = 8.0;
     let large = (1u64 << 32) as f64;
@@ -64,8 +86,13 @@ fn trees_win_small_rings_win_large_on_many_hosts() {
     assert!(m.allreduce(Algo::Ring, large) < m.allreduce(Algo::Tree, large));
     // One ring uses one rail; the leader groups use all eight.
     assert!(m.allreduce(Algo::Hier, large) < m.allreduce(Algo::Ring, large) / 4.0);
-    let x = m.crossover(Algo::Tree, Algo::Ring, 1e12).expect("a crossover");
-    assert!(x > 1e4 && x < 1e9, "ring beats the binomial tree from {x} bytes");
+    let x = m
+        .crossover(Algo::Tree, Algo::Ring, 1e12)
+        .expect("a crossover");
+    assert!(
+        x > 1e4 && x < 1e9,
+        "ring beats the binomial tree from {x} bytes"
+    );
     assert!(m.allreduce(Algo::Chain, 1.0).is_infinite());
 }
 
@@ -135,7 +162,11 @@ fn network_bytes(t: &Topology, algo: Algo, count: usize, aware: bool) -> (usize,
 
 #[test]
 fn traffic_figures_match_the_schedules() {
-    for (hosts, per, map_by) in [(3, 4, MapBy::Node), (2, 2, MapBy::Node), (4, 1, MapBy::Slot)] {
+    for (hosts, per, map_by) in [
+        (3, 4, MapBy::Node),
+        (2, 2, MapBy::Node),
+        (4, 1, MapBy::Slot),
+    ] {
         let t = Topology::uniform(hosts, per, 1, 1, map_by, Links::DEFAULT);
         let n = t.size();
         let count = 2 * 3 * 4 * 5 * 7 * 8; // divisible by every part count used
@@ -145,7 +176,10 @@ fn traffic_figures_match_the_schedules() {
             let want = ring_traffic(&shape, s, 2.0 * (n as f64 - 1.0) / n as f64);
             let (got, egress) = network_bytes(&t, Algo::Ring, count, aware);
             assert_eq!(got as f64, want.network, "ring {hosts}x{per} aware {aware}");
-            assert_eq!(egress as f64, want.nic_egress, "ring {hosts}x{per} aware {aware}");
+            assert_eq!(
+                egress as f64, want.nic_egress,
+                "ring {hosts}x{per} aware {aware}"
+            );
         }
         let shape = Shape::of(&t, &Mapping::new(&t, true));
         let want = hier_traffic(&shape, s);

@@ -15,3 +15,10 @@ cargo test --locked --doc
 cargo test --locked --test collectives -- --test-threads 1
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
+echo "== topology-aware mapping on two emulated hosts (network namespaces, 1 Gbit/s veth)"
+if [ "$(id -u)" = 0 ] && command -v tc >/dev/null && ip netns add "oxccl-probe$$" 2>/dev/null; then
+    ip netns del "oxccl-probe$$"
+    ci/netns-topo.sh
+else
+    echo "SKIPPED: needs root, iproute2 (ip, tc) and permission to create network namespaces"
+fi

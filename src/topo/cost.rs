@@ -38,6 +38,12 @@ pub struct Shape {
     /// up to its parent (if any) and one down to each child. 4 in large trees (inner in
     /// one tree with two children, a leaf in the other), 2 with two hosts.
     pub tree_load: usize,
+    /// Rounds of recursive doubling (over ring positions) that stay inside hosts, and
+    /// rounds in which some pair crosses the network.
+    pub rd_rounds: (usize, usize),
+    /// Most ranks of one host that send across the network over one rail in the same
+    /// round of recursive doubling.
+    pub rd_share: usize,
 }
 
 impl Shape {
@@ -54,6 +60,8 @@ impl Shape {
             grouped: true,
             tree_depth: 0,
             tree_load: 0,
+            rd_rounds: (lg(n) as usize, 0),
+            rd_share: 0,
         }
     }
 
@@ -75,6 +83,7 @@ impl Shape {
             }
         }
         let leaders = by_host.iter().map(Vec::len).min().unwrap_or(n);
+        let (rd_rounds, rd_share) = rd_rounds(topo, &map.ring);
         let rails = if map.aware {
             map.hosts
                 .iter()
@@ -112,8 +121,39 @@ impl Shape {
                 })
                 .max()
                 .unwrap_or(0),
+            rd_rounds,
+            rd_share,
         }
     }
+}
+
+/// The rounds of recursive doubling over `ring` positions among the largest power of two
+/// of them: (rounds inside hosts, rounds crossing), and the most ranks of one (host, rail)
+/// that send across in one round.
+fn rd_rounds(topo: &Topology, ring: &[usize]) -> ((usize, usize), usize) {
+    let n = ring.len();
+    let pw = if n == 0 { 0 } else { 1usize << (usize::BITS - 1 - n.leading_zeros()) };
+    let (mut local, mut remote, mut share) = (0, 0, 0);
+    let mut count: std::collections::HashMap<(usize, u32), usize> = Default::default();
+    let mut mask = 1;
+    while mask < pw {
+        count.clear();
+        for p in 0..pw {
+            let (a, b) = (&topo.ranks[ring[p]], &topo.ranks[ring[p ^ mask]]);
+            if a.host != b.host {
+                *count.entry((a.host, a.rail.unwrap_or(0))).or_default() += 1;
+            }
+        }
+        match count.values().max() {
+            Some(&m) => {
+                remote += 1;
+                share = share.max(m);
+            }
+            None => local += 1,
+        }
+        mask <<= 1;
+    }
+    ((local, remote), share)
 }
 
 /// Link figures in seconds and bytes per second.
@@ -216,12 +256,14 @@ impl CostModel {
                 2.0 * (lat + fill) + bw
             }
             Algo::RecursiveDoubling => {
-                // log2 rounds exchanging the whole buffer; the rounds between hosts put
-                // every rank of a host on its NICs at once.
+                // log2 rounds exchanging the whole buffer; in a round between hosts every
+                // rank of a host whose partner is remote sends at once, `rd_share` of them
+                // on the busiest NIC.
                 let extra = if s.n.is_power_of_two() { 0.0 } else { 2.0 };
-                let share = (s.max_local as f64 / s.rails as f64).ceil();
-                let inner = li * (ab.ai + bytes / ab.bi);
-                let outer = le * (ab.ae + bytes * share / ab.be);
+                let share = s.rd_share.max(1) as f64;
+                let (local, remote) = (s.rd_rounds.0 as f64, s.rd_rounds.1 as f64);
+                let inner = local * (ab.ai + bytes / ab.bi);
+                let outer = remote * (ab.ae + bytes * share / ab.be);
                 let worst = if multi {
                     ab.ae + bytes * share / ab.be
                 } else {
@@ -364,28 +406,37 @@ pub fn hier_traffic(shape: &Shape, bytes: f64) -> Traffic {
 }
 
 /// Fits `alpha` (seconds per step) and `beta` (bytes per second) of a ring allreduce on `n`
-/// ranks to measured (bytes, seconds) points: time = 2(N-1) alpha + 2(N-1)/N bytes / beta,
-/// by least squares. `None` with fewer than two sizes or a fit that is not positive.
+/// ranks to measured (bytes, seconds) points: time = 2(N-1) alpha + 2(N-1)/N bytes / beta.
+/// The bandwidth is the least-squares slope of the large sizes (within 1/64 of the largest,
+/// at least the two largest), where the time grows with the size; the latency is what the
+/// smallest size leaves once its bytes are paid for. (One straight line through every point
+/// lets the large sizes decide the latency too, or, weighted, the small sizes the slope.)
+/// `None` with fewer than two sizes or a fit that is not positive.
 pub fn fit_ring(points: &[(f64, f64)], n: usize) -> Option<(f64, f64)> {
-    if points.len() < 2 || n < 2 {
+    let mut p: Vec<(f64, f64)> = points.to_vec();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let largest = p.last()?.0;
+    if p.len() < 2 || n < 2 || p[0].0 == largest {
         return None;
     }
-    let m = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), &(x, y)| (a + x, b + y));
-    let (mx, my) = (sx / m, sy / m);
-    let sxx: f64 = points.iter().map(|&(x, _)| (x - mx) * (x - mx)).sum();
-    let sxy: f64 = points.iter().map(|&(x, y)| (x - mx) * (y - my)).sum();
-    if sxx <= 0.0 {
-        return None;
+    let mut big: Vec<(f64, f64)> = p.iter().copied().filter(|x| x.0 * 64.0 >= largest).collect();
+    if big.iter().map(|x| x.0).fold(f64::INFINITY, f64::min) == largest {
+        big = p[p.len() - 2..].to_vec();
     }
+    let m = big.len() as f64;
+    let mx = big.iter().map(|x| x.0).sum::<f64>() / m;
+    let my = big.iter().map(|x| x.1).sum::<f64>() / m;
+    let sxx: f64 = big.iter().map(|x| (x.0 - mx) * (x.0 - mx)).sum();
+    let sxy: f64 = big.iter().map(|x| (x.0 - mx) * (x.1 - my)).sum();
     let slope = sxy / sxx;
-    let icept = my - slope * mx;
+    if !(slope > 0.0 && slope.is_finite()) {
+        return None;
+    }
     let steps = 2.0 * (n as f64 - 1.0);
-    let alpha = icept / steps;
     let beta = steps / n as f64 / slope;
-    (slope > 0.0 && beta.is_finite()).then_some((alpha.max(1e-7), beta))
+    let (s0, t0) = p[0];
+    let alpha = (t0 - slope * s0) / steps;
+    Some((alpha.max(1e-7), beta))
 }
 
 #[cfg(test)]

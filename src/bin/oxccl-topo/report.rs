@@ -34,6 +34,15 @@ pub fn human(b: f64) -> String {
     }
 }
 
+/// Four significant digits at most.
+fn round(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let p = 10f64.powi(3 - x.abs().log10().floor() as i32);
+    (x * p).round() / p
+}
+
 fn list(v: &[usize], show: usize) -> String {
     let mut s: Vec<String> = v.iter().take(show).map(|x| x.to_string()).collect();
     if v.len() > show {
@@ -104,10 +113,10 @@ pub fn render(t: &Topology, m: &Mapping, model: &CostModel, plain: &CostModel, a
     out!(
         o,
         "# links: inside a host {} Gb/s, {} us; between hosts {} Gb/s per rail, {} us; chunk {}",
-        l.intra_gbps,
-        l.intra_latency_us,
-        l.inter_gbps,
-        l.inter_latency_us,
+        round(l.intra_gbps),
+        round(l.intra_latency_us),
+        round(l.inter_gbps),
+        round(l.inter_latency_us),
         human(model.chunk_bytes as f64)
     );
     out!(

@@ -27,6 +27,12 @@ fn shapes_of_aware_and_plain_mappings() {
     assert_eq!((p.hosts, p.ring_share, p.crossings), (2, 2, 4));
     assert!(!p.grouped);
     assert_eq!((a.tree_depth, a.tree_load), (1, 2));
+    // Recursive doubling: the first round joins ring neighbours (same host) when mapping
+    // is on; in rank order it is the round that crosses.
+    assert_eq!((a.rd_rounds, a.rd_share), ((1, 1), 2));
+    assert_eq!((p.rd_rounds, p.rd_share), ((1, 1), 2));
+    let one = Topology::uniform(1, 4, 1, 1, MapBy::Slot, Links::DEFAULT);
+    assert_eq!(Shape::of(&one, &Mapping::new(&one, true)).rd_rounds, (2, 0));
     let r = Topology::uniform(4, 8, 8, 2, MapBy::Slot, Links::DEFAULT);
     assert_eq!(Shape::of(&r, &Mapping::new(&r, true)).rails, 8);
     let big = Topology::uniform(64, 1, 1, 1, MapBy::Slot, Links::DEFAULT);

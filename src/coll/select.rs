@@ -162,7 +162,10 @@ mod tests {
         // In rank order the ring crosses the network four times; recursive doubling's one
         // crossing round moves less (as measured on the emulated hosts, docs/topology.md).
         let off = Tuning::new(&dev(), None).with_model(model(false));
-        assert_eq!(choose(&off, Kind::AllReduce, 4, 16 << 20), Algo::RecursiveDoubling);
+        assert_eq!(
+            choose(&off, Kind::AllReduce, 4, 16 << 20),
+            Algo::RecursiveDoubling
+        );
         // One host: the model is not used.
         let one = Topology::uniform(1, 4, 1, 1, MapBy::Slot, links);
         let single = CostModel {

@@ -132,7 +132,11 @@ impl Shape {
 /// that send across in one round.
 fn rd_rounds(topo: &Topology, ring: &[usize]) -> ((usize, usize), usize) {
     let n = ring.len();
-    let pw = if n == 0 { 0 } else { 1usize << (usize::BITS - 1 - n.leading_zeros()) };
+    let pw = if n == 0 {
+        0
+    } else {
+        1usize << (usize::BITS - 1 - n.leading_zeros())
+    };
     let (mut local, mut remote, mut share) = (0, 0, 0);
     let mut count: std::collections::HashMap<(usize, u32), usize> = Default::default();
     let mut mask = 1;
@@ -419,7 +423,11 @@ pub fn fit_ring(points: &[(f64, f64)], n: usize) -> Option<(f64, f64)> {
     if p.len() < 2 || n < 2 || p[0].0 == largest {
         return None;
     }
-    let mut big: Vec<(f64, f64)> = p.iter().copied().filter(|x| x.0 * 64.0 >= largest).collect();
+    let mut big: Vec<(f64, f64)> = p
+        .iter()
+        .copied()
+        .filter(|x| x.0 * 64.0 >= largest)
+        .collect();
     if big.iter().map(|x| x.0).fold(f64::INFINITY, f64::min) == largest {
         big = p[p.len() - 2..].to_vec();
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: format and lint checks, then every test (unit tests,
-# the schedule simulator, the mem and TCP collective matrices, failure cases).
+# the schedule simulator, the mem and TCP collective matrices, failure cases), and, as root
+# with iproute2, the topology-aware mapping on two emulated hosts (ci/netns-topo.sh).
 # Needs only the Rust toolchain and a C compiler; installs nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -615,6 +615,9 @@ fn topology_dump_mapping_off_and_split_keep_the_injected_hosts() {
         let sums: Vec<u32> = res.into_iter().map(|r| r.expect("rank")).collect();
         assert_eq!(sums, vec![601, 601, 605, 605]);
         let (ring, crossings) = read_dump(&dump.0);
+        let text = std::fs::read_to_string(&dump.0).expect("dump");
+        // The hosts' interfaces come once per host, through the store, to rank 0.
+        assert_eq!(text.matches("{\"name\": \"nic0\"").count(), 2, "{text}");
         if aware {
             // Hosts {0, 2} and {1, 3}: each entered and left once.
             assert_eq!((ring, crossings), (vec![0, 2, 3, 1], 2));

@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::topo::{self, file, CostModel, Mapping, RankInfo, Shape, Topology};
 use crate::transport::ConnectHandle;
 
+fn host_key(host: &str) -> String {
+    format!("oxccl/host/{host}")
+}
+
 /// First byte of a published value that reports a failure instead of a handle (handles are
 /// at most 128 bytes).
 const FAILED: u8 = 0xff;
@@ -54,6 +58,9 @@ pub(super) fn exchange(
             }
         },
     };
+    // The host's interfaces and RDMA ports go once per host (every rank of the host writes
+    // the same value), for rank 0's dump; the all-gather carries only what every rank needs.
+    store.set(&host_key(&info.host), &file::host_details_bytes(&info))?;
     let h = handle.as_bytes();
     let mut mine = Vec::with_capacity(1 + h.len() + 256);
     mine.push(h.len() as u8); // at most MAX_HANDLE_BYTES (128)
@@ -79,10 +86,17 @@ pub(super) fn exchange(
         handles.push(ConnectHandle::new(hb)?);
         infos.push(file::rank_info_from_bytes(&b[1 + len..]).map_err(bad)?);
     }
-    let t = Topology::from_infos(&infos);
+    let mut t = Topology::from_infos(&infos);
     let m = Mapping::new(&t, cfg.topo_aware);
     if rank == 0 {
         if let Some(path) = &cfg.topo_dump_file {
+            // Every rank wrote its host's details before publishing its handle.
+            for host in &mut t.hosts {
+                let b = store.get(&host_key(&host.name), cfg.timeout)?;
+                file::host_details_from_bytes(&b, host).map_err(|e| {
+                    Error::remote(format!("malformed details of host {}: {e}", host.name))
+                })?;
+            }
             topo::dump(path, &t, &m)?;
         }
     }

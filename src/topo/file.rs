@@ -394,22 +394,30 @@ pub fn load(path: &std::path::Path) -> Result<Topology, String> {
         .map_err(|e| format!("'{}': {e}", path.display()))
 }
 
-/// A rank's published record.
+/// A rank's published record, kept small because every rank reads every rank's: host,
+/// NUMA node, rail, its interface with that interface's speed, and injected links. The
+/// host's full list of interfaces and RDMA ports travels once per host instead
+/// ([`host_details_bytes`]).
 pub fn rank_info_bytes(i: &RankInfo) -> Vec<u8> {
+    let gbps = i
+        .nic
+        .as_ref()
+        .and_then(|n| i.nics.iter().find(|x| &x.name == n))
+        .map_or(Json::Null, |x| Json::Num(x.gbps));
     Json::obj(vec![
         ("host", Json::Str(i.host.clone())),
         ("numa", num_or_null(i.numa)),
         ("rail", num_or_null(i.rail)),
         ("nic", str_or_null(&i.nic)),
-        ("nics", Json::Arr(i.nics.iter().map(nic_json).collect())),
-        ("rdma", Json::Arr(i.rdma.iter().map(rdma_json).collect())),
+        ("gbps", gbps),
         ("links", i.links.as_ref().map_or(Json::Null, links_json)),
     ])
     .to_text()
     .into_bytes()
 }
 
-/// Parses a record made by [`rank_info_bytes`].
+/// Parses a record made by [`rank_info_bytes`]; the rank's own interface is the only one
+/// listed in `nics`.
 pub fn rank_info_from_bytes(b: &[u8]) -> Result<RankInfo, String> {
     let text = std::str::from_utf8(b).map_err(|_| "the record is not UTF-8".to_string())?;
     let v = json::parse(text)?;
@@ -417,15 +425,47 @@ pub fn rank_info_from_bytes(b: &[u8]) -> Result<RankInfo, String> {
         v: &v,
         path: "record".into(),
     };
+    let nic = a.opt("nic", At::string)?;
+    let gbps = a.opt("gbps", At::f64)?;
     Ok(RankInfo {
         host: a.req("host", At::string)?,
         numa: a.opt("numa", At::u32)?,
         rail: a.opt("rail", At::u32)?,
-        nic: a.opt("nic", At::string)?,
-        nics: list(&a, "nics", nic_from)?,
-        rdma: list(&a, "rdma", rdma_from)?,
+        nics: nic
+            .iter()
+            .map(|n| Nic {
+                name: n.clone(),
+                gbps: gbps.unwrap_or(0.0),
+                numa: None,
+            })
+            .collect(),
+        nic,
+        rdma: Vec::new(),
         links: a.key("links").map(|l| links_from(&l)).transpose()?,
     })
+}
+
+/// A host's interfaces and RDMA ports, published once per host.
+pub fn host_details_bytes(i: &RankInfo) -> Vec<u8> {
+    Json::obj(vec![
+        ("nics", Json::Arr(i.nics.iter().map(nic_json).collect())),
+        ("rdma", Json::Arr(i.rdma.iter().map(rdma_json).collect())),
+    ])
+    .to_text()
+    .into_bytes()
+}
+
+/// Parses [`host_details_bytes`] into `host`.
+pub fn host_details_from_bytes(b: &[u8], host: &mut Host) -> Result<(), String> {
+    let text = std::str::from_utf8(b).map_err(|_| "not UTF-8".to_string())?;
+    let v = json::parse(text)?;
+    let a = At {
+        v: &v,
+        path: format!("host '{}'", host.name),
+    };
+    host.nics = list(&a, "nics", nic_from)?;
+    host.rdma = list(&a, "rdma", rdma_from)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -513,22 +553,47 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip() {
+    fn records_and_host_details_round_trip() {
+        let eth = |name: &str, numa| Nic {
+            name: name.into(),
+            gbps: 25.0,
+            numa,
+        };
         let i = RankInfo {
             host: "h:1".into(),
             numa: Some(1),
-            rail: None,
+            rail: Some(1),
             nic: Some("eth1".into()),
-            nics: vec![Nic {
-                name: "eth1".into(),
-                gbps: 25.0,
+            nics: vec![eth("eth0", Some(0)), eth("eth1", Some(1))],
+            rdma: vec![RdmaDev {
+                name: "mlx5_1".into(),
+                port: 1,
+                gbps: 100.0,
+                active: false,
+                netdev: None,
                 numa: Some(1),
             }],
-            rdma: Vec::new(),
             links: Some(Links::DEFAULT),
         };
-        assert_eq!(rank_info_from_bytes(&rank_info_bytes(&i)).unwrap(), i);
+        let back = rank_info_from_bytes(&rank_info_bytes(&i)).unwrap();
+        assert_eq!(
+            back.nics,
+            vec![eth("eth1", None)],
+            "only the rank's own interface"
+        );
+        assert_eq!(
+            (back.numa, back.rail, back.links),
+            (i.numa, i.rail, i.links)
+        );
+        assert!(back.rdma.is_empty());
+        let mut h = Host {
+            name: "h:1".into(),
+            ..Host::default()
+        };
+        host_details_from_bytes(&host_details_bytes(&i), &mut h).unwrap();
+        assert_eq!((h.nics, h.rdma), (i.nics.clone(), i.rdma.clone()));
         assert!(rank_info_from_bytes(b"{}").unwrap_err().contains("host"));
         assert!(rank_info_from_bytes(&[0xff]).is_err());
+        assert!(host_details_from_bytes(b"{\"nics\": 1}", &mut Host::default()).is_err());
     }
 }

@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # The test command of the README: format and lint checks, then every test (unit tests,
-# the schedule simulator, the mem and TCP collective matrices, failure cases), and, as root
-# with iproute2, the topology-aware mapping on two emulated hosts (ci/netns-topo.sh).
-# Needs only the Rust toolchain and a C compiler; installs nothing else.
+# the schedule simulator, the mem and TCP collective matrices, failure cases, launching).
+# Needs the Rust toolchain and a C compiler; ci/launch-tests.sh installs, as root, the
+# Debian packages its launcher tests need (iproute2, slurm-wlm, munge, openmpi-bin); the C
+# ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip);
+# libfabric1 is installed here for the fabric backend's tests (which skip without it, except
+# under CI). As root, ci/netns-topo.sh measures topology-aware mapping on two emulated hosts
+# (installing iproute2 if needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# The fabric backend loads libfabric at run time; its tests need the library (only the
+# runtime package: the committed bindings need no headers).
+if [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q 'libfabric\.so\.1 '; then
+    echo "== installing libfabric1"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends libfabric1 >/dev/null
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
@@ -14,12 +26,15 @@ echo "== cargo test"
 cargo test --locked --lib --bins
 cargo test --locked --doc
 cargo test --locked --test collectives -- --test-threads 1
+echo "== launch tests: rankrun and the launcher contracts with real processes"
+cargo test --locked --test launch -- --test-threads 1
+echo "== launch tests needing root and packages (network namespaces, Slurm, Open MPI)"
+ci/launch-tests.sh
+echo "== fabric backend with one process per rank (tcp and shm providers, a killed rank)"
+ci/fabric-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
-echo "== topology-aware mapping on two emulated hosts (network namespaces, 1 Gbit/s veth)"
-if [ "$(id -u)" = 0 ] && command -v tc >/dev/null && ip netns add "oxccl-probe$$" 2>/dev/null; then
-    ip netns del "oxccl-probe$$"
-    ci/netns-topo.sh
-else
-    echo "SKIPPED: needs root, iproute2 (ip, tc) and permission to create network namespaces"
-fi
+echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"
+ci/ffi-test.sh
+echo "== topology-aware mapping on two emulated hosts (rankrun --map-by node, 1 Gbit/s veth)"
+ci/netns-topo.sh

@@ -2,14 +2,13 @@
 //! plain rank order in one run: it joins two communicators, one with `OXCCL_TOPO_AWARE` on
 //! and one with it off, and times the same allreduce on each with the algorithms asked for.
 //!
-//! The rank learns its place from rankrun's variables: `OXCCL_RANK`, `OXCCL_WORLD_SIZE`,
-//! `OXCCL_ROOT` (`ip:port` of the job's store) and `OXCCL_JOB_SECRET` (64 hex digits).
-//! Each (mapping, algorithm) pair gets its own communicator, whose store is at port P + k
-//! for the k-th pair. With `--serve`, rank 0 serves those stores itself (when no launcher
-//! does). Used by `ci/netns-topo.sh`.
+//! Ranks are started by a launcher (rankrun, torchrun, srun, mpirun: `Communicator::from_env`);
+//! each (mapping, algorithm) pair gets its own communicator, whose unique id rank 0 makes
+//! (`UniqueId::new`: `OXCCL_SOCKET_IFNAME` or the first non-loopback interface) and
+//! broadcasts over the launcher's communicator. Used by `ci/netns-topo.sh`.
 //!
 //! ```text
-//! mapping_bench [--serve] [-s 16M[,1K,...]] [-w 2] [-n 5] [--algos auto,ring]
+//! mapping_bench [-s 16M[,1K,...]] [-w 2] [-n 5] [-r 1] [--algos auto,ring]
 //!               [--dump PREFIX] [--tables DIR]
 //! ```
 //! Rank 0 prints one line per (mapping, algorithm, size) with time and bus bandwidth, then
@@ -17,24 +16,18 @@
 //! PREFIX-off.json, `--tables DIR` the points as oxccl-perf tables (DIR/on-ring.txt, ...),
 //! which `oxccl-topo --calibrate-inter` reads.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use oxccl::bootstrap::StoreServer;
 use oxccl::{Communicator, Config, Error, ReduceOp, Result, UniqueId};
 
 struct Opts {
-    serve: bool,
     sizes: Vec<usize>,
     warmup: usize,
     iters: usize,
+    rounds: usize,
     algos: Vec<String>,
     dump: Option<String>,
     tables: Option<String>,
-}
-
-fn env(name: &str) -> Result<String> {
-    std::env::var(name).map_err(|_| Error::invalid_argument(format!("{name} is not set")))
 }
 
 fn number(name: &str, v: &str) -> Result<usize> {
@@ -43,26 +36,12 @@ fn number(name: &str, v: &str) -> Result<usize> {
         .map_err(|_| Error::invalid_argument(format!("{name}='{v}' is not a number")))
 }
 
-fn secret(hex: &str) -> Result<[u8; 32]> {
-    let bad = || Error::invalid_argument("OXCCL_JOB_SECRET must be 64 hex digits");
-    let h = hex.trim().as_bytes();
-    if h.len() != 64 {
-        return Err(bad());
-    }
-    let mut s = [0u8; 32];
-    for (i, pair) in h.chunks(2).enumerate() {
-        let txt = std::str::from_utf8(pair).map_err(|_| bad())?;
-        s[i] = u8::from_str_radix(txt, 16).map_err(|_| bad())?;
-    }
-    Ok(s)
-}
-
 fn opts() -> Result<Opts> {
     let mut o = Opts {
-        serve: false,
         sizes: vec![16 << 20],
         warmup: 2,
         iters: 5,
+        rounds: 1,
         algos: vec!["auto".into(), "ring".into()],
         dump: None,
         tables: None,
@@ -76,7 +55,6 @@ fn opts() -> Result<Opts> {
                 .ok_or_else(|| Error::invalid_argument(format!("{f} needs a value")))
         };
         match f.as_str() {
-            "--serve" => o.serve = true,
             "-s" => {
                 o.sizes = val()?
                     .split(',')
@@ -85,6 +63,7 @@ fn opts() -> Result<Opts> {
             }
             "-w" => o.warmup = number("-w", &val()?)?,
             "-n" => o.iters = number("-n", &val()?)?.max(1),
+            "-r" => o.rounds = number("-r", &val()?)?.max(1),
             "--algos" => o.algos = val()?.split(',').map(String::from).collect(),
             "--dump" => o.dump = Some(val()?),
             "--tables" => o.tables = Some(val()?),
@@ -94,8 +73,10 @@ fn opts() -> Result<Opts> {
     Ok(o)
 }
 
-/// Seconds per allreduce of `bytes` (the slowest rank's), after a check of the result.
-/// Small sizes repeat more (up to 50 times `-n`), so that each point takes similar time.
+/// Seconds per allreduce of `bytes`: the slowest rank's mean over a round of calls, the best
+/// of `-r` rounds (a round slowed by other work on the machine does not count), after a
+/// check of the result. Small sizes repeat more (up to 50 times `-n`), so that each point
+/// takes similar time.
 fn measure(c: &Communicator, o: &Opts, bytes: usize) -> Result<f64> {
     let n = (bytes / 4).max(1);
     let iters = o.iters * ((1usize << 20) / bytes.max(1)).clamp(1, 50);
@@ -114,15 +95,19 @@ fn measure(c: &Communicator, o: &Opts, bytes: usize) -> Result<f64> {
             )));
         }
     }
-    c.barrier()?;
-    let t0 = Instant::now();
-    for _ in 0..iters {
-        c.all_reduce(&send, &mut recv, ReduceOp::Sum)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..o.rounds {
+        c.barrier()?;
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            c.all_reduce(&send, &mut recv, ReduceOp::Sum)?;
+        }
+        let mine = [t0.elapsed().as_secs_f64() / iters as f64];
+        let mut worst = [0.0f64];
+        c.all_reduce(&mine, &mut worst, ReduceOp::Max)?;
+        best = best.min(worst[0]);
     }
-    let mine = [t0.elapsed().as_secs_f64() / iters as f64];
-    let mut worst = [0.0f64];
-    c.all_reduce(&mine, &mut worst, ReduceOp::Max)?;
-    Ok(worst[0])
+    Ok(best)
 }
 
 fn main() {
@@ -134,28 +119,23 @@ fn main() {
 
 fn run() -> Result<()> {
     let o = opts()?;
-    let rank = number("OXCCL_RANK", &env("OXCCL_RANK")?)?;
-    let size = number("OXCCL_WORLD_SIZE", &env("OXCCL_WORLD_SIZE")?)?;
-    let root: SocketAddr = env("OXCCL_ROOT")?
-        .parse()
-        .map_err(|_| Error::invalid_argument("OXCCL_ROOT must be ip:port"))?;
-    let secret = secret(&env("OXCCL_JOB_SECRET")?)?;
+    // The launcher's communicator carries the ids of the ones measured.
+    let world = Communicator::from_env()?;
+    let (rank, size) = (world.rank(), world.size());
     let base = Config::from_env()?;
     let runs: Vec<(bool, &String)> = [true, false]
         .into_iter()
         .flat_map(|aware| o.algos.iter().map(move |a| (aware, a)))
         .collect();
-    let addr = |k: usize| SocketAddr::new(root.ip(), root.port() + k as u16);
-    // Rank 0 serves one store per communicator when no launcher does; each ends once every
-    // rank has left it.
-    let mut servers: Vec<StoreServer> = Vec::new();
-    if o.serve && rank == 0 {
-        for k in 0..runs.len() {
-            servers.push(StoreServer::spawn(addr(k), secret, base.timeout)?);
-        }
-    }
     let mut results = Vec::new();
     for (k, &(aware, algo)) in runs.iter().enumerate() {
+        // Rank 0 serves a store for each communicator (on the interface UniqueId::new picks).
+        let mut id = [0u8; oxccl::bootstrap::UNIQUE_ID_BYTES];
+        if rank == 0 {
+            id.copy_from_slice(UniqueId::new()?.as_bytes());
+        }
+        world.broadcast(&mut id, 0)?;
+        let id = UniqueId::from_bytes(&id)?;
         let first = k % o.algos.len() == 0;
         let cfg = Config {
             topo_aware: aware,
@@ -168,7 +148,6 @@ fn run() -> Result<()> {
             },
             ..base.clone()
         };
-        let id = UniqueId::from_parts(addr(k), secret);
         let comm = Communicator::init_with_config(&id, rank, size, cfg)?;
         for &bytes in &o.sizes {
             results.push((aware, algo.clone(), bytes, measure(&comm, &o, bytes)?));
@@ -176,9 +155,6 @@ fn run() -> Result<()> {
     }
     if rank == 0 {
         report(&o, size, &results)?;
-    }
-    for s in servers {
-        s.wait_finished(Duration::from_secs(10));
     }
     Ok(())
 }
@@ -189,8 +165,8 @@ type Points = [(bool, String, usize, f64)];
 fn report(o: &Opts, size: usize, results: &Points) -> Result<()> {
     let busf = 2.0 * (size as f64 - 1.0) / size as f64;
     println!(
-        "# mapping_bench: {size} ranks, float sum allreduce, {} warm-up + {}+ timed",
-        o.warmup, o.iters
+        "# mapping_bench: {size} ranks, float sum allreduce, {} warm-up, best of {} rounds of {}+",
+        o.warmup, o.rounds, o.iters
     );
     println!(
         "{:>8} {:>10} {:>10} {:>12} {:>12}",

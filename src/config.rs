@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// [`Config::default`] ignores the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Backend name (`OXCCL_TRANSPORT`): `tcp` (default) or `mem`.
+    /// Backend name (`OXCCL_TRANSPORT`): `tcp` (default), `fabric` or `mem`.
     pub transport: String,
     /// Deadline for every blocking wait (`OXCCL_TIMEOUT`, seconds; default 300).
     pub timeout: Duration,

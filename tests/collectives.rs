@@ -175,6 +175,7 @@ fn matrix_on_hosts(
     let seed = match &net {
         Net::Mem(seed, _) => format!(", mem seed {seed}"),
         Net::Tcp => ", tcp".to_string(),
+        Net::Fabric(p) => format!(", fabric({p})"),
     };
     let label = format!("{n} ranks on {hosts} hosts, algo {algo:?}{seed}");
     let topo = (hosts > 0).then(|| TopoFile::round_robin(n, hosts));
@@ -498,6 +499,82 @@ fn bad_arguments_name_the_rank_and_call() {
     for r in res {
         r.expect("rank");
     }
+}
+
+// The fabric backend (libfabric) on its tcp (`tcp;ofi_rxm`) and shm providers. Where
+// libfabric is absent these print why and pass, except under CI, which installs it.
+
+fn fabric_matrix(provider: &'static str) {
+    if !have_libfabric() {
+        return;
+    }
+    for n in 2..=4usize {
+        for algo in ALGOS {
+            matrix(
+                n,
+                Net::Fabric(provider),
+                algo,
+                &[0, 1, 7, 1000, 65539],
+                &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
+            );
+        }
+    }
+    for algo in ALGOS {
+        matrix(
+            3,
+            Net::Fabric(provider),
+            algo,
+            &[(1 << 20) + 3],
+            &[DataType::F32],
+        );
+    }
+}
+
+#[test]
+fn fabric_tcp_matrix_threads() {
+    fabric_matrix("tcp");
+}
+
+#[test]
+fn fabric_shm_matrix_threads() {
+    fabric_matrix("shm");
+}
+
+/// A rank that leaves mid-collective (its communicator dropped) fails the others with a
+/// Remote error naming them, within 5 s.
+fn fabric_departure(provider: &'static str) {
+    if !have_libfabric() {
+        return;
+    }
+    let res = run(4, Net::Fabric(provider), config(None, 60), |c| {
+        let data = vec![1.0f32; 1 << 20];
+        let mut out = vec![0.0f32; 1 << 20];
+        for i in 0..1000 {
+            if c.rank() == 3 && i == 3 {
+                return Ok(Duration::ZERO);
+            }
+            let t0 = Instant::now();
+            if let Err(e) = c.all_reduce(&data, &mut out, ReduceOp::Sum) {
+                assert_eq!(e.kind(), ErrorKind::Remote, "rank {}: {e}", c.rank());
+                assert!(e.to_string().contains(&format!("rank {}", c.rank())), "{e}");
+                return Ok(t0.elapsed());
+            }
+        }
+        Err(Error::internal("never failed"))
+    });
+    for (r, x) in res.into_iter().enumerate() {
+        let t = x.unwrap_or_else(|e| panic!("{provider}: rank {r}: {e}"));
+        assert!(
+            t < Duration::from_secs(5),
+            "{provider}: rank {r} needed {t:?}"
+        );
+    }
+}
+
+#[test]
+fn fabric_a_departed_rank_fails_the_others_with_remote() {
+    fabric_departure("tcp");
+    fabric_departure("shm");
 }
 
 /// Algorithms whose schedules follow the injected hosts: the hierarchical ones, and the ring,

@@ -13,6 +13,24 @@ use oxccl::{Bf16, Communicator, Config, DataType, Element, ReduceOp, Result, Uni
 pub enum Net {
     Mem(u64, MemFaults),
     Tcp,
+    /// libfabric through the fabric backend, on the named provider (`tcp`, `shm`).
+    Fabric(&'static str),
+}
+
+/// Whether libfabric can be loaded; where it cannot, prints why (the caller skips) — except
+/// under CI (`CI` set), whose script installs it, where that is a failure.
+pub fn have_libfabric() -> bool {
+    match oxccl::transport::fabric::FabricTransport::available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "libfabric must be installed under CI: {e}"
+            );
+            eprintln!("skipping: {e}");
+            false
+        }
+    }
 }
 
 pub fn config(algo: Option<&str>, timeout_s: u64) -> Config {
@@ -36,7 +54,11 @@ pub fn run<R: Send + 'static>(
     let f = Arc::new(f);
     let fabric = match &net {
         Net::Mem(seed, faults) => Some(MemFabric::new(*seed, faults.clone())),
-        Net::Tcp => None,
+        Net::Tcp | Net::Fabric(_) => None,
+    };
+    let provider = match net {
+        Net::Fabric(p) => Some(p),
+        _ => None,
     };
     let start = Arc::new(Barrier::new(n));
     let hs: Vec<_> = (0..n)
@@ -54,7 +76,17 @@ pub fn run<R: Send + 'static>(
                     Some(fab) => {
                         Communicator::init_with(&id, r, n, cfg, move |_| Ok(fab.endpoint()))?
                     }
-                    None => Communicator::init_with_config(&id, r, n, cfg)?,
+                    None => match provider {
+                        Some(p) => Communicator::init_with(&id, r, n, cfg, move |ip| {
+                            oxccl::transport::fabric::FabricTransport::new(
+                                oxccl::transport::fabric::FabricConfig {
+                                    provider: Some(p.into()),
+                                    bind_ip: Some(ip),
+                                },
+                            )
+                        })?,
+                        None => Communicator::init_with_config(&id, r, n, cfg)?,
+                    },
                 };
                 f(&comm)
             })

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Part};
 use crate::error::{Error, Result};
 use crate::reduce::{DataType, ReduceOp};
+use crate::transport::fabric::{FabricConfig, FabricTransport};
 use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
 use crate::transport::Tag;
@@ -177,12 +178,15 @@ impl Communicator {
                     })
                 })
             }
+            "fabric" => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
+                FabricTransport::new(FabricConfig::from_env(ip))
+            }),
             "mem" => {
                 let fabric = mem_fabric(id);
                 Communicator::init_inner(id, rank, size, cfg, place, move |_| Ok(fabric.endpoint()))
             }
             other => Err(Error::invalid_argument(format!(
-                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, mem)"
+                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, fabric, mem)"
             ))),
         }
     }
@@ -211,7 +215,7 @@ impl Communicator {
         let ctx = |e: Error| e.context(format!("rank {rank} of {size}: init"));
         let mut store = StoreClient::connect(id.root_addr(), id.secret(), rank, size, cfg.timeout)
             .map_err(ctx)?;
-        let bind_ip = store.local_ip();
+        let bind_ip = crate::launch::advertised_ip(store.local_ip()).map_err(ctx)?;
         let mut transport = make(bind_ip).map_err(ctx)?;
         let devices = transport.devices().map_err(ctx)?;
         let dev = devices.first().cloned().ok_or_else(|| {
@@ -297,7 +301,7 @@ impl Communicator {
         self.shared.size
     }
 
-    /// The backend in use (`tcp`, `mem`).
+    /// The backend in use (`tcp`, `fabric`, `mem`).
     pub fn transport(&self) -> &'static str {
         self.shared.transport
     }

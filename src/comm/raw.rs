@@ -55,6 +55,12 @@ impl Communicator {
             recv: c.recv,
         };
         let (s, r) = super::calls::buffer_bytes(&call, rank, size)?;
+        // A send only reads and a receive only writes: the other pointer may be null.
+        let (s, r) = match c.kind {
+            Kind::Send => (s, 0),
+            Kind::Recv => (0, r),
+            _ => (s, r),
+        };
         if s > 0 && c.send.is_null() {
             return Err(bad(format!(
                 "send buffer is NULL but {s} bytes are read from it"

@@ -148,8 +148,10 @@ impl<T: Transport> Engine<T> {
         if let [one] = parts {
             // SAFETY: forwarded from the caller.
             let r = unsafe { self.run_inner(parts, one.sched, &[]) };
-            if r.is_err() {
+            if let Err(e) = r {
+                let e = self.name_departed(e);
                 self.shutdown();
+                return Err(e);
             }
             return r;
         }
@@ -172,10 +174,34 @@ impl<T: Transport> Engine<T> {
         }
         // SAFETY: forwarded from the caller.
         let r = unsafe { self.run_inner(parts, &merged, &part_of) };
-        if r.is_err() {
+        if let Err(e) = r {
+            let e = self.name_departed(e);
             self.shutdown();
+            return Err(e);
         }
         r
+    }
+
+    /// A Remote error names the connection it was noticed on, which may be a peer that
+    /// itself failed because another rank died first. Add every peer whose connection is
+    /// gone by now, so that each survivor's message names the rank that died.
+    fn name_departed(&mut self, e: Error) -> Error {
+        if e.kind() != crate::ErrorKind::Remote {
+            return e;
+        }
+        let mut gone: Vec<usize> = Vec::new();
+        for (&(peer, _), c) in self.conns.send.iter_mut() {
+            if !gone.contains(&peer) && self.transport.check_send(c).is_err() {
+                gone.push(peer);
+            }
+        }
+        if gone.is_empty() {
+            return e;
+        }
+        gone.sort_unstable();
+        let list: Vec<String> = gone.iter().map(|p| format!("rank {p}")).collect();
+        let msg = format!("{}; connections lost to {}", e.message(), list.join(", "));
+        Error::new(e.kind(), msg)
     }
 
     /// `part_of[i]` is the part of step `i`; empty when there is one part.
@@ -548,15 +574,15 @@ impl<T: Transport> Engine<T> {
             idle = idle.saturating_add(1);
             if idle > cfg.spin {
                 // A peer that left (its own error, a mismatch, an abort) shows as a closed
-                // connection: find out now rather than at the timeout. Only peers this call
-                // still needs count: one that finished its part may close and leave.
-                let unfinished =
-                    |q: &Queue<T::Request>| q.next < q.steps.len() || !q.in_flight.is_empty();
-                for q in queues.iter().filter(|q| q.send) {
-                    let needed = queues.iter().any(|o| o.peer == q.peer && unfinished(o));
-                    if !needed {
-                        continue;
-                    }
+                // connection: find out now rather than at the timeout. Only peers this rank
+                // still owes or expects data count: one whose part of the call is done may
+                // already have finished and exited, which is no failure.
+                let busy = |p: usize| {
+                    queues
+                        .iter()
+                        .any(|q| q.peer == p && (q.next < q.steps.len() || !q.in_flight.is_empty()))
+                };
+                for q in queues.iter().filter(|q| q.send && busy(q.peer)) {
                     if let Some(c) = conns.send.get_mut(&(q.peer, q.ch)) {
                         transport.check_send(c).map_err(|e| {
                             e.context(format!(

@@ -19,6 +19,7 @@
 //! properties), `conn.rs` (one connection's state machine), `listen.rs` (listen, connect,
 //! accept).
 
+pub mod fabric;
 pub mod mem;
 pub mod tcp;
 

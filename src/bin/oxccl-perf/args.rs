@@ -66,6 +66,8 @@ pub struct Args {
     pub csv: bool,
     pub label: String,
     pub target_secs: f64,
+    /// How the ranks run, for the table's header: "threads" or "processes".
+    pub ranks_are: &'static str,
 }
 
 pub const USAGE: &str = "\
@@ -82,7 +84,8 @@ usage: oxccl-perf [options]
   -c 0|1           check every result                                                  [1]
   -w N             warm-up iterations                                                  [5]
   -n N             timed iterations                                                    [20]
-  --threads N      run N ranks as threads of this process (the transport is real: tcp uses sockets)
+  --threads N      run N ranks as threads of this process (the transport is real: tcp uses sockets);
+                   without it, run as one rank of a job started by rankrun, torchrun, srun or mpirun
   --csv            one CSV line per (op, size) for the peer comparison suite instead of the table
   --label L        label of the CSV lines                                              [oxccl]
   -t SECONDS       CSV mode: seconds of timed calls per point                          [0.2]
@@ -114,6 +117,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         csv: false,
         label: "oxccl".into(),
         target_secs: 0.2,
+        ranks_are: "threads",
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {

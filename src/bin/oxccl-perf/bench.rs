@@ -57,9 +57,11 @@ fn shape(
 fn fill<T: Val>(b: &mut Bufs<T>, op: Op, redop: ReduceOp, rank: usize, n: usize, in_place: bool) {
     let ro = if op.reduces() { redop } else { ReduceOp::Sum };
     let (sl, rl) = (b.send.len(), b.recv.len());
+    // The in-place buffer: for reduce-scatter the whole (size x count) input, which is the
+    // send buffer; for allgather this rank's block of the output; otherwise the output.
     let src: &mut [T] = if in_place && op == Op::AllGather {
         &mut b.recv[rank * sl..(rank + 1) * sl]
-    } else if in_place {
+    } else if in_place && op != Op::ReduceScatter {
         &mut b.recv[..]
     } else {
         &mut b.send[..]
@@ -123,7 +125,6 @@ fn call<T: Val>(
         (Op::ReduceScatter, true) => {
             let r = comm.rank() * b.recv.len();
             let len = b.recv.len();
-            b.send[r..r + len].copy_from_slice(&b.recv);
             comm.reduce_scatter_in_place(&mut b.send, redop)?;
             b.recv.copy_from_slice(&b.send[r..r + len]);
             Ok(())
@@ -162,8 +163,9 @@ fn points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
     }
     if me == 0 {
         println!(
-            "# oxccl-perf: {} ranks as threads, transport {}, {} {}",
+            "# oxccl-perf: {} ranks as {}, transport {}, {} {}",
             n,
+            a.ranks_are,
             comm.transport(),
             a.dtype.name(),
             a.redop.name()

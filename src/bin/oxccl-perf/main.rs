@@ -35,13 +35,16 @@ fn main() -> ExitCode {
 }
 
 /// Runs every rank; returns the number of wrong results.
-fn run(a: Args) -> oxccl::Result<usize> {
+fn run(mut a: Args) -> oxccl::Result<usize> {
     let n = match a.threads {
         Some(n) => n,
         None => {
-            return Err(oxccl::Error::invalid_argument(
-                "give --threads N (N ranks as threads of this process)",
-            ))
+            // One rank per process, started by a launcher (rankrun, torchrun, srun, mpirun).
+            let comm = Communicator::from_env().map_err(|e| {
+                e.context("without --threads, oxccl-perf runs as one rank of a launched job")
+            })?;
+            a.ranks_are = "processes";
+            return bench::all_points(&comm, &a);
         }
     };
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);

@@ -286,12 +286,18 @@ fn prediction_table(o: &mut String, model: &CostModel, plain: &CostModel, a: &Ar
         .collect();
     out!(o, "best by size: {}", bands.join(", "));
     let big = last;
-    let on = model.allreduce(Algo::Ring, big);
-    let off = plain.allreduce(Algo::Ring, big);
-    out!(
-        o,
-        "mapping: at {} the topology-aware ring is predicted {:.2}x faster than rank order",
-        human(big),
-        off / on
-    );
+    if model.shape.grouped {
+        let on = model.allreduce(Algo::Ring, big);
+        let off = plain.allreduce(Algo::Ring, big);
+        let best_off = plain.best(&ALLREDUCE_ALGOS, big);
+        out!(
+            o,
+            "mapping: at {} the topology-aware ring is predicted {:.2}x faster than rank \
+             order's, the best algorithm {:.2}x faster than rank order's best ({})",
+            human(big),
+            off / on,
+            best_off.1 / model.best(&ALLREDUCE_ALGOS, big).1,
+            best_off.0.name()
+        );
+    }
 }

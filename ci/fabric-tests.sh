@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The fabric backend with one process per rank (rankrun), on libfabric's tcp (tcp;ofi_rxm)
+# and shm providers:
+#   1. collectives_check (allreduce, allgather, broadcast; exact results) at 2, 3, 4 ranks;
+#   2. a rank SIGKILLed mid-allreduce: rankrun ends within 5 s, naming it, and the
+#      survivors' own errors name rank 2.
+# Installs libfabric1 with apt-get when it is missing and this runs as root (CI).
+#   ci/fabric-tests.sh            (prints "N passed, M failed")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p | grep -q 'libfabric\.so\.1 '; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== apt-get install libfabric1"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends libfabric1 >/dev/null
+    else
+        echo "fabric-tests: libfabric.so.1 is not installed and this is not root; not run"
+        exit 0
+    fi
+fi
+
+echo "== build rankrun and the example (release)"
+cargo build --release --locked --bin rankrun --example collectives_check
+RANKRUN=$PWD/target/release/rankrun
+CHECK=$PWD/target/release/examples/collectives_check
+D=$(mktemp -d /tmp/oxccl-fabric.XXXXXX)
+JOB=
+cleanup() {
+    if [ -n "$JOB" ]; then kill "$JOB" 2>/dev/null || true; fi
+    rm -rf "$D"
+}
+trap cleanup EXIT
+passed=0
+failed=0
+ok() { echo "ok: $1"; passed=$((passed + 1)); }
+bad() { echo "FAILED: $1"; failed=$((failed + 1)); }
+
+export OXCCL_TRANSPORT=fabric OXCCL_TIMEOUT=30
+for prov in tcp shm; do
+    for n in 2 3 4; do
+        name="fabric($prov) collectives_check, $n processes"
+        if OXCCL_FABRIC_PROVIDER=$prov timeout 120 "$RANKRUN" -n "$n" "$CHECK" \
+            --count 70000 --iters 3 >"$D/out" 2>&1 && grep -q "$n ranks OK" "$D/out"; then
+            ok "$name"
+        else
+            cat "$D/out"
+            bad "$name"
+        fi
+    done
+
+    name="fabric($prov): rank 2 SIGKILLed mid-allreduce"
+    OXCCL_FABRIC_PROVIDER=$prov "$RANKRUN" -n 4 --tag-output "$CHECK" --loop 120 \
+        --count 100000 >"$D/kill.out" 2>"$D/kill.err" &
+    JOB=$!
+    for _ in $(seq 300); do
+        [ "$(grep -c looping "$D/kill.out" || true)" -ge 4 ] && break
+        sleep 0.1
+    done
+    pid=$(sed -n 's/^\[2\] rank 2 pid \([0-9]*\) looping.*/\1/p' "$D/kill.out")
+    if [ -z "$pid" ]; then
+        cat "$D/kill.out" "$D/kill.err"
+        bad "$name (ranks never looped)"
+        kill "$JOB" 2>/dev/null || true
+        JOB=
+        continue
+    fi
+    t0=$(date +%s.%N)
+    kill -9 "$pid"
+    for _ in $(seq 300); do kill -0 "$JOB" 2>/dev/null || break; sleep 0.1; done
+    t1=$(date +%s.%N)
+    if kill -0 "$JOB" 2>/dev/null; then
+        kill "$JOB" 2>/dev/null || true
+        bad "$name (rankrun still running 30 s after the kill)"
+        JOB=
+        continue
+    fi
+    wait "$JOB" || true
+    JOB=
+    took=$(echo "$t1 - $t0" | bc)
+    named=1
+    for r in 1 3; do
+        grep "^\[$r\] collectives_check:" "$D/kill.err" | grep -q "rank 2" || named=0
+    done
+    if [ "$(echo "$took < 5" | bc)" = 1 ] && [ $named = 1 ] &&
+        grep -q "rank 2 (pid $pid on localhost) was killed by signal 9" "$D/kill.err"; then
+        ok "$name (ended after ${took}s)"
+        grep "collectives_check:" "$D/kill.err" | sed 's/^/    /'
+    else
+        cat "$D/kill.err"
+        bad "$name (ended after ${took}s; survivors named rank 2: $named)"
+    fi
+done
+
+echo "fabric-tests: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,234 @@
+//! Entry points for ids, communicators and errors: version, unique id, init (from an id or
+//! the environment), split, destroy, abort, count, rank, async error, error strings.
+
+use std::os::raw::{c_char, c_int};
+
+use oxccl_core::{Communicator, Error, UniqueId};
+
+use crate::boundary::{
+    comm_last_error, guard, guard_str, out_ptr, thread_last_error, write_out, Ctx,
+};
+use crate::handles;
+use crate::types::{
+    code_of, describe, oxcclComm_t, oxcclResult_t, oxcclUniqueId, ResultArg, OXCCL_SPLIT_NOCOLOR,
+    OXCCL_UNIQUE_ID_BYTES, OXCCL_VERSION_CODE,
+};
+
+/// Resolves `comm` and makes its failures this communicator's last error too.
+pub(crate) fn resolve(
+    ctx: &mut Ctx,
+    comm: oxcclComm_t,
+) -> oxccl_core::Result<std::sync::Arc<handles::CommEntry>> {
+    let e = handles::comm(comm)?;
+    ctx.comm = Some(e.clone());
+    Ok(e)
+}
+
+/// Writes `OXCCL_VERSION_CODE` (major * 10000 + minor * 100 + patch) to `version`.
+#[no_mangle]
+pub extern "C" fn oxcclGetVersion(version: *mut c_int) -> oxcclResult_t {
+    guard("oxcclGetVersion", |_| {
+        out_ptr(version, "version")?;
+        // SAFETY: checked non-null; the caller passes an int to write.
+        unsafe { write_out(version, OXCCL_VERSION_CODE) };
+        Ok(())
+    })
+}
+
+/// Creates a job id and starts its rendezvous store in this process (listening on
+/// `OXCCL_ROOT_ADDR`, else the interface `OXCCL_SOCKET_IFNAME` picks). Call it on one rank
+/// and ship the 128 bytes to the others.
+#[no_mangle]
+pub extern "C" fn oxcclGetUniqueId(uniqueId: *mut oxcclUniqueId) -> oxcclResult_t {
+    guard("oxcclGetUniqueId", |_| {
+        out_ptr(uniqueId, "uniqueId")?;
+        let id = UniqueId::new()?;
+        let mut out = oxcclUniqueId {
+            internal: [0; OXCCL_UNIQUE_ID_BYTES],
+        };
+        for (o, b) in out.internal.iter_mut().zip(id.as_bytes()) {
+            *o = *b as c_char;
+        }
+        // SAFETY: checked non-null; the caller passes an oxcclUniqueId to fill.
+        unsafe { write_out(uniqueId, out) };
+        Ok(())
+    })
+}
+
+/// Joins the communicator of `nranks` ranks named by `commId` as `rank` (0..nranks-1).
+/// Collective: every rank calls it with the same id and count.
+#[no_mangle]
+pub extern "C" fn oxcclCommInitRank(
+    comm: *mut oxcclComm_t,
+    nranks: c_int,
+    commId: oxcclUniqueId,
+    rank: c_int,
+) -> oxcclResult_t {
+    guard("oxcclCommInitRank", |_| {
+        out_ptr(comm, "comm")?;
+        if nranks < 1 {
+            return Err(Error::invalid_argument(format!(
+                "rank {rank}: nranks {nranks} must be at least 1"
+            )));
+        }
+        if rank < 0 || rank >= nranks {
+            return Err(Error::invalid_argument(format!(
+                "rank {rank} is out of range for {nranks} ranks (0..={})",
+                nranks - 1
+            )));
+        }
+        let bytes: Vec<u8> = commId.internal.iter().map(|&c| c as u8).collect();
+        let id =
+            UniqueId::from_bytes(&bytes).map_err(|e| e.context(format!("rank {rank}: commId")))?;
+        let c = Communicator::init(&id, rank as usize, nranks as usize)?;
+        let h = handles::add_comm(c);
+        // SAFETY: checked non-null.
+        unsafe { write_out(comm, h) };
+        Ok(())
+    })
+}
+
+/// Joins the communicator that the launcher's environment describes (rankrun's `OXCCL_*`
+/// variables; torchrun, Slurm and Open MPI variables where oxccl's `from_env` reads them).
+#[no_mangle]
+pub extern "C" fn oxcclCommInitFromEnv(comm: *mut oxcclComm_t) -> oxcclResult_t {
+    guard("oxcclCommInitFromEnv", |_| {
+        out_ptr(comm, "comm")?;
+        let c = Communicator::from_env()?;
+        let h = handles::add_comm(c);
+        // SAFETY: checked non-null.
+        unsafe { write_out(comm, h) };
+        Ok(())
+    })
+}
+
+/// Collective over `comm`: ranks with the same `color` form a new communicator, ordered by
+/// `key` then by rank. `color` `OXCCL_SPLIT_NOCOLOR` (-1) joins none and gets NULL.
+#[no_mangle]
+pub extern "C" fn oxcclCommSplit(
+    comm: oxcclComm_t,
+    color: c_int,
+    key: c_int,
+    newcomm: *mut oxcclComm_t,
+) -> oxcclResult_t {
+    guard("oxcclCommSplit", |ctx| {
+        let e = resolve(ctx, comm)?;
+        out_ptr(newcomm, "newcomm")?;
+        if color < OXCCL_SPLIT_NOCOLOR {
+            return Err(Error::invalid_argument(format!(
+                "rank {}: color {color} must be >= 0, or OXCCL_SPLIT_NOCOLOR (-1)",
+                e.comm.rank()
+            )));
+        }
+        let h = match e.comm.split(color, key)? {
+            Some(c) => handles::add_comm(c),
+            None => std::ptr::null_mut(),
+        };
+        // SAFETY: checked non-null.
+        unsafe { write_out(newcomm, h) };
+        Ok(())
+    })
+}
+
+/// Frees `comm` after its queued calls finish (requests still outstanding keep it alive
+/// until they are waited on). NULL is a no-op; a destroyed handle is `oxcclInvalidUsage`.
+#[no_mangle]
+pub extern "C" fn oxcclCommDestroy(comm: oxcclComm_t) -> oxcclResult_t {
+    guard("oxcclCommDestroy", |_| {
+        if comm.is_null() {
+            return Ok(());
+        }
+        drop(handles::remove_comm(comm)?);
+        Ok(())
+    })
+}
+
+/// Aborts `comm`: its blocked and queued calls fail promptly, peers waiting on this rank
+/// get `oxcclRemoteError`, and the handle is freed. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn oxcclCommAbort(comm: oxcclComm_t) -> oxcclResult_t {
+    guard("oxcclCommAbort", |_| {
+        if comm.is_null() {
+            return Ok(());
+        }
+        let e = handles::remove_comm(comm)?;
+        e.comm.abort();
+        drop(e);
+        Ok(())
+    })
+}
+
+/// Writes the number of ranks of `comm` to `count`.
+#[no_mangle]
+pub extern "C" fn oxcclCommCount(comm: oxcclComm_t, count: *mut c_int) -> oxcclResult_t {
+    guard("oxcclCommCount", |ctx| {
+        let e = resolve(ctx, comm)?;
+        out_ptr(count, "count")?;
+        let n = c_int::try_from(e.comm.size())
+            .map_err(|_| Error::internal("rank count exceeds int"))?;
+        // SAFETY: checked non-null.
+        unsafe { write_out(count, n) };
+        Ok(())
+    })
+}
+
+/// Writes this process's rank in `comm` to `rank`.
+#[no_mangle]
+pub extern "C" fn oxcclCommUserRank(comm: oxcclComm_t, rank: *mut c_int) -> oxcclResult_t {
+    guard("oxcclCommUserRank", |ctx| {
+        let e = resolve(ctx, comm)?;
+        out_ptr(rank, "rank")?;
+        let r = c_int::try_from(e.comm.rank()).map_err(|_| Error::internal("rank exceeds int"))?;
+        // SAFETY: checked non-null.
+        unsafe { write_out(rank, r) };
+        Ok(())
+    })
+}
+
+/// Writes the first error `comm` met (`oxcclSuccess` if none) to `asyncError`. Once set,
+/// every later call on `comm` fails with it; destroy or abort the communicator.
+#[no_mangle]
+pub extern "C" fn oxcclCommGetAsyncError(
+    comm: oxcclComm_t,
+    asyncError: *mut oxcclResult_t,
+) -> oxcclResult_t {
+    guard("oxcclCommGetAsyncError", |ctx| {
+        let e = resolve(ctx, comm)?;
+        out_ptr(asyncError, "asyncError")?;
+        let code = e
+            .comm
+            .async_error()
+            .map_or(oxcclResult_t::oxcclSuccess, |err| code_of(err.kind()));
+        // SAFETY: checked non-null.
+        unsafe { write_out(asyncError, code) };
+        Ok(())
+    })
+}
+
+/// A static description of `result` ("unknown result code" for a value outside the list).
+#[no_mangle]
+pub extern "C" fn oxcclGetErrorString(result: ResultArg) -> *const c_char {
+    guard_str(|| describe(result).as_ptr(), c"unknown result code")
+}
+
+/// The message of the last failed call: the calling thread's when `comm` is NULL, else the
+/// communicator's. Empty when there is none. The string stays valid until the next failed
+/// call (of the thread, or on the communicator) or the communicator's destruction.
+#[no_mangle]
+pub extern "C" fn oxcclGetLastError(comm: oxcclComm_t) -> *const c_char {
+    guard_str(
+        || {
+            if comm.is_null() {
+                return thread_last_error();
+            }
+            match handles::comm(comm) {
+                Ok(e) => comm_last_error(&e),
+                Err(_) => {
+                    c"oxcclGetLastError: the communicator handle is not live (destroyed, aborted, or never created)"
+                        .as_ptr()
+                }
+            }
+        },
+        c"oxcclGetLastError: internal error",
+    )
+}

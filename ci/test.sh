@@ -8,6 +8,8 @@
 # under CI).
 # The verbs backend's suite and benchmark run inside a SoftRoCE VM (ci/verbs.sh, which installs
 # qemu, rdma-core and perftest with apt-get when run as root).
+# As root, ci/netns-topo.sh measures topology-aware mapping on two emulated hosts
+# (installing iproute2 if needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -40,3 +42,5 @@ echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan
 ci/ffi-test.sh
 echo "== verbs backend on SoftRoCE in a VM (tests, then oxccl-perf beside ib_write_bw)"
 ci/verbs.sh
+echo "== topology-aware mapping on two emulated hosts (rankrun --map-by node, 1 Gbit/s veth)"
+ci/netns-topo.sh

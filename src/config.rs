@@ -3,6 +3,7 @@
 //! Every variable is documented in `docs/environment.md`; a malformed value is an
 //! `InvalidArgument` error naming the variable, never silently ignored.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -30,6 +31,15 @@ pub struct Config {
     /// Polls without progress before the engine sleeps in the transport
     /// (`OXCCL_SPIN`; default 2000). 0 never spins.
     pub spin: u32,
+    /// A topology to use instead of the detected one (`OXCCL_TOPO_FILE`, JSON): entry r of
+    /// its ranks gives rank r's host, NUMA node and rail. See docs/topology.md.
+    pub topo_file: Option<PathBuf>,
+    /// Where rank 0 writes the topology and the chosen rings and trees at init
+    /// (`OXCCL_TOPO_DUMP_FILE`, JSON).
+    pub topo_dump_file: Option<PathBuf>,
+    /// Whether rings and trees follow the topology (`OXCCL_TOPO_AWARE`, default 1); with 0,
+    /// plain rank order, for comparison.
+    pub topo_aware: bool,
 }
 
 impl Default for Config {
@@ -43,6 +53,9 @@ impl Default for Config {
             channel_threshold: 256 << 10,
             socket_buf_bytes: 1 << 20,
             spin: 2000,
+            topo_file: None,
+            topo_dump_file: None,
+            topo_aware: true,
         }
     }
 }
@@ -86,6 +99,11 @@ impl Config {
         if let Some(v) = var("OXCCL_SPIN") {
             c.spin = parse("OXCCL_SPIN", &v)?;
         }
+        c.topo_file = var("OXCCL_TOPO_FILE").map(PathBuf::from);
+        c.topo_dump_file = var("OXCCL_TOPO_DUMP_FILE").map(PathBuf::from);
+        if let Some(v) = var("OXCCL_TOPO_AWARE") {
+            c.topo_aware = parse_flag("OXCCL_TOPO_AWARE", &v)?;
+        }
         Ok(c)
     }
 }
@@ -105,6 +123,15 @@ fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
         .map_err(|_| bad(name, value, "a number"))
 }
 
+/// Parses `0` or `1`.
+pub fn parse_flag(name: &str, value: &str) -> Result<bool> {
+    match value.trim() {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => Err(bad(name, value, "0 or 1")),
+    }
+}
+
 /// Parses a byte count with an optional K, M or G suffix (powers of 1024), as nccl-tests does.
 pub fn parse_bytes(name: &str, value: &str) -> Result<usize> {
     let v = value.trim();
@@ -120,4 +147,18 @@ pub fn parse_bytes(name: &str, value: &str) -> Result<usize> {
         .map_err(|_| bad(name, value, "a byte count such as 4096, 64K, 1M or 2G"))?;
     n.checked_mul(mult)
         .ok_or_else(|| bad(name, value, "a byte count that fits in memory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_zero_or_one() {
+        assert!(parse_flag("OXCCL_TOPO_AWARE", " 1 ").unwrap());
+        assert!(!parse_flag("OXCCL_TOPO_AWARE", "0").unwrap());
+        let e = parse_flag("OXCCL_TOPO_AWARE", "yes").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("OXCCL_TOPO_AWARE='yes'"), "{e}");
+    }
 }

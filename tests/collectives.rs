@@ -160,13 +160,30 @@ fn matrix(
     counts: &'static [usize],
     dts: &'static [DataType],
 ) {
+    matrix_on_hosts(n, 0, net, algo, counts, dts)
+}
+
+/// As `matrix`, with the ranks dealt round-robin over `hosts` injected hosts (0: none).
+fn matrix_on_hosts(
+    n: usize,
+    hosts: usize,
+    net: Net,
+    algo: Option<&'static str>,
+    counts: &'static [usize],
+    dts: &'static [DataType],
+) {
     let seed = match &net {
         Net::Mem(seed, _) => format!(", mem seed {seed}"),
         Net::Tcp => ", tcp".to_string(),
         Net::Fabric(p) => format!(", fabric({p})"),
     };
-    let label = format!("{n} ranks, algo {algo:?}{seed}");
-    let res = run(n, net, config(algo, 60), move |c| {
+    let label = format!("{n} ranks on {hosts} hosts, algo {algo:?}{seed}");
+    let topo = (hosts > 0).then(|| TopoFile::round_robin(n, hosts));
+    let cfg = oxccl::Config {
+        topo_file: topo.as_ref().map(|t| t.0.clone()),
+        ..config(algo, 60)
+    };
+    let res = run(n, net, cfg, move |c| {
         let mut hs = Vec::new();
         for &d in dts {
             hs.push(by_dtype(c, d, counts, &ReduceOp::ALL)?);
@@ -558,4 +575,165 @@ fn fabric_departure(provider: &'static str) {
 fn fabric_a_departed_rank_fails_the_others_with_remote() {
     fabric_departure("tcp");
     fabric_departure("shm");
+}
+
+/// Algorithms whose schedules follow the injected hosts: the hierarchical ones, and the ring,
+/// trees and recursive doubling, which number ranks by ring position.
+const TOPO_ALGOS: [Option<&str>; 6] = [
+    None,
+    Some("hier"),
+    Some("hier-tree"),
+    Some("ring"),
+    Some("tree"),
+    Some("rd"),
+];
+
+#[test]
+fn mem_matrix_on_injected_hosts() {
+    let faults = MemFaults {
+        backpressure: 0.2,
+        delay: 0.3,
+        connect_delay_polls: 3,
+        max_in_flight: 4,
+    };
+    // Uneven hosts where the host count does not divide the rank count; 2 ranks on 2 hosts
+    // is one rank per host.
+    for (n, hosts) in [
+        (2, 2),
+        (3, 2),
+        (4, 2),
+        (5, 2),
+        (6, 3),
+        (8, 3),
+        (12, 3),
+        (13, 4),
+    ] {
+        for (k, algo) in TOPO_ALGOS.iter().enumerate() {
+            matrix_on_hosts(
+                n,
+                hosts,
+                Net::Mem((n * 100 + k) as u64, faults.clone()),
+                *algo,
+                &[0, 1, 7, 1000],
+                &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
+            );
+        }
+    }
+    for algo in [Some("hier"), Some("hier-tree")] {
+        matrix_on_hosts(
+            5,
+            2,
+            Net::Mem(3, MemFaults::default()),
+            algo,
+            &[(1 << 20) + 3],
+            &[DataType::F32, DataType::F16],
+        );
+    }
+}
+
+#[test]
+fn tcp_matrix_on_injected_hosts() {
+    for (n, hosts) in [(4, 2), (6, 3), (7, 2)] {
+        for algo in [None, Some("hier"), Some("hier-tree")] {
+            matrix_on_hosts(
+                n,
+                hosts,
+                Net::Tcp,
+                algo,
+                &[0, 1, 7, 1000, 65539],
+                &[DataType::F32, DataType::I32],
+            );
+        }
+    }
+    for algo in [Some("hier"), Some("hier-tree")] {
+        matrix_on_hosts(4, 2, Net::Tcp, algo, &[(1 << 20) + 3], &[DataType::F32]);
+    }
+}
+
+/// Reads the dump written by rank 0: (ring, network crossings).
+fn read_dump(path: &std::path::Path) -> (Vec<usize>, usize) {
+    let text = std::fs::read_to_string(path).expect("the dump exists");
+    let v = oxccl::topo::json::parse(&text).expect("the dump is JSON");
+    let m = v.get("mapping").expect("a mapping");
+    let ring = m
+        .get("ring")
+        .and_then(|r| r.as_array())
+        .expect("a ring")
+        .iter()
+        .map(|x| x.as_u64().expect("a rank") as usize)
+        .collect();
+    let crossings = m
+        .get("ring_stats")
+        .and_then(|s| s.get("network_crossings"))
+        .and_then(|x| x.as_u64())
+        .expect("crossings") as usize;
+    (ring, crossings)
+}
+
+#[test]
+fn topology_dump_mapping_off_and_split_keep_the_injected_hosts() {
+    let topo = TopoFile::round_robin(4, 2);
+    let dump = TopoFile::with_text("");
+    for aware in [true, false] {
+        let cfg = oxccl::Config {
+            topo_file: Some(topo.0.clone()),
+            topo_dump_file: Some(dump.0.clone()),
+            topo_aware: aware,
+            ..config(None, 30)
+        };
+        let res = run(4, Net::Tcp, cfg, |c| {
+            let mut out = vec![0u32; 1 << 16];
+            c.all_reduce(&vec![c.rank() as u32; 1 << 16], &mut out, ReduceOp::Sum)?;
+            let sub = c.split((c.rank() / 2) as i32, 0)?.expect("a color");
+            let mut s = [0u32; 3];
+            sub.all_reduce(&[c.rank() as u32; 3], &mut s, ReduceOp::Sum)?;
+            Ok(out[0] * 100 + s[0])
+        });
+        let sums: Vec<u32> = res.into_iter().map(|r| r.expect("rank")).collect();
+        assert_eq!(sums, vec![601, 601, 605, 605]);
+        let (ring, crossings) = read_dump(&dump.0);
+        let text = std::fs::read_to_string(&dump.0).expect("dump");
+        // The hosts' interfaces come once per host, through the store, to rank 0.
+        assert_eq!(text.matches("{\"name\": \"nic0\"").count(), 2, "{text}");
+        if aware {
+            // Hosts {0, 2} and {1, 3}: each entered and left once.
+            assert_eq!((ring, crossings), (vec![0, 2, 3, 1], 2));
+        } else {
+            assert_eq!((ring, crossings), (vec![0, 1, 2, 3], 4));
+        }
+    }
+}
+
+#[test]
+fn a_wrong_topology_file_fails_every_rank_promptly_naming_it() {
+    let topo = TopoFile::round_robin(3, 2); // 3 ranks described, 2 join
+    let cfg = oxccl::Config {
+        topo_file: Some(topo.0.clone()),
+        ..config(None, 60)
+    };
+    let t0 = Instant::now();
+    let res = run(2, Net::Tcp, cfg, |_| Ok(()));
+    for (r, x) in res.into_iter().enumerate() {
+        let e = x.expect_err("a wrong topology file must fail init");
+        let m = e.to_string();
+        assert!(
+            matches!(e.kind(), ErrorKind::InvalidArgument | ErrorKind::Remote),
+            "rank {r}: {e}"
+        );
+        assert!(
+            m.contains("OXCCL_TOPO_FILE") && m.contains("3 ranks"),
+            "rank {r}: {m}"
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let bad = TopoFile::with_text("{\"ranks\": [{\"host\": 7}]}");
+    let cfg = oxccl::Config {
+        topo_file: Some(bad.0.clone()),
+        ..config(None, 60)
+    };
+    let e = run(1, Net::Tcp, cfg, |_| Ok(()))
+        .pop()
+        .expect("one rank")
+        .expect_err("bad host index");
+    assert!(e.to_string().contains("ranks[0].host"), "{e}");
 }

@@ -174,3 +174,39 @@ pub fn close<T: Val>(got: T, want: f64, op: ReduceOp) -> bool {
 pub fn dtypes() -> [DataType; 10] {
     DataType::ALL
 }
+
+/// A topology file for `OXCCL_TOPO_FILE`, removed on drop.
+pub struct TopoFile(pub std::path::PathBuf);
+
+impl TopoFile {
+    /// `n` ranks dealt round-robin over `hosts` hosts (rank r on host r mod hosts), as a
+    /// launcher's `--map-by node` places them.
+    pub fn round_robin(n: usize, hosts: usize) -> TopoFile {
+        let sizes: Vec<String> = (0..hosts)
+            .map(|h| (h..n).step_by(hosts).count().to_string())
+            .collect();
+        TopoFile::with_text(&format!(
+            "{{\"layout\": {{\"sizes\": [{}], \"map_by\": \"node\"}}}}",
+            sizes.join(", ")
+        ))
+    }
+
+    /// A file holding `text`.
+    pub fn with_text(text: &str) -> TopoFile {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "oxccl-topo-{}-{}.json",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&p, text).expect("writing a topology file");
+        TopoFile(p)
+    }
+}
+
+impl Drop for TopoFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

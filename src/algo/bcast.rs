@@ -5,25 +5,30 @@ use super::chunks::{nchunks, part};
 use super::ring::{span, RingView};
 use super::{BufId, Plan, ScheduleBuilder};
 
-/// The binomial tree rooted at `root`, in virtual ranks v = (rank - root) mod N:
-/// parent of v is v minus its lowest set bit; children are v + m for m below that bit.
-pub(super) struct Binomial {
+/// The binomial tree rooted at `root`, in virtual ranks v = (position - root's position)
+/// mod N, positions taken along the ring (so the lowest levels join ring neighbours, which
+/// share a host): parent of v is v minus its lowest set bit; children are v + m for m below
+/// that bit.
+pub(super) struct Binomial<'a> {
     pub n: usize,
-    pub root: usize,
+    root_pos: usize,
     pub v: usize,
+    plan: &'a Plan,
 }
 
-impl Binomial {
-    pub fn new(p: &Plan) -> Binomial {
+impl Binomial<'_> {
+    pub fn new(p: &Plan) -> Binomial<'_> {
+        let root_pos = p.pos(p.root);
         Binomial {
             n: p.size,
-            root: p.root,
-            v: (p.rank + p.size - p.root) % p.size,
+            root_pos,
+            v: (p.pos(p.rank) + p.size - root_pos) % p.size,
+            plan: p,
         }
     }
 
     fn real(&self, v: usize) -> usize {
-        (v + self.root) % self.n
+        self.plan.at((v + self.root_pos) % self.n)
     }
 
     /// Parent rank, none at the root.

@@ -15,6 +15,7 @@ mod allgather;
 mod bcast;
 mod builder;
 mod chunks;
+mod hier;
 mod reduce;
 mod ring;
 pub mod sim;
@@ -172,16 +173,24 @@ pub enum Algo {
     Chain,
     /// A direct exchange with the peer (send/recv).
     Direct,
+    /// Hierarchical allreduce: reduce-scatter inside each host, a ring allreduce among
+    /// one leader per host and rail, allgather inside each host ([`Plan::hosts`]).
+    Hier,
+    /// As [`Algo::Hier`] with double binary trees among the leaders instead of rings: log2
+    /// of the host count network steps instead of twice the host count.
+    HierTree,
 }
 
 impl Algo {
     /// Every algorithm.
-    pub const ALL: [Algo; 5] = [
+    pub const ALL: [Algo; 7] = [
         Algo::Ring,
         Algo::Tree,
         Algo::RecursiveDoubling,
         Algo::Chain,
         Algo::Direct,
+        Algo::Hier,
+        Algo::HierTree,
     ];
 
     /// The name `OXCCL_ALGO` uses.
@@ -192,6 +201,8 @@ impl Algo {
             Algo::RecursiveDoubling => "rd",
             Algo::Chain => "chain",
             Algo::Direct => "direct",
+            Algo::Hier => "hier",
+            Algo::HierTree => "hier-tree",
         }
     }
 
@@ -204,6 +215,7 @@ impl Algo {
             Algo::RecursiveDoubling => matches!(kind, AllReduce | AllGather | Barrier),
             Algo::Chain => matches!(kind, Broadcast | Reduce),
             Algo::Direct => matches!(kind, Send | Recv),
+            Algo::Hier | Algo::HierTree => matches!(kind, AllReduce),
         }
     }
 }
@@ -232,10 +244,26 @@ pub struct Plan {
     /// Channels (parallel connections) to spread chunks over.
     pub nchannels: usize,
     /// Ring order: `ring[i]` is the rank at position `i` (a permutation of 0..size).
+    /// Trees and recursive doubling also number ranks by ring position, so their first
+    /// levels stay inside a host.
     pub ring: Vec<usize>,
+    /// The hosts, for the hierarchical algorithms: each host's ranks in intra-host order,
+    /// hosts in ring order (a partition of 0..size). Empty, or anything that is not a
+    /// partition, counts as one host holding the ring.
+    pub hosts: Vec<Vec<usize>>,
 }
 
 impl Plan {
+    /// Position of `rank` in the ring (the rank itself if the ring does not hold it).
+    pub fn pos(&self, rank: usize) -> usize {
+        self.ring.iter().position(|&r| r == rank).unwrap_or(rank)
+    }
+
+    /// The rank at ring position `pos` (position as rank if the ring is short).
+    pub fn at(&self, pos: usize) -> usize {
+        self.ring.get(pos).copied().unwrap_or(pos)
+    }
+
     /// Chunk size in whole elements (at least 1).
     pub fn chunk_elems(&self) -> usize {
         (self.chunk_bytes / self.elem.max(1)).max(1)
@@ -253,6 +281,8 @@ impl Plan {
             (Kind::AllGather, Algo::RecursiveDoubling) => allgather::bruck(self, &mut b),
             (Kind::AllGather, _) => allgather::ring(self, &mut b),
             (Kind::AllReduce, Algo::RecursiveDoubling) => small::allreduce_rd(self, &mut b),
+            (Kind::AllReduce, Algo::Hier) => hier::allreduce(self, &mut b, false),
+            (Kind::AllReduce, Algo::HierTree) => hier::allreduce(self, &mut b, true),
             (Kind::AllReduce, _) => reduce::allreduce_tree(self, &mut b),
             (Kind::Broadcast, Algo::Chain) => bcast::chain(self, &mut b),
             (Kind::Broadcast, _) => bcast::binomial(self, &mut b),

@@ -28,12 +28,13 @@ pub fn local_only(p: &Plan, b: &mut ScheduleBuilder) {
 }
 
 /// Recursive-doubling allreduce: log2(P) exchanges of the whole buffer with partner
-/// `rank ^ 2^k` among the largest power of two P <= N; the N-P extra ranks first hand their
-/// input to rank-P and get the result back at the end. Both partners of an exchange apply the
+/// `pos ^ 2^k` among the largest power of two P <= N (positions along the ring, so the first
+/// rounds stay inside a host); the N-P extra positions first hand their input to pos-P and
+/// get the result back at the end. Both partners of an exchange apply the
 /// same commutative operation to the same two operands, so all ranks stay bitwise identical.
 pub fn allreduce_rd(p: &Plan, b: &mut ScheduleBuilder) {
     let n = p.size;
-    let r = p.rank;
+    let r = p.pos(p.rank);
     let pw = if n.is_power_of_two() {
         n
     } else {
@@ -47,19 +48,19 @@ pub fn allreduce_rd(p: &Plan, b: &mut ScheduleBuilder) {
         let out = span(p, BufId::Recv, part_j);
         let ch = b.channel(j);
         if r >= pw {
-            let s = b.send(r - pw, mine, ch, &[]);
-            b.recv(r - pw, out, ch, &[Some(s)]);
+            let s = b.send(p.at(r - pw), mine, ch, &[]);
+            b.recv(p.at(r - pw), out, ch, &[Some(s)]);
             continue;
         }
         let mut cur: Span = mine;
         let mut last = None;
         if r < extra {
-            last = Some(b.recv_reduce(r + pw, out, mine, ch, &[]));
+            last = Some(b.recv_reduce(p.at(r + pw), out, mine, ch, &[]));
             cur = out;
         }
         let mut mask = 1;
         while mask < pw {
-            let partner = r ^ mask;
+            let partner = p.at(r ^ mask);
             let s = b.send(partner, cur, ch, &[last]);
             // The result overwrites what was just sent: wait for the send.
             last = Some(b.recv_reduce(partner, out, cur, ch, &[Some(s), last]));
@@ -70,7 +71,7 @@ pub fn allreduce_rd(p: &Plan, b: &mut ScheduleBuilder) {
             last = Some(b.finalize(out, &[last]));
         }
         if r < extra {
-            b.send(r + pw, out, ch, &[last]);
+            b.send(p.at(r + pw), out, ch, &[last]);
         }
     }
 }

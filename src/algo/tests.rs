@@ -40,6 +40,22 @@ struct Case {
     in_place: bool,
     op: ReduceOp,
     seed: u64,
+    /// Hosts for the hierarchical algorithms: rank r on host r mod nhosts (uneven when
+    /// nhosts does not divide n); 0 gives no grouping at all.
+    nhosts: usize,
+}
+
+/// Rank r on host r mod nhosts, hosts in reverse order and ranks in reverse order inside
+/// each, so that neither matches rank order.
+fn host_groups(n: usize, nhosts: usize) -> Vec<Vec<usize>> {
+    if nhosts == 0 || n == 0 {
+        return Vec::new();
+    }
+    let mut g: Vec<Vec<usize>> = (0..nhosts.min(n))
+        .map(|h| (h..n).step_by(nhosts).rev().collect())
+        .collect();
+    g.reverse();
+    g
 }
 
 fn sizes(c: &Case) -> (usize, usize) {
@@ -68,6 +84,7 @@ fn check(c: &Case) -> Result<(), String> {
             chunk_bytes: c.chunk_elems * E,
             nchannels: c.nch,
             ring: (0..n).map(|i| (i * 5 + 3) % n).collect::<Vec<_>>(),
+            hosts: host_groups(n, c.nhosts),
         };
         // A ring order that is a permutation only when gcd(5, n) == 1; fall back to identity.
         let mut plan = plan;
@@ -146,6 +163,13 @@ fn kinds() -> Vec<(Kind, Algo)> {
 }
 
 #[test]
+fn host_groups_are_partitions() {
+    assert_eq!(host_groups(5, 2), vec![vec![3, 1], vec![4, 2, 0]]);
+    assert_eq!(host_groups(2, 16), vec![vec![1], vec![0]]);
+    assert!(host_groups(4, 0).is_empty());
+}
+
+#[test]
 fn every_schedule_matches_the_serial_reference() {
     let mut cases = 0;
     for (kind, algo) in kinds() {
@@ -157,7 +181,14 @@ fn every_schedule_matches_the_serial_reference() {
                             Kind::AllReduce | Kind::Reduce | Kind::ReduceScatter => &ReduceOp::ALL,
                             _ => &[ReduceOp::Sum],
                         };
-                        for &op in ops {
+                        let host_counts: &[usize] = match algo {
+                            Algo::Hier | Algo::HierTree => &[0, 2, 3, 16],
+                            _ => &[0],
+                        };
+                        for (&op, &nhosts) in ops
+                            .iter()
+                            .flat_map(|o| host_counts.iter().map(move |h| (o, h)))
+                        {
                             let c = Case {
                                 kind,
                                 algo,
@@ -169,6 +200,7 @@ fn every_schedule_matches_the_serial_reference() {
                                 in_place,
                                 op,
                                 seed: cases as u64,
+                                nhosts,
                             };
                             if let Err(e) = check(&c) {
                                 panic!("{c:?}: {e}");
@@ -204,6 +236,7 @@ fn the_simulator_catches_a_missing_dependency() {
                 chunk_bytes: 1024,
                 nchannels: 1,
                 ring: (0..n).collect(),
+                hosts: Vec::new(),
             };
             let mut schedule = plan.build();
             for s in &mut schedule.steps {
@@ -243,11 +276,12 @@ proptest! {
         opi in 0usize..5,
         root_pick in 0usize..64,
         seed: u64,
+        nhosts in 0usize..6,
     ) {
         let ks = kinds();
         let (kind, algo) = ks[which % ks.len()];
         let c = Case { kind, algo, n, count, root: root_pick % n, chunk_elems, nch, in_place,
-                       op: ReduceOp::ALL[opi], seed };
+                       op: ReduceOp::ALL[opi], seed, nhosts };
         prop_assert!(check(&c).is_ok(), "{:?}: {:?}", c, check(&c));
     }
 }

@@ -1,7 +1,12 @@
 //! Algorithm choice by an alpha-beta cost model: time = hops x latency + bytes / bandwidth,
 //! with the per-message latency and the link bandwidth taken from the device's properties.
+//! When the ranks span several hosts, allreduce is chosen by the topology's model
+//! (`topo::cost`: the same figures `oxccl-topo` prints), which knows the hosts, the ring's
+//! network crossings and the hierarchical algorithms, and the other collectives use the
+//! network's figures.
 
 use crate::algo::{Algo, Kind};
+use crate::topo::CostModel;
 use crate::transport::DeviceProps;
 
 /// What the choice needs to know beyond the call.
@@ -13,6 +18,8 @@ pub(crate) struct Tuning {
     pub beta: f64,
     /// Forced algorithm, if any (`OXCCL_ALGO`).
     pub forced: Option<Algo>,
+    /// The topology's model, when the ranks span several hosts.
+    pub model: Option<CostModel>,
 }
 
 impl Tuning {
@@ -22,7 +29,19 @@ impl Tuning {
             alpha: (dev.latency_us + 2.0) * 1e-6,
             beta: (dev.speed_mbps.max(1) as f64) * 1e6 / 8.0,
             forced,
+            model: None,
         }
+    }
+
+    /// Uses `model` when it spans several hosts: allreduce by the model, the other
+    /// collectives with the network's latency and bandwidth.
+    pub fn with_model(mut self, model: CostModel) -> Tuning {
+        if model.shape.hosts > 1 {
+            self.alpha = self.alpha.max(model.links.inter_latency_us * 1e-6);
+            self.beta = self.beta.min(model.links.inter_gbps * 1e9 / 8.0);
+            self.model = Some(model);
+        }
+        self
     }
 }
 
@@ -43,6 +62,23 @@ pub(crate) fn choose(t: &Tuning, kind: Kind, size: usize, bytes: usize) -> Algo 
     let (a, bw) = (t.alpha, t.beta);
     let lg = log2_ceil(size);
     match kind {
+        Kind::AllReduce if t.model.is_some() => {
+            let m = t.model.as_ref().map_or(&[][..], |m| {
+                if m.shape.grouped {
+                    &[
+                        Algo::Ring,
+                        Algo::RecursiveDoubling,
+                        Algo::Hier,
+                        Algo::HierTree,
+                    ][..]
+                } else {
+                    &[Algo::Ring, Algo::RecursiveDoubling][..]
+                }
+            });
+            t.model
+                .as_ref()
+                .map_or(Algo::Ring, |model| model.best(m, b).0)
+        }
         Kind::AllReduce => {
             let ring = 2.0 * (n - 1.0) * a + 2.0 * (n - 1.0) / n * b / bw;
             let extra = if size.is_power_of_two() { 0.0 } else { 2.0 };
@@ -104,6 +140,43 @@ mod tests {
         assert_eq!(choose(&t, Kind::AllGather, 8, 64 << 20), Algo::Ring);
         assert_eq!(choose(&t, Kind::Broadcast, 8, 8), Algo::Tree);
         assert_eq!(choose(&t, Kind::Broadcast, 8, 64 << 20), Algo::Chain);
+    }
+
+    #[test]
+    fn on_several_hosts_the_topology_model_chooses() {
+        use crate::topo::{Links, MapBy, Mapping, Shape, Topology};
+        let links = Links {
+            inter_gbps: 1.0,
+            ..Links::DEFAULT
+        };
+        let topo = Topology::uniform(2, 2, 1, 1, MapBy::Node, links);
+        let model = |aware| CostModel {
+            links,
+            shape: Shape::of(&topo, &Mapping::new(&topo, aware)),
+            chunk_bytes: 1 << 17,
+        };
+        let t = Tuning::new(&dev(), None).with_model(model(true));
+        assert_eq!(choose(&t, Kind::AllReduce, 4, 16 << 20), Algo::Hier);
+        assert_eq!(choose(&t, Kind::AllReduce, 4, 8), Algo::RecursiveDoubling);
+        assert!(t.beta <= 1e9 / 8.0);
+        // In rank order the ring crosses the network four times; recursive doubling's one
+        // crossing round moves less (as measured on the emulated hosts, docs/topology.md).
+        let off = Tuning::new(&dev(), None).with_model(model(false));
+        assert_eq!(
+            choose(&off, Kind::AllReduce, 4, 16 << 20),
+            Algo::RecursiveDoubling
+        );
+        // One host: the model is not used.
+        let one = Topology::uniform(1, 4, 1, 1, MapBy::Slot, links);
+        let single = CostModel {
+            links,
+            shape: Shape::of(&one, &Mapping::new(&one, true)),
+            chunk_bytes: 1 << 17,
+        };
+        assert!(Tuning::new(&dev(), None).with_model(single).model.is_none());
+        let forced = Tuning::new(&dev(), Some(Algo::HierTree)).with_model(model(true));
+        assert_eq!(choose(&forced, Kind::AllReduce, 4, 8), Algo::HierTree);
+        assert_eq!(choose(&forced, Kind::Broadcast, 4, 8), Algo::Tree);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod calls;
 mod core;
+mod placement;
 mod raw;
 mod request;
 mod split;
@@ -33,7 +34,7 @@ use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
 use crate::transport::verbs::{VerbsConfig, VerbsTransport};
 use crate::transport::Tag;
-use crate::transport::{ConnectHandle, Transport};
+use crate::transport::Transport;
 
 /// A group of ranks that run collectives together (NCCL's `ncclComm_t`, MPI's communicator).
 ///
@@ -59,6 +60,10 @@ pub(crate) struct Shared {
     pub cfg: Config,
     pub tuning: Tuning,
     pub ring: Vec<usize>,
+    /// Hosts in ring order, each host's ranks in intra-host order (hierarchical schedules).
+    pub hosts: Vec<Vec<usize>>,
+    /// What this rank published about where it sits (reused by `split`).
+    pub info: crate::topo::RankInfo,
     pub nchannels: usize,
     pub bind_ip: IpAddr,
     pub transport: &'static str,
@@ -151,23 +156,35 @@ impl Communicator {
         size: usize,
         cfg: Config,
     ) -> Result<Communicator> {
+        Communicator::init_placed(id, rank, size, cfg, None)
+    }
+
+    /// As [`Communicator::init_with_config`], publishing `place` as where this rank sits
+    /// instead of detecting it (communicators made by `split` keep their parent's places).
+    pub(crate) fn init_placed(
+        id: &UniqueId,
+        rank: usize,
+        size: usize,
+        cfg: Config,
+        place: Option<crate::topo::RankInfo>,
+    ) -> Result<Communicator> {
         check_rank(rank, size)?;
         match cfg.transport.as_str() {
             "tcp" => {
                 let socket_buf_bytes = cfg.socket_buf_bytes;
-                Communicator::init_with(id, rank, size, cfg, move |ip| {
+                Communicator::init_inner(id, rank, size, cfg, place, move |ip| {
                     TcpTransport::new(TcpConfig {
                         bind_ip: ip,
                         socket_buf_bytes,
                     })
                 })
             }
-            "fabric" => Communicator::init_with(id, rank, size, cfg, |ip| {
+            "fabric" => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
                 FabricTransport::new(FabricConfig::from_env(ip))
             }),
             "mem" => {
                 let fabric = mem_fabric(id);
-                Communicator::init_with(id, rank, size, cfg, move |_| Ok(fabric.endpoint()))
+                Communicator::init_inner(id, rank, size, cfg, place, move |_| Ok(fabric.endpoint()))
             }
             "verbs" => Communicator::init_with(id, rank, size, cfg, move |ip| {
                 VerbsTransport::new(VerbsConfig::from_env(ip, rank)?)
@@ -188,6 +205,17 @@ impl Communicator {
         cfg: Config,
         make: impl FnOnce(IpAddr) -> Result<T>,
     ) -> Result<Communicator> {
+        Communicator::init_inner(id, rank, size, cfg, None, make)
+    }
+
+    fn init_inner<T: Transport>(
+        id: &UniqueId,
+        rank: usize,
+        size: usize,
+        cfg: Config,
+        place: Option<crate::topo::RankInfo>,
+        make: impl FnOnce(IpAddr) -> Result<T>,
+    ) -> Result<Communicator> {
         check_rank(rank, size)?;
         let ctx = |e: Error| e.context(format!("rank {rank} of {size}: init"));
         let mut store = StoreClient::connect(id.root_addr(), id.secret(), rank, size, cfg.timeout)
@@ -202,24 +230,9 @@ impl Communicator {
             )))
         })?;
         let (handle, listener) = transport.listen(0).map_err(ctx)?;
-        let host = crate::topo::host_id();
-        let mut mine = host.to_le_bytes().to_vec();
-        mine.extend_from_slice(handle.as_bytes());
-        let all = store
-            .all_gather("oxccl/handle", &mine, cfg.timeout)
+        let placed = placement::exchange(&mut store, &cfg, (rank, size), bind_ip, &handle, place)
             .map_err(ctx)?;
         let _ = store.goodbye();
-        let mut handles = Vec::with_capacity(size);
-        let mut hosts = Vec::with_capacity(size);
-        for (r, b) in all.iter().enumerate() {
-            if b.len() < 8 {
-                return Err(ctx(Error::remote(format!(
-                    "rank {r} published a malformed handle"
-                ))));
-            }
-            hosts.push(u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])));
-            handles.push(ConnectHandle::new(&b[8..]).map_err(ctx)?);
-        }
         let forced = match cfg.algo.as_deref() {
             None => None,
             Some(name) => Some(
@@ -227,8 +240,14 @@ impl Communicator {
                     .into_iter()
                     .find(|a| a.name() == name)
                     .ok_or_else(|| {
+                        let names: Vec<&str> = crate::algo::Algo::ALL
+                            .iter()
+                            .filter(|a| **a != crate::algo::Algo::Direct)
+                            .map(|a| a.name())
+                            .collect();
                         Error::invalid_argument(format!(
-                            "OXCCL_ALGO='{name}' is not an algorithm (ring, tree, rd, chain)"
+                            "OXCCL_ALGO='{name}' is not an algorithm ({})",
+                            names.join(", ")
                         ))
                     })?,
             ),
@@ -238,7 +257,7 @@ impl Communicator {
             transport,
             rank,
             size,
-            handles,
+            placed.handles,
             listener,
             token(id.secret()),
             EngineConfig {
@@ -253,8 +272,10 @@ impl Communicator {
             rank,
             size,
             abort,
-            tuning: Tuning::new(&dev, forced),
-            ring: crate::topo::ring_order(&hosts),
+            tuning: Tuning::new(&dev, forced).with_model(placed.model),
+            ring: placed.ring,
+            hosts: placed.hosts,
+            info: placed.info,
             nchannels: cfg.nchannels.unwrap_or(2),
             bind_ip,
             transport: name,
@@ -511,6 +532,7 @@ fn prepare(
                 chunk_bytes: sh.cfg.chunk_bytes,
                 nchannels,
                 ring: sh.ring.clone(),
+                hosts: sh.hosts.clone(),
             };
             if st.plans.len() >= PLAN_CACHE {
                 st.plans.clear();

@@ -3,6 +3,7 @@
 
 use super::Communicator;
 use crate::bootstrap::UniqueId;
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 impl Communicator {
@@ -45,7 +46,15 @@ impl Communicator {
             .iter()
             .position(|g| g.1 == rank)
             .ok_or_else(|| Error::internal("split: rank not in its own group"))?;
-        let cfg = self.shared.cfg.clone();
-        Communicator::init_with_config(&id, new_rank, group.len(), cfg).map(Some)
+        // The new communicator keeps the places its ranks published here (an injected
+        // topology describes this communicator's ranks, not the new one's) and leaves this
+        // communicator's dump alone.
+        let cfg = Config {
+            topo_file: None,
+            topo_dump_file: None,
+            ..self.shared.cfg.clone()
+        };
+        let place = Some(self.shared.info.clone());
+        Communicator::init_placed(&id, new_rank, group.len(), cfg, place).map(Some)
     }
 }

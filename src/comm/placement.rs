@@ -1,0 +1,115 @@
+//! What a rank publishes at init besides its connect handle: where it sits. Every rank reads
+//! everyone's record and builds the same topology, mapping and cost model from them.
+//!
+//! Owns: the format of the published value (handle length, handle, the topology record of
+//! `topo::file`), the dump of `OXCCL_TOPO_DUMP_FILE` (rank 0), and turning the topology
+//! into what a communicator keeps: ring order, host groups and the cost model.
+
+use std::net::IpAddr;
+
+use crate::bootstrap::StoreClient;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::topo::{self, file, CostModel, Mapping, RankInfo, Shape, Topology};
+use crate::transport::ConnectHandle;
+
+fn host_key(host: &str) -> String {
+    format!("oxccl/host/{host}")
+}
+
+/// First byte of a published value that reports a failure instead of a handle (handles are
+/// at most 128 bytes).
+const FAILED: u8 = 0xff;
+
+/// What init learns from the exchange.
+pub(super) struct Placement {
+    /// Every rank's connect handle.
+    pub handles: Vec<ConnectHandle>,
+    /// This rank's published record (a communicator made by `split` publishes it again).
+    pub info: RankInfo,
+    /// Ring order.
+    pub ring: Vec<usize>,
+    /// Hosts in ring order, each in intra-host order.
+    pub hosts: Vec<Vec<usize>>,
+    /// The cost model over the topology.
+    pub model: CostModel,
+}
+
+/// Publishes this rank's handle and record (`place`, or what detection and the topology file
+/// give), reads everyone's, and builds the mapping; rank 0 writes the dump if asked to.
+pub(super) fn exchange(
+    store: &mut StoreClient,
+    cfg: &Config,
+    (rank, size): (usize, usize),
+    bind_ip: IpAddr,
+    handle: &ConnectHandle,
+    place: Option<RankInfo>,
+) -> Result<Placement> {
+    let info = match place {
+        Some(i) => i,
+        None => match topo::local_info(bind_ip, cfg.topo_file.as_deref(), rank, size) {
+            Ok(i) => i,
+            Err(e) => {
+                // Tell the others, so that they fail now instead of at their timeout.
+                let mut v = vec![FAILED];
+                v.extend_from_slice(e.message().as_bytes());
+                let _ = store.set(&format!("oxccl/handle/{rank}"), &v);
+                return Err(e);
+            }
+        },
+    };
+    // The host's interfaces and RDMA ports go once per host (every rank of the host writes
+    // the same value), for rank 0's dump; the all-gather carries only what every rank needs.
+    store.set(&host_key(&info.host), &file::host_details_bytes(&info))?;
+    let h = handle.as_bytes();
+    let mut mine = Vec::with_capacity(1 + h.len() + 256);
+    mine.push(h.len() as u8); // at most MAX_HANDLE_BYTES (128)
+    mine.extend_from_slice(h);
+    mine.extend_from_slice(&file::rank_info_bytes(&info));
+    let all = store.all_gather("oxccl/handle", &mine, cfg.timeout)?;
+    let mut handles = Vec::with_capacity(size);
+    let mut infos = Vec::with_capacity(size);
+    for (r, b) in all.iter().enumerate() {
+        let bad =
+            |why: String| Error::remote(format!("rank {r} published a malformed record: {why}"));
+        let first = *b.first().ok_or_else(|| bad("empty".into()))?;
+        if first == FAILED {
+            return Err(Error::remote(format!(
+                "rank {r} failed at init: {}",
+                String::from_utf8_lossy(&b[1..])
+            )));
+        }
+        let len = usize::from(first);
+        let hb = b
+            .get(1..1 + len)
+            .ok_or_else(|| bad(format!("{} bytes, handle of {len}", b.len())))?;
+        handles.push(ConnectHandle::new(hb)?);
+        infos.push(file::rank_info_from_bytes(&b[1 + len..]).map_err(bad)?);
+    }
+    let mut t = Topology::from_infos(&infos);
+    let m = Mapping::new(&t, cfg.topo_aware);
+    if rank == 0 {
+        if let Some(path) = &cfg.topo_dump_file {
+            // Every rank wrote its host's details before publishing its handle.
+            for host in &mut t.hosts {
+                let b = store.get(&host_key(&host.name), cfg.timeout)?;
+                file::host_details_from_bytes(&b, host).map_err(|e| {
+                    Error::remote(format!("malformed details of host {}: {e}", host.name))
+                })?;
+            }
+            topo::dump(path, &t, &m)?;
+        }
+    }
+    let model = CostModel {
+        links: t.links,
+        shape: Shape::of(&t, &m),
+        chunk_bytes: cfg.chunk_bytes,
+    };
+    Ok(Placement {
+        handles,
+        info,
+        ring: m.ring,
+        hosts: m.hosts,
+        model,
+    })
+}

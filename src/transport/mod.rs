@@ -21,6 +21,7 @@
 
 pub mod fabric;
 pub mod mem;
+mod slab;
 pub mod tcp;
 pub mod verbs;
 

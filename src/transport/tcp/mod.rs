@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use self::conn::{Interest, RecvConnState, SendConnState};
 use crate::error::{Error, ErrorKind, Result};
+use crate::transport::slab::{Id, Slab};
 use crate::transport::{Completion, ConnectHandle, DeviceProps, Tag, Transport};
 
 /// Settings of a [`TcpTransport`].
@@ -433,60 +434,4 @@ fn os_error(what: impl std::fmt::Display, err: io::Error) -> Error {
 
 fn stale(what: &str) -> Error {
     Error::invalid_usage(format!("tcp: {what} used after it was closed"))
-}
-
-/// Index and generation of a slot in a [`Slab`]; the generation makes stale ids detectable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Id {
-    index: u32,
-    gen: u32,
-}
-
-/// Slots reused through a free list; removing bumps the slot's generation.
-struct Slab<T> {
-    slots: Vec<(u32, Option<T>)>,
-    free: Vec<u32>,
-}
-
-impl<T> Slab<T> {
-    fn new() -> Self {
-        Slab {
-            slots: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-
-    fn insert(&mut self, v: T) -> Id {
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[index as usize];
-            slot.1 = Some(v);
-            return Id { index, gen: slot.0 };
-        }
-        self.slots.push((0, Some(v)));
-        Id {
-            index: (self.slots.len() - 1) as u32,
-            gen: 0,
-        }
-    }
-
-    fn get_mut(&mut self, id: Id) -> Option<&mut T> {
-        match self.slots.get_mut(id.index as usize) {
-            Some((gen, Some(v))) if *gen == id.gen => Some(v),
-            _ => None,
-        }
-    }
-
-    fn remove(&mut self, id: Id) -> Option<T> {
-        let slot = self.slots.get_mut(id.index as usize)?;
-        if slot.0 != id.gen || slot.1.is_none() {
-            return None;
-        }
-        slot.0 = slot.0.wrapping_add(1);
-        self.free.push(id.index);
-        slot.1.take()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots.iter().filter_map(|(_, v)| v.as_ref())
-    }
 }

@@ -51,7 +51,9 @@ for prov in tcp shm; do
     done
 
     name="fabric($prov): rank 2 SIGKILLed mid-allreduce"
-    OXCCL_FABRIC_PROVIDER=$prov "$RANKRUN" -n 4 --tag-output "$CHECK" --loop 120 \
+    # --linger 3: the survivors get time to notice and report the death themselves on a
+    # loaded machine before rankrun stops them.
+    OXCCL_FABRIC_PROVIDER=$prov "$RANKRUN" -n 4 --linger 3 --tag-output "$CHECK" --loop 120 \
         --count 100000 >"$D/kill.out" 2>"$D/kill.err" &
     JOB=$!
     for _ in $(seq 300); do

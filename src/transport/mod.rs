@@ -19,6 +19,7 @@
 //! properties), `conn.rs` (one connection's state machine), `listen.rs` (listen, connect,
 //! accept).
 
+mod dl;
 pub mod fabric;
 pub mod mem;
 mod slab;

@@ -10,6 +10,7 @@
 //!
 //! The library is loaded once per process and never unloaded (providers may keep threads).
 
+use crate::transport::dl::dlerror;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
 
@@ -73,17 +74,6 @@ pub(super) fn lib() -> Result<&'static Lib> {
     LIB.get_or_init(load)
         .as_ref()
         .map_err(|m| Error::system(m.clone()))
-}
-
-fn dlerror() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated string valid until the next dl call.
-    let p = unsafe { libc::dlerror() };
-    if p.is_null() {
-        "unknown error".into()
-    } else {
-        // SAFETY: non-null, NUL-terminated (above).
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-    }
 }
 
 fn load() -> std::result::Result<Lib, String> {

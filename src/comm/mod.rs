@@ -186,7 +186,7 @@ impl Communicator {
                 let fabric = mem_fabric(id);
                 Communicator::init_inner(id, rank, size, cfg, place, move |_| Ok(fabric.endpoint()))
             }
-            "verbs" => Communicator::init_with(id, rank, size, cfg, move |ip| {
+            "verbs" => Communicator::init_inner(id, rank, size, cfg, place, move |ip| {
                 VerbsTransport::new(VerbsConfig::from_env(ip, rank)?)
             }),
             other => Err(Error::invalid_argument(format!(

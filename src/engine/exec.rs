@@ -218,7 +218,7 @@ impl<T: Transport> Engine<T> {
         }
         let mut gone: Vec<usize> = Vec::new();
         for (&(peer, _), c) in self.conns.send.iter_mut() {
-            if !gone.contains(&peer) && self.transport.check_send(c).is_err() {
+            if !gone.contains(&peer) && self.transport.confirm_send(c).is_err() {
                 gone.push(peer);
             }
         }

@@ -250,6 +250,14 @@ pub trait Transport: Send + 'static {
         Ok(())
     }
 
+    /// Like [`Transport::check_send`], but as thorough as the backend can be, ignoring any
+    /// rate limit on its liveness checks. The engine calls it once, after a call failed with
+    /// a `Remote` error, to name every rank that has gone rather than only the neighbour the
+    /// failure was noticed on.
+    fn confirm_send(&mut self, conn: &mut Self::SendConn) -> Result<()> {
+        self.check_send(conn)
+    }
+
     /// Closes a sending connection (pending requests are dropped).
     fn close_send(&mut self, conn: Self::SendConn) -> Result<()>;
 

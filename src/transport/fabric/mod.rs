@@ -780,18 +780,31 @@ impl FabricTransport {
             return;
         }
         p.last_probe = Some(Instant::now());
-        if let Some(pid) = p.pid {
-            // SAFETY: signal 0 only checks that the process exists.
-            let gone = unsafe { libc::kill(pid, 0) } != 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if gone {
-                let what = format!("{}: process {pid} has exited", p.name);
-                self.fail_peer(peer, what);
-                return;
-            }
+        if self.check_process(peer) {
+            return;
         }
+        let Some(p) = self.peers.get_mut(peer as usize) else {
+            return;
+        };
         p.probe_out = Some(Instant::now());
         let _ = self.queue(peer, &Header::new(Kind::Ping, 0), &[]);
+    }
+
+    /// Whether the process of `peer`, when it runs on this host, has exited; if so, fails
+    /// the peer. Cheap (one system call), so it ignores the probe's rate limit.
+    fn check_process(&mut self, peer: u32) -> bool {
+        let Some(p) = self.peers.get(peer as usize) else {
+            return false;
+        };
+        let Some(pid) = p.pid else {
+            return false;
+        };
+        if p.failed.is_some() || !process_gone(pid) {
+            return false;
+        }
+        let what = format!("{}: process {pid} has exited", p.name);
+        self.fail_peer(peer, what);
+        true
     }
 
     /// The error a request fails with, if its connection or peer failed or closed.
@@ -1163,6 +1176,13 @@ impl Transport for FabricTransport {
         Ok(())
     }
 
+    fn confirm_send(&mut self, conn: &mut FabricSendConn) -> Result<()> {
+        if let Some(peer) = self.sends.get(conn.0).map(|c| c.peer) {
+            self.check_process(peer);
+        }
+        self.check_send(conn)
+    }
+
     fn close_send(&mut self, conn: FabricSendConn) -> Result<()> {
         let c = self
             .sends
@@ -1278,4 +1298,21 @@ fn quarantine(t: &mut FabricTransport) {
             _bufs: bufs,
         },
     ));
+}
+
+/// Whether process `pid` on this host has exited: it no longer exists, or it is a zombie
+/// its parent has not reaped yet (which `kill(pid, 0)` alone would report as alive).
+fn process_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // The state follows the last ')' of /proc/<pid>/stat (the name may contain one).
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    matches!(state, Some('Z') | Some('X'))
 }

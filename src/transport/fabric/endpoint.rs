@@ -1,5 +1,5 @@
 //! The libfabric objects of one rank — fabric, domain, completion queue, address vector,
-//! one `FI_EP_RDM` endpoint — the memory-registration cache, and the posting primitives.
+//! one `FI_EP_RDM` endpoint — memory registration, and the posting primitives.
 //!
 //! Owns every `fid` it opens and closes them in dependency order on drop. Knows nothing of
 //! connections: callers pass destination addresses and completion contexts.
@@ -8,8 +8,11 @@
 //! (`FI_MR_PROV_KEY`) or chosen here, unique per domain; remote addresses are virtual
 //! addresses (`FI_MR_VIRT_ADDR`) or offsets into the registration; a registration is bound
 //! to the endpoint and enabled where `FI_MR_ENDPOINT` asks for it; local descriptors are
-//! passed where `FI_MR_LOCAL` requires them. Registrations are cached (most recently used
-//! kept), since the engine reuses the same buffers call after call.
+//! passed where `FI_MR_LOCAL` requires them. A registration is reused while a call lasts and
+//! closed when the call ends ([`Endpoint::drop_unused`]): kept longer, it could outlive the
+//! memory it covers, and a later buffer at the same address would silently reach the old
+//! pages on hardware that pins them. Providers for such hardware keep their own cache,
+//! which watches for freed memory.
 
 use std::ffi::{c_int, c_void};
 
@@ -18,7 +21,7 @@ use super::device::Chosen;
 use super::sys::{self, fi_addr_t, fi_cq_data_entry, fi_cq_err_entry, Lib};
 use crate::error::{Error, Result};
 
-/// Unused registrations kept for reuse.
+/// Unused registrations kept for reuse within a call.
 const MR_CACHE: usize = 64;
 
 /// Return code of a posting call that means "no room now, progress and retry".
@@ -324,7 +327,22 @@ impl Endpoint {
         })
     }
 
-    /// Ends one use of a registration (it stays cached).
+    /// Closes every registration no request uses: the engine's call ended, and the memory
+    /// they cover may be freed from now on.
+    pub fn drop_unused(&mut self) {
+        let mut i = 0;
+        while i < self.mrs.len() {
+            if self.mrs[i].refs == 0 {
+                let m = self.mrs.swap_remove(i);
+                // SAFETY: an open, unused registration, removed from the list before closing.
+                unsafe { sys::close(&mut (*m.mr).fid) };
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Ends one use of a registration (it stays open until the call ends).
     pub fn release(&mut self, id: u64) {
         if let Some(m) = self.mrs.iter_mut().find(|m| m.id == id) {
             m.refs = m.refs.saturating_sub(1);

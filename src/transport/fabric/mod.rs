@@ -12,7 +12,7 @@
 //! * `bindings.rs`: declarations generated from libfabric 1.17's headers
 //!   (`ci/gen-fabric-bindings.sh`);
 //! * `device.rs`: provider selection (`OXCCL_FABRIC_PROVIDER`) and device properties;
-//! * `endpoint.rs`: the libfabric objects, memory registration and its cache;
+//! * `endpoint.rs`: the libfabric objects, memory registration;
 //! * `listen.rs`: connect handles and the connect/accept handshake;
 //! * `conn.rs`: the wire header and each connection end's requests.
 //!
@@ -943,13 +943,15 @@ impl Transport for FabricTransport {
         self.do_accept(listener)
     }
 
-    /// Registration is done inside the backend (a cache keyed by address range), since
+    /// Registration is done inside the backend, on first use of a buffer in a call, since
     /// the engine hands plain pointers to `isend`/`irecv`.
     fn register(&mut self, _ptr: *const u8, _len: usize) -> Result<()> {
         Ok(())
     }
 
+    /// Called for each of the call's buffers when the call ends: its registrations close.
     fn deregister(&mut self, _region: ()) -> Result<()> {
+        self.ep.drop_unused();
         Ok(())
     }
 

@@ -28,9 +28,11 @@ pub struct Config {
     pub channel_threshold: usize,
     /// Socket send/receive buffer size in bytes (`OXCCL_SOCKET_BUFSIZE`; default 1 MiB).
     pub socket_buf_bytes: usize,
-    /// Polls without progress before the engine sleeps in the transport
-    /// (`OXCCL_SPIN`; default 2000). 0 never spins.
-    pub spin: u32,
+    /// Polls without progress before the engine sleeps in the transport (`OXCCL_SPIN`).
+    /// 0 never spins. `None` chooses: [`SPIN_DEFAULT`], or [`SPIN_OVERSUBSCRIBED`] when this
+    /// host runs more ranks of the communicator than this process may use CPUs, where a
+    /// spinning rank would take the CPU from the peer it waits for.
+    pub spin: Option<u32>,
     /// A topology to use instead of the detected one (`OXCCL_TOPO_FILE`, JSON): entry r of
     /// its ranks gives rank r's host, NUMA node and rail. See docs/topology.md.
     pub topo_file: Option<PathBuf>,
@@ -40,6 +42,26 @@ pub struct Config {
     /// Whether rings and trees follow the topology (`OXCCL_TOPO_AWARE`, default 1); with 0,
     /// plain rank order, for comparison.
     pub topo_aware: bool,
+}
+
+/// Idle polls before sleeping when each rank on the host can have a CPU of its own.
+pub const SPIN_DEFAULT: u32 = 2000;
+
+/// Idle polls before sleeping when ranks outnumber the CPUs (see [`Config::spin`]).
+pub const SPIN_OVERSUBSCRIBED: u32 = 0;
+
+impl Config {
+    /// The spin count for a communicator with `local_ranks` ranks on this host.
+    pub fn spin_for(&self, local_ranks: usize) -> u32 {
+        self.spin.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if local_ranks > cpus {
+                SPIN_OVERSUBSCRIBED
+            } else {
+                SPIN_DEFAULT
+            }
+        })
+    }
 }
 
 impl Default for Config {
@@ -52,7 +74,7 @@ impl Default for Config {
             chunk_bytes: 128 << 10,
             channel_threshold: 256 << 10,
             socket_buf_bytes: 1 << 20,
-            spin: 2000,
+            spin: None,
             topo_file: None,
             topo_dump_file: None,
             topo_aware: true,
@@ -97,7 +119,7 @@ impl Config {
             c.socket_buf_bytes = parse_bytes("OXCCL_SOCKET_BUFSIZE", &v)?;
         }
         if let Some(v) = var("OXCCL_SPIN") {
-            c.spin = parse("OXCCL_SPIN", &v)?;
+            c.spin = Some(parse("OXCCL_SPIN", &v)?);
         }
         c.topo_file = var("OXCCL_TOPO_FILE").map(PathBuf::from);
         c.topo_dump_file = var("OXCCL_TOPO_DUMP_FILE").map(PathBuf::from);
@@ -152,6 +174,19 @@ pub fn parse_bytes(name: &str, value: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spin_yields_when_ranks_outnumber_cpus() {
+        let auto = Config::default();
+        assert_eq!(auto.spin_for(1), SPIN_DEFAULT);
+        assert_eq!(auto.spin_for(usize::MAX), SPIN_OVERSUBSCRIBED);
+        let set = Config {
+            spin: Some(7),
+            ..Config::default()
+        };
+        assert_eq!(set.spin_for(1), 7);
+        assert_eq!(set.spin_for(usize::MAX), 7);
+    }
 
     #[test]
     fn flags_are_zero_or_one() {

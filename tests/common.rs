@@ -38,7 +38,7 @@ pub fn config(algo: Option<&str>, timeout_s: u64) -> Config {
         algo: algo.map(String::from),
         timeout: Duration::from_secs(timeout_s),
         chunk_bytes: 64 << 10,
-        spin: 50,
+        spin: Some(50),
         ..Config::default()
     }
 }

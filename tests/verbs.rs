@@ -36,7 +36,7 @@ fn config(timeout_s: u64) -> Config {
     Config {
         timeout: Duration::from_secs(timeout_s),
         chunk_bytes: 64 << 10,
-        spin: 50,
+        spin: Some(50),
         ..Config::default()
     }
 }

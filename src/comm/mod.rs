@@ -253,6 +253,11 @@ impl Communicator {
             ),
         };
         let abort = Arc::new(AtomicBool::new(false));
+        let local_ranks = placed
+            .hosts
+            .iter()
+            .find(|h| h.contains(&rank))
+            .map_or(1, |h| h.len());
         let engine = Engine::new(
             transport,
             rank,
@@ -262,7 +267,7 @@ impl Communicator {
             token(id.secret()),
             EngineConfig {
                 timeout: cfg.timeout,
-                spin: cfg.spin,
+                spin: cfg.spin_for(local_ranks),
                 max_in_flight: dev.caps.max_requests.clamp(1, 8),
             },
             abort.clone(),

@@ -160,6 +160,18 @@ impl Endpoint {
             );
             self.check("fi_ep_bind(cq)", rc)?;
             let rc = sys::enable(ep);
+            if rc == -(fi::FI_EINVAL as c_int) && self.chosen.provider.starts_with("verbs;") {
+                // rxm asks the device for a completion queue of (128 + 128) entries per
+                // peer of FI_UNIVERSE_SIZE (default 1024): 262144, more than SoftRoCE
+                // (32767) and some other devices allow.
+                self.check(
+                    "fi_enable (verbs;ofi_rxm sizes its completion queue as 256 entries \
+                     times FI_UNIVERSE_SIZE, default 1024; on a device with fewer, such as \
+                     SoftRoCE with 32767, set FI_UNIVERSE_SIZE to at most max_cqe / 256, \
+                     e.g. 64)",
+                    rc,
+                )?;
+            }
             self.check("fi_enable", rc)?;
             let mut buf = [0u8; 256];
             match sys::getname(self.ep, &mut buf) {

@@ -74,6 +74,12 @@ const POLL_SLEEP: Duration = Duration::from_micros(50);
 const CQ_BATCH: usize = 16;
 /// Longest wait for queued messages (`Close`) to leave when the transport is dropped.
 const FLUSH_ON_DROP: Duration = Duration::from_millis(500);
+/// On `verbs;ofi_rxm`, longest wait of a dropped transport for its peers' `Bye`s (see
+/// [`FabricTransport::drain_before_close`]).
+const RXM_BYE_WAIT: Duration = Duration::from_secs(2);
+/// On `verbs;ofi_rxm`, how long the completion queue must stay empty before the endpoint
+/// of a dropped transport is closed.
+const RXM_QUIET: Duration = Duration::from_millis(50);
 
 /// Settings of a [`FabricTransport`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1265,11 +1271,51 @@ impl Drop for FabricTransport {
                 Err(_) => break,
             }
         }
+        if rxm_over_verbs(&self.ep.chosen.provider) {
+            self.drain_before_close();
+        }
         let me = i32::try_from(std::process::id()).ok();
         if self.peers.iter().any(|p| p.pid.is_some() && p.pid == me) {
             quarantine(self);
         }
     }
+}
+
+impl FabricTransport {
+    /// Reads the completion queue until every live peer has said `Bye` and nothing has
+    /// arrived for [`RXM_QUIET`], for at most [`RXM_BYE_WAIT`].
+    ///
+    /// libfabric's rxm (1.17 up to 2.6 at least) closes each connection's verbs endpoint
+    /// before it drains the shared completion queue of those endpoints (`rxm_close_conn`),
+    /// and a receive completion still queued there reposts its buffer on the freed endpoint:
+    /// the process crashes in `fi_close` of the RDM endpoint. Peers' `Bye`s and rxm's own
+    /// credit messages arriving just before the close are what is queued; reading them
+    /// first leaves the queue empty. (tcp's rxm uses a shared receive context, where the
+    /// repost is safe.)
+    fn drain_before_close(&mut self) {
+        let t0 = Instant::now();
+        let mut last = Instant::now();
+        while t0.elapsed() < RXM_BYE_WAIT {
+            match self.progress() {
+                Ok(true) => last = Instant::now(),
+                Ok(false) => {
+                    let waiting =
+                        (0..self.peers.len() as u32).any(|p| self.peer_failed(p).is_none());
+                    if !waiting && last.elapsed() >= RXM_QUIET {
+                        return;
+                    }
+                    std::thread::sleep(POLL_SLEEP);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Whether `provider` is rxm over verbs (`verbs;ofi_rxm`).
+fn rxm_over_verbs(provider: &str) -> bool {
+    let parts: Vec<&str> = provider.split(';').collect();
+    parts.contains(&"verbs") && parts.contains(&"ofi_rxm")
 }
 
 /// Endpoints of closed transports kept open for a while: libfabric 1.17's shm provider

@@ -224,3 +224,11 @@ fn a_closed_receiver_fails_the_sender_with_remote() {
     };
     assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
 }
+
+#[test]
+fn only_rxm_over_verbs_drains_before_close() {
+    assert!(super::rxm_over_verbs("verbs;ofi_rxm"));
+    for p in ["tcp;ofi_rxm", "shm", "verbs", "uet", ""] {
+        assert!(!super::rxm_over_verbs(p), "{p}");
+    }
+}

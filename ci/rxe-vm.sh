@@ -26,13 +26,14 @@
 #   (and accept_local / rp_filter let the looped-back packets in);
 # * rxe only works in the initial network namespace;
 # * the RoCE v2 IPv4 GID appears a moment after the address: wait for it;
+# * libfabric's verbs provider connects through rdma_cm: rdma_ucm gives /dev/infiniband/rdma_cm;
 # * booting the uncompressed vmlinux through its PVH entry saves seconds of TCG time.
 set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 SCRIPT [ARGS...]" >&2; exit 2; }
 say() { echo "[rxe-vm] $*" >&2; }
 CACHE=${RXE_VM_DIR:-/tmp/oxccl-rxe-vm}
 TIMEOUT=${RXE_VM_TIMEOUT:-1800}
-WANT_MODULES="crc32_generic crc32-pclmul virtio_pci 9pnet_virtio 9p overlay veth rdma_rxe sch_netem"
+WANT_MODULES="crc32_generic crc32-pclmul virtio_pci 9pnet_virtio 9p overlay veth rdma_rxe rdma_ucm sch_netem"
 mkdir -p "$CACHE"
 
 kernel_package() {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs inside the SoftRoCE VM of ci/rxe-vm.sh (called by ci/verbs.sh):
-#   ci/verbs-guest.sh TEST_BINARY PERF_BINARY
+#   ci/verbs-guest.sh TEST_BINARY PERF_BINARY RANKRUN COLLECTIVES_CHECK
 # 1. the verbs test suite (tests/verbs.rs, every test, one at a time);
-# 2. the benchmark, in this same boot: ib_write_bw from rxe1 to rxe0 (one RC QP, RDMA
+# 2. the fabric backend on libfabric's verbs provider (verbs;ofi_rxm): collectives_check
+#    at 2 and 3 processes under rankrun, rank r on rxe(r % 2), and one oxccl-perf
+#    allreduce line at 2 processes (its times printed); any failure fails the run;
+# 3. the benchmark, in this same boot: ib_write_bw from rxe1 to rxe0 (one RC QP, RDMA
 #    write), and oxccl-perf's 2-rank float allreduce over verbs (rank 0 on rxe0, rank 1
 #    on rxe1), at 1, 4 and 16 MiB, alternating, VERBS_BENCH_ROUNDS times (default 3);
 #    the medians, and oxccl's bus bandwidth as a fraction of ib_write_bw's bandwidth.
@@ -12,13 +15,48 @@
 #    allreduce moves data both ways.
 # Exit status: the tests' and oxccl-perf's (a wrong result fails); the ratio is reported.
 set -uo pipefail
-tests=$1 perf=$2
+tests=$1 perf=$2 rankrun=$3 check=$4
 rounds=${VERBS_BENCH_ROUNDS:-3}
 rc=0
 echo "== verbs tests (SoftRoCE)"
 t0=$(date +%s)
 RUST_BACKTRACE=1 "$tests" --include-ignored --test-threads 1 || rc=1
 echo "== verbs tests took $(( $(date +%s) - t0 ))s"
+
+echo "== fabric backend on verbs;ofi_rxm (libfabric $(fi_info --version | sed -n 's/^libfabric: //p'))"
+t0=$(date +%s)
+# fabric_job N PROGRAM ARGS...: N processes, rank r bound to veth(r % 2), that is rxe(r % 2).
+# rxm asks for a completion queue of 256 entries per FI_UNIVERSE_SIZE (default 1024);
+# SoftRoCE allows 32767.
+fabric_job() {
+    local n=$1
+    shift
+    OXCCL_TRANSPORT=fabric OXCCL_FABRIC_PROVIDER=verbs OXCCL_TIMEOUT=60 FI_UNIVERSE_SIZE=64 \
+        timeout 300 "$rankrun" -n "$n" --root 10.99.0.1 \
+        bash -c 'OXCCL_SOCKET_IFNAME=veth$((OXCCL_RANK % 2)) exec "$0" "$@"' "$@"
+}
+for n in 2 3; do
+    if fabric_job "$n" "$check" --count 70000 --iters 3 > /tmp/fabric.log 2>&1 &&
+        grep -q "$n ranks OK" /tmp/fabric.log; then
+        echo "ok: fabric(verbs) collectives_check, $n processes"
+    else
+        cat /tmp/fabric.log
+        echo "FAILED: fabric(verbs) collectives_check, $n processes"
+        rc=1
+    fi
+done
+if fabric_job 2 "$perf" --op allreduce -b 1M -e 4M -f 4 -w 1 -n 2 > /tmp/fabric.log 2>&1; then
+    # size, out-of-place time (6), in-place time (10); busbw = size / time for 2 ranks
+    awk '$1 ~ /^[0-9]+$/ && $NF == "allreduce" {
+        t = ($6 < $10) ? $6 : $10
+        printf "fabric(verbs) allreduce, 2 processes: %d MiB in %.0f us (in place %.0f us), %.1f MB/s busbw\n",
+            $1 / 1048576, $6, $10, $1 / t }' /tmp/fabric.log
+else
+    cat /tmp/fabric.log
+    echo "FAILED: fabric(verbs) oxccl-perf"
+    rc=1
+fi
+echo "== fabric backend took $(( $(date +%s) - t0 ))s"
 
 # ib_write_bw SIZE ITERS [-b] -> MB/s (10^6 bytes); one retry, then nothing (logs kept)
 ib_bw() {

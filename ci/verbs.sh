@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The verbs backend tested for real: builds the verbs test binary and oxccl-perf on the
-# host, boots one SoftRoCE VM (ci/rxe-vm.sh) and runs ci/verbs-guest.sh inside it (the
-# verbs test suite, then oxccl-perf next to ib_write_bw). Installs the host packages it
+# The verbs backend tested for real: builds the verbs test binary, oxccl-perf, rankrun and
+# collectives_check on the host, boots one SoftRoCE VM (ci/rxe-vm.sh) and runs
+# ci/verbs-guest.sh inside it (the verbs test suite, the fabric backend over libfabric's
+# verbs;ofi_rxm, then oxccl-perf next to ib_write_bw). Installs the host packages it
 # needs when run as root (CI); elsewhere it says which are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs="qemu-system-x86 busybox-static cpio kmod xz-utils binutils iproute2 rdma-core
-      ibverbs-providers perftest"
+      ibverbs-providers perftest libfabric1 librdmacm1"
 missing=$(for p in $pkgs; do dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null |
     grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
@@ -24,6 +25,8 @@ tests=$(cargo test --locked --test verbs --no-run --message-format=json 2>/dev/n
     grep '"kind":\["test"\]' | grep '"name":"verbs"' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$tests" ] || { echo "could not build tests/verbs.rs" >&2; exit 1; }
-cargo build --locked --release --bin oxccl-perf
+cargo build --locked --release --bin oxccl-perf --bin rankrun --example collectives_check
 echo "== booting the SoftRoCE VM"
-exec ci/rxe-vm.sh ci/verbs-guest.sh "$tests" "$PWD/target/release/oxccl-perf"
+r=$PWD/target/release
+exec ci/rxe-vm.sh ci/verbs-guest.sh "$tests" "$r/oxccl-perf" "$r/rankrun" \
+    "$r/examples/collectives_check"

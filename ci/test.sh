@@ -6,8 +6,9 @@
 # ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip);
 # libfabric1 is installed here for the fabric backend's tests (which skip without it, except
 # under CI).
-# The verbs backend's suite and benchmark run inside a SoftRoCE VM (ci/verbs.sh, which installs
-# qemu, rdma-core and perftest with apt-get when run as root).
+# The verbs backend's suite and benchmark, and the fabric backend on libfabric's verbs
+# provider, run inside a SoftRoCE VM (ci/verbs.sh, which installs qemu, rdma-core and
+# perftest with apt-get when run as root).
 # As root, ci/netns-topo.sh measures topology-aware mapping on two emulated hosts
 # (installing iproute2 if needed).
 set -euo pipefail

@@ -227,8 +227,8 @@ fn a_closed_receiver_fails_the_sender_with_remote() {
 
 #[test]
 fn only_rxm_over_verbs_drains_before_close() {
-    assert!(super::rxm_over_verbs("verbs;ofi_rxm"));
+    assert!(super::close::rxm_over_verbs("verbs;ofi_rxm"));
     for p in ["tcp;ofi_rxm", "shm", "verbs", "uet", ""] {
-        assert!(!super::rxm_over_verbs(p), "{p}");
+        assert!(!super::close::rxm_over_verbs(p), "{p}");
     }
 }

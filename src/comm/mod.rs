@@ -258,6 +258,7 @@ impl Communicator {
             .iter()
             .find(|h| h.contains(&rank))
             .map_or(1, |h| h.len());
+        let idle = cfg.idle_for(local_ranks);
         let engine = Engine::new(
             transport,
             rank,
@@ -267,7 +268,8 @@ impl Communicator {
             token(id.secret()),
             EngineConfig {
                 timeout: cfg.timeout,
-                spin: cfg.spin_for(local_ranks),
+                spin: idle.spin,
+                yield_when_idle: idle.yield_when_idle,
                 max_in_flight: dev.caps.max_requests.clamp(1, 8),
             },
             abort.clone(),

@@ -673,6 +673,8 @@ impl<T: Transport> Engine<T> {
                 transport
                     .wait_activity(Duration::from_millis(1).min(cfg.timeout - waited))
                     .map_err(|e| e.context(format!("rank {rank}: {what}")))?;
+            } else if cfg.yield_when_idle {
+                std::thread::yield_now();
             } else if idle % 64 == 0 {
                 std::hint::spin_loop();
             }

@@ -27,6 +27,9 @@ pub struct EngineConfig {
     pub timeout: Duration,
     /// Polls without progress before sleeping in the transport.
     pub spin: u32,
+    /// Whether each of those polls first yields the CPU (ranks outnumber CPUs, so the
+    /// peer being waited for may need this one).
+    pub yield_when_idle: bool,
     /// Most requests in flight per connection.
     pub max_in_flight: usize,
 }

@@ -57,7 +57,7 @@ for prov in tcp shm; do
         --count 100000 >"$D/kill.out" 2>"$D/kill.err" &
     JOB=$!
     for _ in $(seq 300); do
-        [ "$(grep -c looping "$D/kill.out" || true)" -ge 4 ] && break
+        [ "$(grep -o looping "$D/kill.out" | wc -l)" -ge 4 ] && break
         sleep 0.1
     done
     pid=$(sed -n 's/^\[2\] rank 2 pid \([0-9]*\) looping.*/\1/p' "$D/kill.out")

@@ -121,7 +121,7 @@ if ! python3 -c "import numpy" 2>/dev/null; then
     python3 -m pip install --quiet numpy
 fi
 export PYTHONPATH="$PWD/python" OXCCL_LIBRARY="$work/prefix/lib/liboxccl.so"
-if launch 4 python3 -m oxccl.selftest >"$work/py.log" 2>&1 && [ "$(grep -c ' 0 failed' "$work/py.log")" = 4 ]; then
+if launch 4 python3 -m oxccl.selftest >"$work/py.log" 2>&1 && [ "$(grep -o 'passed, 0 failed' "$work/py.log" | wc -l)" = 4 ]; then
     pass "python3 -m oxccl.selftest at 4 ranks"
 else
     fail "python selftest"; tail -n 40 "$work/py.log" >&2

@@ -198,8 +198,11 @@ def main():
     collectives(comm, c)
     comm.barrier()
     comm.destroy()
-    print("[rank %d/%d] oxccl selftest: %d passed, %d failed (%.1f s)"
-          % (c.rank, comm.size, c.passed, c.failed, time.time() - t0))
+    # One write per line: ranks share the output file, and unbuffered output
+    # (PYTHONUNBUFFERED) would write the text and its newline separately.
+    sys.stdout.write("[rank %d/%d] oxccl selftest: %d passed, %d failed (%.1f s)\n"
+                     % (c.rank, comm.size, c.passed, c.failed, time.time() - t0))
+    sys.stdout.flush()
     return 1 if c.failed else 0
 
 

@@ -222,6 +222,11 @@ impl<T: Transport> Engine<T> {
                 gone.push(peer);
             }
         }
+        for (&(peer, _), c) in self.conns.recv.iter_mut() {
+            if !gone.contains(&peer) && self.transport.confirm_recv(c).is_err() {
+                gone.push(peer);
+            }
+        }
         if gone.is_empty() {
             return e;
         }

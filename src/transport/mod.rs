@@ -258,6 +258,14 @@ pub trait Transport: Send + 'static {
         self.check_send(conn)
     }
 
+    /// For a receiving connection, as [`Transport::confirm_send`]: whether its peer has
+    /// failed (not merely closed in order), checked as thoroughly as the backend can.
+    /// Backends whose connections are duplex answer through `confirm_send`.
+    fn confirm_recv(&mut self, conn: &mut Self::RecvConn) -> Result<()> {
+        let _ = conn;
+        Ok(())
+    }
+
     /// Closes a sending connection (pending requests are dropped).
     fn close_send(&mut self, conn: Self::SendConn) -> Result<()>;
 

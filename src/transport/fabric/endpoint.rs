@@ -81,6 +81,9 @@ impl Endpoint {
     /// Opens fabric, domain, CQ, AV and an enabled RDM endpoint for `chosen`.
     pub fn open(chosen: Chosen) -> Result<Endpoint> {
         let lib = sys::lib()?;
+        if chosen.provider.split(';').any(|p| p == "shm") {
+            clear_stale_shm_names();
+        }
         let mut e = Endpoint {
             lib,
             chosen,
@@ -500,6 +503,49 @@ impl Drop for Detached {
             if !self.fabric.is_null() {
                 sys::close(&mut (*self.fabric).fid);
             }
+        }
+    }
+}
+
+/// libfabric's shm provider keeps an endpoint's region in `/dev/shm/<pid>:<domain>:<index>`,
+/// created exclusively. A process that ends without closing its endpoints (killed, or
+/// exiting with one in quarantine) leaves the files behind, and a later process given the
+/// same pid then fails `fi_enable` with EBUSY. Before this process opens its first shm
+/// endpoint no such file can be in use, so those carrying its pid are removed, once; and at
+/// exit the names of endpoints still open are removed (the mappings stay valid).
+fn clear_stale_shm_names() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        remove_own_shm_names();
+        // SAFETY: registers a function without arguments that only removes files.
+        unsafe { libc::atexit(remove_own_shm_names_at_exit) };
+    });
+}
+
+fn remove_own_shm_names() {
+    remove_names_of(std::path::Path::new("/dev/shm"), std::process::id());
+}
+
+extern "C" fn remove_own_shm_names_at_exit() {
+    remove_own_shm_names();
+}
+
+/// Removes the files of `dir` named `<pid>:<digits and colons>`.
+pub(super) fn remove_names_of(dir: &std::path::Path, pid: u32) {
+    let prefix = format!("{pid}:");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b':')
+            });
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

@@ -600,6 +600,19 @@ impl Transport for FabricTransport {
         self.check_send(conn)
     }
 
+    fn confirm_recv(&mut self, conn: &mut FabricRecvConn) -> Result<()> {
+        let c = self
+            .recvs
+            .get(conn.0)
+            .ok_or_else(|| listen::stale("receive connection"))?;
+        let (peer, failed) = (c.peer, c.failed.clone());
+        self.check_process(peer);
+        match failed.or_else(|| self.peers.get(peer as usize).and_then(|p| p.failed.clone())) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     fn close_send(&mut self, conn: FabricSendConn) -> Result<()> {
         let c = self
             .sends

@@ -175,8 +175,11 @@ fn shm_connects_from_two_threads() {
     };
     let x = go(a, hb);
     let y = go(b, ha);
-    x.join().unwrap();
-    y.join().unwrap();
+    // Both transports stay open until both threads are done: one dropped early says `Bye`,
+    // and its peer, still waiting for the connection, would rightly fail.
+    let tx = x.join().unwrap();
+    let ty = y.join().unwrap();
+    drop((tx, ty));
 }
 
 #[test]
@@ -231,4 +234,29 @@ fn only_rxm_over_verbs_drains_before_close() {
     for p in ["tcp;ofi_rxm", "shm", "verbs", "uet", ""] {
         assert!(!super::close::rxm_over_verbs(p), "{p}");
     }
+}
+
+#[test]
+fn stale_shm_names_of_this_pid_are_removed_and_no_others() {
+    let dir = std::env::temp_dir().join(format!("oxccl-shm-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = [
+        "4242:0:0",
+        "4242:0:17",
+        "4242:x",
+        "42420:0:0",
+        "424:0:0",
+        "4242:",
+    ];
+    for n in names {
+        std::fs::write(dir.join(n), b"").unwrap();
+    }
+    super::endpoint::remove_names_of(&dir, 4242);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(left, ["42420:0:0", "4242:", "4242:x", "424:0:0"]);
 }

@@ -134,6 +134,7 @@ pub fn run() -> ! {
     let mut kill_at: Option<Instant> = None;
     let mut give_up_at: Option<Instant> = None;
     loop {
+        crate::monitor::release_if_killed(child.id());
         match child.try_wait() {
             Ok(Some(st)) => match (st.code(), st.signal()) {
                 (Some(c), _) => std::process::exit(c),

@@ -161,6 +161,9 @@ pub fn supervise(
             if r.status.is_some() {
                 continue;
             }
+            if r.lifeline.is_none() {
+                release_if_killed(r.child.id());
+            }
             match r.child.try_wait() {
                 Ok(Some(st)) => {
                     r.status = Some(st);
@@ -297,5 +300,27 @@ pub fn supervise(
             f.code.max(1)
         }
         None => 0,
+    }
+}
+
+/// If the child `pid` was killed by a signal and is not reaped yet, removes what it could
+/// not clean up itself: libfabric shm regions named after its pid. Looked at with `WNOWAIT`,
+/// so the pid stays taken (and cannot name another process's files) until `try_wait`.
+pub fn release_if_killed(pid: u32) {
+    // SAFETY: waitid writes `info` only; WNOWAIT leaves the child waitable.
+    let killed = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        rc == 0
+            && info.si_pid() != 0
+            && (info.si_code == libc::CLD_KILLED || info.si_code == libc::CLD_DUMPED)
+    };
+    if killed {
+        oxccl::transport::fabric::remove_shm_regions_of(pid);
     }
 }

@@ -76,6 +76,14 @@ const POLL_SLEEP: Duration = Duration::from_micros(50);
 /// Completions read per `fi_cq_read`.
 const CQ_BATCH: usize = 16;
 
+/// Removes the shared-memory regions libfabric's shm provider left in `/dev/shm` for process
+/// `pid`, which must have ended without closing its endpoints (killed by a signal) and not
+/// been reaped yet, so that no other process can have its pid. A launcher calls it for such
+/// a rank: each region is as large as 16 MiB of memory, kept until removed.
+pub fn remove_shm_regions_of(pid: u32) {
+    endpoint::remove_names_of(std::path::Path::new("/dev/shm"), pid);
+}
+
 /// Settings of a [`FabricTransport`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FabricConfig {

@@ -23,6 +23,7 @@ mod dl;
 pub mod fabric;
 pub mod mem;
 mod slab;
+mod sockaddr;
 pub mod tcp;
 pub mod verbs;
 

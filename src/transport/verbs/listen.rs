@@ -38,6 +38,7 @@ use super::sys::Lib;
 use super::wire::{EAGER_BYTES, SLOTS, STRIDE};
 use super::VerbsConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::transport::sockaddr;
 use crate::transport::ConnectHandle;
 
 const MAGIC: [u8; 4] = *b"oxib";
@@ -586,7 +587,8 @@ impl Connecting {
 
 /// A non-blocking TCP connect to `addr`, in progress.
 fn start_connect(addr: SocketAddr) -> Result<TcpStream> {
-    let (domain, ss, len) = sockaddr(addr);
+    let domain = sockaddr::family(&addr);
+    let (ss, len) = sockaddr::to_sockaddr(addr);
     // SAFETY: plain syscall.
     let fd = unsafe {
         libc::socket(
@@ -635,47 +637,5 @@ fn connect_done(sock: &TcpStream, addr: SocketAddr) -> Result<bool> {
     match sock.take_error() {
         Ok(None) => Ok(true),
         Ok(Some(e)) | Err(e) => Err(remote_io(format!("verbs: connecting to {addr}"), e)),
-    }
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
-            (
-                libc::AF_INET,
-                ss,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
-            (
-                libc::AF_INET6,
-                ss,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
     }
 }

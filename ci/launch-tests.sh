@@ -128,6 +128,26 @@ check "rankrun --rsh 'ip netns exec {host}' -n 4 allreduce across the veth" netn
 check "a failing rank in a namespace is named with its host" netns_rank_failure
 
 # --- 2. single-node Slurm --------------------------------------------------------------
+# Two free consecutive ports below the kernel's ephemeral range, so that no outgoing
+# connection of another test can take them between this check and slurmctld's bind.
+free_port_pair() {
+    python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randrange(20000, max(20002, low - 2))
+    try:
+        for q in (p, p + 1):
+            s = socket.socket()
+            s.bind(("0.0.0.0", q))
+            s.close()
+    except OSError:
+        continue
+    print(p)
+    break
+PY
+}
+
 slurm_setup() {
     local host
     host=$(hostname -s)
@@ -138,11 +158,14 @@ slurm_setup() {
     munged -F --force --socket="$D/munge/sock" --key-file="$D/munge/munge.key" \
         --pid-file="$D/munge/pid" --log-file="$D/munge/log" --seed-file="$D/munge/seed" &
     PIDS+=($!)
+    local port
+    port=$(free_port_pair 2>/dev/null || true)
+    [ -n "$port" ] || port=$((20000 + $$ % 12000))
     cat >"$D/slurm.conf" <<EOF
 ClusterName=oxccl
 SlurmctldHost=$host(127.0.0.1)
-SlurmctldPort=$((20000 + $$ % 20000))
-SlurmdPort=$((20001 + $$ % 20000))
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$D/munge/sock
@@ -168,11 +191,15 @@ EOF
     export SLURM_CONF=$D/slurm.conf
     for _ in $(seq 50); do [ -S "$D/munge/sock" ] && break; sleep 0.1; done
     slurmctld -D -i -f "$SLURM_CONF" >"$D/slurm/slurmctld.out" 2>&1 &
-    PIDS+=($!)
+    local ctld=$!
+    PIDS+=($ctld)
     slurmd -D -f "$SLURM_CONF" >"$D/slurm/slurmd.out" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 120); do
-        if sinfo -h -o %T 2>/dev/null | grep -q idle; then return 0; fi
+    # At most 60 s in all: sinfo waits on an absent controller, so each call is bounded too,
+    # and a controller that exited (its port taken, say) ends the wait at once.
+    local deadline=$((SECONDS + 60))
+    while [ $SECONDS -lt $deadline ] && kill -0 "$ctld" 2>/dev/null; do
+        if timeout 5 sinfo -h -o %T 2>/dev/null | grep -q idle; then return 0; fi
         sleep 0.5
     done
     echo "Slurm did not come up:"

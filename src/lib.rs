@@ -32,10 +32,11 @@ pub mod reduce;
 pub mod topo;
 pub mod transport;
 
+pub use algo::{Block, Blocks};
 pub use bootstrap::UniqueId;
 pub use coll::{Algorithm, CollKind};
 pub use comm::{AbortHandle, Communicator, RawCall, Request};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use launch::{LaunchEnv, Launcher};
-pub use reduce::{Bf16, DataType, Element, ReduceOp, F16};
+pub use reduce::{Bf16, DataType, Element, ReduceOp, F16, F8E4M3, F8E5M2};

@@ -3,12 +3,16 @@
 //! mismatched calls, abort, timeout and a dead peer.
 
 mod common;
+#[path = "collectives/exchange.rs"]
+mod exchange;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 use oxccl::transport::mem::MemFaults;
-use oxccl::{Bf16, Communicator, DataType, Error, ErrorKind, ReduceOp, Result, F16};
+use oxccl::{
+    Bf16, Communicator, DataType, Error, ErrorKind, ReduceOp, Result, F16, F8E4M3, F8E5M2,
+};
 
 fn fail(c: &Communicator, what: String) -> Error {
     Error::internal(format!("rank {}: {what}", c.rank()))
@@ -134,6 +138,8 @@ fn by_dtype(c: &Communicator, d: DataType, counts: &[usize], ops: &[ReduceOp]) -
         DataType::F32 => all_collectives::<f32>(c, counts, ops),
         DataType::F64 => all_collectives::<f64>(c, counts, ops),
         DataType::Bf16 => all_collectives::<Bf16>(c, counts, ops),
+        DataType::F8E4M3 => all_collectives::<F8E4M3>(c, counts, &exact_ops::<F8E4M3>(ops)),
+        DataType::F8E5M2 => all_collectives::<F8E5M2>(c, counts, &exact_ops::<F8E5M2>(ops)),
     }
 }
 
@@ -186,7 +192,7 @@ fn matrix_on_hosts(
     let res = run(n, net, cfg, move |c| {
         let mut hs = Vec::new();
         for &d in dts {
-            hs.push(by_dtype(c, d, counts, &ReduceOp::ALL)?);
+            hs.push(by_dtype(c, d, counts, &ReduceOp::ARITH)?);
         }
         Ok(hs)
     });

@@ -6,7 +6,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use oxccl::transport::mem::{MemFabric, MemFaults};
-use oxccl::{Bf16, Communicator, Config, DataType, Element, ReduceOp, Result, UniqueId, F16};
+use oxccl::{
+    Bf16, Communicator, Config, DataType, Element, ReduceOp, Result, UniqueId, F16, F8E4M3, F8E5M2,
+};
 
 /// Which backend a test runs on.
 #[derive(Clone)]
@@ -105,6 +107,9 @@ pub trait Val: Element + Default + PartialEq + std::fmt::Debug {
     fn v(x: f64) -> Self;
     fn f(self) -> f64;
     const FLOAT: bool;
+    /// Too narrow (fp8) for the sums of `input` over up to 16 ranks to be exact: see
+    /// [`exact_ops`].
+    const NARROW: bool = false;
 }
 macro_rules! val {
     ($($t:ty, $fl:expr);*) => {$( impl Val for $t {
@@ -129,6 +134,36 @@ impl Val for Bf16 {
     }
     const FLOAT: bool = true;
 }
+impl Val for F8E4M3 {
+    fn v(x: f64) -> Self {
+        F8E4M3::from_f32(x as f32)
+    }
+    fn f(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    const FLOAT: bool = true;
+    const NARROW: bool = true;
+}
+impl Val for F8E5M2 {
+    fn v(x: f64) -> Self {
+        F8E5M2::from_f32(x as f32)
+    }
+    fn f(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    const FLOAT: bool = true;
+    const NARROW: bool = true;
+}
+
+/// The ops of `ops` whose results `reference` gives exactly for `T`: all of them, except
+/// that fp8 sums (and averages) of `input` round, in an order that depends on the algorithm,
+/// so fp8 keeps prod, max and min (its sums are still compared bitwise across ranks).
+pub fn exact_ops<T: Val>(ops: &[ReduceOp]) -> Vec<ReduceOp> {
+    ops.iter()
+        .copied()
+        .filter(|o| !(T::NARROW && matches!(o, ReduceOp::Sum | ReduceOp::Avg)))
+        .collect()
+}
 
 /// Rank r's input at element i for `op`: exact in every type for up to 16 ranks.
 pub fn input(op: ReduceOp, n: usize, r: usize, i: usize) -> f64 {
@@ -148,6 +183,8 @@ pub fn input(op: ReduceOp, n: usize, r: usize, i: usize) -> f64 {
 /// The serial reference: ranks 0..n reduced in order.
 pub fn reference(op: ReduceOp, n: usize, i: usize, float: bool) -> f64 {
     let v = (0..n).map(|r| input(op, n, r, i));
+    // The inputs are small non-negative integers.
+    let bits = v.clone().map(|x| x as u64);
     match op {
         ReduceOp::Sum => v.sum(),
         ReduceOp::Prod => v.product(),
@@ -161,6 +198,9 @@ pub fn reference(op: ReduceOp, n: usize, i: usize, float: bool) -> f64 {
                 (s / n as f64).trunc()
             }
         }
+        ReduceOp::BAnd => bits.fold(u64::MAX, |a, b| a & b) as f64,
+        ReduceOp::BOr => bits.fold(0, |a, b| a | b) as f64,
+        ReduceOp::BXor => bits.fold(0, |a, b| a ^ b) as f64,
     }
 }
 
@@ -171,7 +211,7 @@ pub fn close<T: Val>(got: T, want: f64, op: ReduceOp) -> bool {
     got.f() == want
 }
 
-pub fn dtypes() -> [DataType; 10] {
+pub fn dtypes() -> [DataType; 12] {
     DataType::ALL
 }
 

@@ -13,11 +13,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{close, input, reference, Val};
+use common::{close, exact_ops, input, reference, Val};
 use oxccl::transport::verbs::{VerbsConfig, VerbsTransport};
 use oxccl::transport::{ConnectHandle, Transport};
 use oxccl::{
     Bf16, Communicator, Config, DataType, Error, ErrorKind, ReduceOp, Result, UniqueId, F16,
+    F8E4M3, F8E5M2,
 };
 
 fn has_devices() -> bool {
@@ -93,7 +94,7 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize]) -> Result<u64> {
     let (n, me) = (c.size(), c.rank());
     let mut h = 0u64;
     for &count in counts {
-        for op in ReduceOp::ALL {
+        for op in exact_ops::<T>(&ReduceOp::ARITH) {
             let send: Vec<T> = (0..count).map(|i| T::v(input(op, n, me, i))).collect();
             let mut recv = vec![T::default(); count];
             c.all_reduce(&send, &mut recv, op)?;
@@ -189,6 +190,8 @@ fn by_dtype(c: &Communicator, d: DataType, counts: &[usize]) -> Result<u64> {
         DataType::F32 => all_collectives::<f32>(c, counts),
         DataType::F64 => all_collectives::<f64>(c, counts),
         DataType::Bf16 => all_collectives::<Bf16>(c, counts),
+        DataType::F8E4M3 => all_collectives::<F8E4M3>(c, counts),
+        DataType::F8E5M2 => all_collectives::<F8E5M2>(c, counts),
     }
 }
 

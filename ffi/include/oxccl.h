@@ -45,12 +45,12 @@
 /**
  * Number of data types.
  */
-#define oxcclNumTypes 10
+#define oxcclNumTypes 12
 
 /**
  * Number of reduction operations.
  */
-#define oxcclNumOps 5
+#define oxcclNumOps 8
 
 /**
  * Number of result codes (one past the largest).
@@ -164,10 +164,21 @@ typedef enum {
    * bfloat16 (the upper half of a `float`), as `uint16_t` bits.
    */
   oxcclBfloat16 = 9,
+  /**
+   * OCP FP8 E4M3 (bias 7, no infinities, largest value 448), as `uint8_t` bits; NCCL's
+   * `ncclFloat8e4m3` (CUDA's `__nv_fp8_e4m3`).
+   */
+  oxcclFloat8e4m3 = 10,
+  /**
+   * OCP FP8 E5M2 (bias 15, with infinities, largest value 57344), as `uint8_t` bits; NCCL's
+   * `ncclFloat8e5m2` (CUDA's `__nv_fp8_e5m2`).
+   */
+  oxcclFloat8e5m2 = 11,
 } oxcclDataType_t;
 
 /**
- * Reduction operations, numbered as NCCL's `ncclRedOp_t`.
+ * Reduction operations, numbered as NCCL's `ncclRedOp_t` (0 to 4); the bitwise operations
+ * (5 to 7) are oxccl's own and accept integer types only.
  */
 typedef enum {
   /**
@@ -190,6 +201,18 @@ typedef enum {
    * Sum divided by the number of ranks (integers truncate).
    */
   oxcclAvg = 4,
+  /**
+   * Bitwise and (integer types only).
+   */
+  oxcclBand = 5,
+  /**
+   * Bitwise or (integer types only).
+   */
+  oxcclBor = 6,
+  /**
+   * Bitwise exclusive or (integer types only).
+   */
+  oxcclBxor = 7,
 } oxcclRedOp_t;
 
 /**
@@ -456,6 +479,153 @@ const char *oxcclGetErrorString(oxcclResult_t result);
  * call (of the thread, or on the communicator) or the communicator's destruction.
  */
 const char *oxcclGetLastError(oxcclComm_t comm);
+
+/**
+ * Sends block j (`count` elements) of `sendbuff` to rank j and receives rank i's block
+ * into block i of `recvbuff` (both `nranks * count` elements; they must not overlap).
+ */
+oxcclResult_t oxcclAlltoAll(const void *sendbuff,
+                            void *recvbuff,
+                            size_t count,
+                            oxcclDataType_t datatype,
+                            oxcclComm_t comm);
+
+/**
+ * `oxcclAlltoAll`, started in the background.
+ */
+oxcclResult_t oxcclAlltoAllAsync(const void *sendbuff,
+                                 void *recvbuff,
+                                 size_t count,
+                                 oxcclDataType_t datatype,
+                                 oxcclComm_t comm,
+                                 oxcclRequest_t *request);
+
+/**
+ * Sends `sendcounts[j]` elements at `sendbuff + sdispls[j]` to rank j and receives
+ * `recvcounts[i]` elements from rank i at `recvbuff + rdispls[i]` (counts and
+ * displacements in elements, one entry per rank; receive blocks must not overlap). Rank
+ * j's `recvcounts[i]` must equal rank i's `sendcounts[j]`: both ranks of a pair that
+ * disagree fail with `oxcclInvalidUsage`.
+ */
+oxcclResult_t oxcclAlltoAllv(const void *sendbuff,
+                             const size_t *sendcounts,
+                             const size_t *sdispls,
+                             void *recvbuff,
+                             const size_t *recvcounts,
+                             const size_t *rdispls,
+                             oxcclDataType_t datatype,
+                             oxcclComm_t comm);
+
+/**
+ * `oxcclAlltoAllv`, started in the background (the count arrays are read before it
+ * returns).
+ */
+oxcclResult_t oxcclAlltoAllvAsync(const void *sendbuff,
+                                  const size_t *sendcounts,
+                                  const size_t *sdispls,
+                                  void *recvbuff,
+                                  const size_t *recvcounts,
+                                  const size_t *rdispls,
+                                  oxcclDataType_t datatype,
+                                  oxcclComm_t comm,
+                                  oxcclRequest_t *request);
+
+/**
+ * Gathers `sendcount` elements from every rank into the root's `recvbuff` (`nranks *
+ * sendcount` elements, in rank order; read at the root only). In place at the root:
+ * `sendbuff == recvbuff + root * sendcount`.
+ */
+oxcclResult_t oxcclGather(const void *sendbuff,
+                          void *recvbuff,
+                          size_t sendcount,
+                          oxcclDataType_t datatype,
+                          int root,
+                          oxcclComm_t comm);
+
+/**
+ * `oxcclGather`, started in the background.
+ */
+oxcclResult_t oxcclGatherAsync(const void *sendbuff,
+                               void *recvbuff,
+                               size_t sendcount,
+                               oxcclDataType_t datatype,
+                               int root,
+                               oxcclComm_t comm,
+                               oxcclRequest_t *request);
+
+/**
+ * Sends block r (`recvcount` elements) of the root's `sendbuff` (`nranks * recvcount`
+ * elements, read at the root only) to rank r's `recvbuff`. In place at the root:
+ * `recvbuff == sendbuff + root * recvcount`.
+ */
+oxcclResult_t oxcclScatter(const void *sendbuff,
+                           void *recvbuff,
+                           size_t recvcount,
+                           oxcclDataType_t datatype,
+                           int root,
+                           oxcclComm_t comm);
+
+/**
+ * `oxcclScatter`, started in the background.
+ */
+oxcclResult_t oxcclScatterAsync(const void *sendbuff,
+                                void *recvbuff,
+                                size_t recvcount,
+                                oxcclDataType_t datatype,
+                                int root,
+                                oxcclComm_t comm,
+                                oxcclRequest_t *request);
+
+/**
+ * Gathers every rank's `sendbuff` into every rank's `recvbuff`, rank i's block
+ * (`recvcounts[i]` elements) at `displs[i]` (in elements). Every rank passes the same
+ * arrays, and `sendcount == recvcounts[rank]`. In place: `sendbuff == recvbuff +
+ * displs[rank]`.
+ */
+oxcclResult_t oxcclAllGatherv(const void *sendbuff,
+                              size_t sendcount,
+                              void *recvbuff,
+                              const size_t *recvcounts,
+                              const size_t *displs,
+                              oxcclDataType_t datatype,
+                              oxcclComm_t comm);
+
+/**
+ * `oxcclAllGatherv`, started in the background (the arrays are read before it returns).
+ */
+oxcclResult_t oxcclAllGathervAsync(const void *sendbuff,
+                                   size_t sendcount,
+                                   void *recvbuff,
+                                   const size_t *recvcounts,
+                                   const size_t *displs,
+                                   oxcclDataType_t datatype,
+                                   oxcclComm_t comm,
+                                   oxcclRequest_t *request);
+
+/**
+ * Reduces every rank's `sendbuff` (the ranks' blocks end to end in rank order, block i
+ * of `recvcounts[i]` elements) with `op` and leaves block `rank` in `recvbuff`
+ * (MPI_Reduce_scatter). Every rank passes the same counts. In place: `recvbuff ==
+ * sendbuff + recvcounts[0] + ... + recvcounts[rank-1]`.
+ */
+oxcclResult_t oxcclReduceScatterv(const void *sendbuff,
+                                  void *recvbuff,
+                                  const size_t *recvcounts,
+                                  oxcclDataType_t datatype,
+                                  oxcclRedOp_t op,
+                                  oxcclComm_t comm);
+
+/**
+ * `oxcclReduceScatterv`, started in the background (the counts are read before it
+ * returns).
+ */
+oxcclResult_t oxcclReduceScattervAsync(const void *sendbuff,
+                                       void *recvbuff,
+                                       const size_t *recvcounts,
+                                       oxcclDataType_t datatype,
+                                       oxcclRedOp_t op,
+                                       oxcclComm_t comm,
+                                       oxcclRequest_t *request);
 
 /**
  * Blocks until the call of `request` is over, returns its result and releases it.

@@ -3,7 +3,7 @@
 
 use std::os::raw::{c_int, c_void};
 
-use oxccl_core::{CollKind, DataType, Error, RawCall, ReduceOp, Result};
+use oxccl_core::{Blocks, CollKind, DataType, Error, RawCall, ReduceOp, Result};
 
 use crate::boundary::{guard, out_ptr, write_out, Ctx};
 use crate::comm::resolve as resolve_comm;
@@ -13,20 +13,22 @@ use crate::types::{
 };
 
 /// One call as C gave it, before checks.
-struct Args {
-    kind: CollKind,
-    send: *const c_void,
-    recv: *mut c_void,
-    count: usize,
-    dtype: DataTypeArg,
+pub(crate) struct Args {
+    pub kind: CollKind,
+    pub send: *const c_void,
+    pub recv: *mut c_void,
+    pub count: usize,
+    pub dtype: DataTypeArg,
     /// `None` where the collective has no reduction.
-    op: Option<RedOpArg>,
+    pub op: Option<RedOpArg>,
     /// Root or peer, where the collective has one.
-    root: Option<c_int>,
+    pub root: Option<c_int>,
+    /// Per-rank blocks of the uneven-count collectives (empty otherwise).
+    pub blocks: Blocks,
 }
 
 /// Checks `a` and runs it on `comm`, blocking, or as a request written to `request`.
-fn run(
+pub(crate) fn run(
     ctx: &mut Ctx,
     comm: oxcclComm_t,
     a: Args,
@@ -67,6 +69,7 @@ fn run(
         count: a.count,
         send: a.send as *const u8,
         recv: a.recv as *mut u8,
+        blocks: a.blocks,
     };
     match request {
         None => {
@@ -92,7 +95,8 @@ fn run(
 /// (a slice of them could not exist).
 fn check_extent(a: &Args, dtype: DataType, size: usize) -> std::result::Result<(), String> {
     let factor = match a.kind {
-        CollKind::AllGather | CollKind::ReduceScatter => size,
+        CollKind::AllGather | CollKind::ReduceScatter | CollKind::AllToAll => size,
+        CollKind::Gather | CollKind::Scatter => size,
         _ => 1,
     };
     let over = || {
@@ -122,11 +126,11 @@ fn check_extent(a: &Args, dtype: DataType, size: usize) -> std::result::Result<(
     Ok(())
 }
 
-fn blocking(name: &str, comm: oxcclComm_t, a: Args) -> oxcclResult_t {
+pub(crate) fn blocking(name: &str, comm: oxcclComm_t, a: Args) -> oxcclResult_t {
     guard(name, |ctx| run(ctx, comm, a, None))
 }
 
-fn nonblocking(
+pub(crate) fn nonblocking(
     name: &str,
     comm: oxcclComm_t,
     a: Args,
@@ -150,6 +154,7 @@ fn allreduce(
         dtype: dt,
         op: Some(op),
         root: None,
+        blocks: Blocks::default(),
     }
 }
 
@@ -162,6 +167,7 @@ fn broadcast(s: *const c_void, r: *mut c_void, count: usize, dt: DataTypeArg, ro
         dtype: dt,
         op: None,
         root: Some(root),
+        blocks: Blocks::default(),
     }
 }
 
@@ -181,6 +187,7 @@ fn reduce(
         dtype: dt,
         op: Some(op),
         root: Some(root),
+        blocks: Blocks::default(),
     }
 }
 
@@ -193,6 +200,7 @@ fn allgather(s: *const c_void, r: *mut c_void, count: usize, dt: DataTypeArg) ->
         dtype: dt,
         op: None,
         root: None,
+        blocks: Blocks::default(),
     }
 }
 
@@ -211,6 +219,7 @@ fn reduce_scatter(
         dtype: dt,
         op: Some(op),
         root: None,
+        blocks: Blocks::default(),
     }
 }
 
@@ -223,6 +232,7 @@ fn send(s: *const c_void, count: usize, dt: DataTypeArg, peer: c_int) -> Args {
         dtype: dt,
         op: None,
         root: Some(peer),
+        blocks: Blocks::default(),
     }
 }
 
@@ -235,6 +245,7 @@ fn recv(r: *mut c_void, count: usize, dt: DataTypeArg, peer: c_int) -> Args {
         dtype: dt,
         op: None,
         root: Some(peer),
+        blocks: Blocks::default(),
     }
 }
 
@@ -247,6 +258,7 @@ fn barrier() -> Args {
         dtype: DataType::U8 as DataTypeArg,
         op: None,
         root: None,
+        blocks: Blocks::default(),
     }
 }
 

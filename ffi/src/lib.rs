@@ -23,11 +23,13 @@
 mod boundary;
 mod coll;
 mod comm;
+mod exchange;
 mod handles;
 mod request;
 mod types;
 
 pub use coll::*;
 pub use comm::*;
+pub use exchange::*;
 pub use request::*;
 pub use types::*;

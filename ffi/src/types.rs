@@ -56,9 +56,16 @@ pub enum oxcclDataType_t {
     oxcclFloat64 = 8,
     /// bfloat16 (the upper half of a `float`), as `uint16_t` bits.
     oxcclBfloat16 = 9,
+    /// OCP FP8 E4M3 (bias 7, no infinities, largest value 448), as `uint8_t` bits; NCCL's
+    /// `ncclFloat8e4m3` (CUDA's `__nv_fp8_e4m3`).
+    oxcclFloat8e4m3 = 10,
+    /// OCP FP8 E5M2 (bias 15, with infinities, largest value 57344), as `uint8_t` bits; NCCL's
+    /// `ncclFloat8e5m2` (CUDA's `__nv_fp8_e5m2`).
+    oxcclFloat8e5m2 = 11,
 }
 
-/// Reduction operations, numbered as NCCL's `ncclRedOp_t`.
+/// Reduction operations, numbered as NCCL's `ncclRedOp_t` (0 to 4); the bitwise operations
+/// (5 to 7) are oxccl's own and accept integer types only.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum oxcclRedOp_t {
@@ -72,6 +79,12 @@ pub enum oxcclRedOp_t {
     oxcclMin = 3,
     /// Sum divided by the number of ranks (integers truncate).
     oxcclAvg = 4,
+    /// Bitwise and (integer types only).
+    oxcclBand = 5,
+    /// Bitwise or (integer types only).
+    oxcclBor = 6,
+    /// Bitwise exclusive or (integer types only).
+    oxcclBxor = 7,
 }
 
 /// `oxcclResult_t` as an argument (any `int` a caller passes is checked).
@@ -92,9 +105,9 @@ pub const oxcclFloat: c_int = 7;
 /// NCCL's alias of `oxcclFloat64`.
 pub const oxcclDouble: c_int = 8;
 /// Number of data types.
-pub const oxcclNumTypes: c_int = 10;
+pub const oxcclNumTypes: c_int = 12;
 /// Number of reduction operations.
-pub const oxcclNumOps: c_int = 5;
+pub const oxcclNumOps: c_int = 8;
 /// Number of result codes (one past the largest).
 pub const oxcclNumResults: c_int = 9;
 
@@ -175,7 +188,7 @@ pub(crate) fn code_of(kind: ErrorKind) -> oxcclResult_t {
 pub(crate) fn data_type(raw: DataTypeArg) -> oxccl_core::Result<DataType> {
     DataType::from_raw(i64::from(raw)).map_err(|_| {
         oxccl_core::Error::invalid_argument(format!(
-            "datatype {raw} is not an oxcclDataType_t (valid: 0..=9, oxcclInt8..oxcclBfloat16)"
+            "datatype {raw} is not an oxcclDataType_t (valid: 0..=11, oxcclInt8..oxcclFloat8e5m2)"
         ))
     })
 }
@@ -184,7 +197,7 @@ pub(crate) fn data_type(raw: DataTypeArg) -> oxccl_core::Result<DataType> {
 pub(crate) fn red_op(raw: RedOpArg) -> oxccl_core::Result<ReduceOp> {
     ReduceOp::from_raw(i64::from(raw)).map_err(|_| {
         oxccl_core::Error::invalid_argument(format!(
-            "op {raw} is not an oxcclRedOp_t (valid: 0..=4, oxcclSum..oxcclAvg)"
+            "op {raw} is not an oxcclRedOp_t (valid: 0..=7, oxcclSum..oxcclBxor)"
         ))
     })
 }
@@ -222,11 +235,24 @@ mod tests {
             oxcclDataType_t::oxcclBfloat16 as c_int,
             DataType::Bf16 as c_int
         );
+        assert_eq!(
+            oxcclDataType_t::oxcclFloat8e4m3 as c_int,
+            DataType::F8E4M3 as c_int
+        );
+        assert_eq!(
+            oxcclDataType_t::oxcclFloat8e5m2 as c_int,
+            DataType::F8E5M2 as c_int
+        );
+        assert_eq!(oxcclNumTypes as usize, DataType::ALL.len());
         assert_eq!(oxcclRedOp_t::oxcclAvg as c_int, ReduceOp::Avg as c_int);
-        for bad in [-1, 10, c_int::MAX, c_int::MIN] {
+        assert_eq!(oxcclRedOp_t::oxcclBand as c_int, ReduceOp::BAnd as c_int);
+        assert_eq!(oxcclRedOp_t::oxcclBor as c_int, ReduceOp::BOr as c_int);
+        assert_eq!(oxcclRedOp_t::oxcclBxor as c_int, ReduceOp::BXor as c_int);
+        assert_eq!(oxcclNumOps as usize, ReduceOp::ALL.len());
+        for bad in [-1, 12, 99, c_int::MAX, c_int::MIN] {
             assert!(data_type(bad).is_err());
         }
-        for bad in [-1, 5, c_int::MAX] {
+        for bad in [-1, 8, 99, c_int::MAX] {
             assert!(red_op(bad).is_err());
         }
         assert_eq!(parse_component("17"), 17);

@@ -113,10 +113,10 @@ static void invalid_enums(oxcclComm_t comm) {
     float x[8] = {0};
     oxcclRequest_t req = (oxcclRequest_t)&req;
     oxcclRequest_t before = req;
-    int bad_types[] = {-1, 10, 11, 255, 1 << 30, INT32_MIN};
+    int bad_types[] = {-1, 12, 13, 255, 1 << 30, INT32_MIN};
     for (size_t i = 0; i < sizeof bad_types / sizeof bad_types[0]; i++) {
         oxcclDataType_t t = (oxcclDataType_t)bad_types[i];
-        EXPECT(oxcclAllReduce(x, x, 8, t, oxcclSum, comm), A, "is not an oxcclDataType_t (valid: 0..=9", comm);
+        EXPECT(oxcclAllReduce(x, x, 8, t, oxcclSum, comm), A, "is not an oxcclDataType_t (valid: 0..=11", comm);
         EXPECT(oxcclBroadcast(x, x, 8, t, 0, comm), A, "is not an oxcclDataType_t", comm);
         EXPECT(oxcclReduce(x, x, 8, t, oxcclSum, 0, comm), A, "is not an oxcclDataType_t", comm);
         EXPECT(oxcclAllGather(x, x, 1, t, comm), A, "is not an oxcclDataType_t", comm);
@@ -127,12 +127,12 @@ static void invalid_enums(oxcclComm_t comm) {
         CHECK(req == before, "request written on failure");
     }
     char msg[64];
-    snprintf(msg, sizeof msg, "datatype %d is not", 10);
-    EXPECT(oxcclAllReduce(x, x, 8, (oxcclDataType_t)10, oxcclSum, comm), A, msg, comm);
-    int bad_ops[] = {-1, 5, 6, 1000, INT32_MAX};
+    snprintf(msg, sizeof msg, "datatype %d is not", 12);
+    EXPECT(oxcclAllReduce(x, x, 8, (oxcclDataType_t)12, oxcclSum, comm), A, msg, comm);
+    int bad_ops[] = {-1, 8, 9, 1000, INT32_MAX};
     for (size_t i = 0; i < sizeof bad_ops / sizeof bad_ops[0]; i++) {
         oxcclRedOp_t o = (oxcclRedOp_t)bad_ops[i];
-        EXPECT(oxcclAllReduce(x, x, 8, oxcclFloat32, o, comm), A, "is not an oxcclRedOp_t (valid: 0..=4", comm);
+        EXPECT(oxcclAllReduce(x, x, 8, oxcclFloat32, o, comm), A, "is not an oxcclRedOp_t (valid: 0..=7", comm);
         EXPECT(oxcclReduce(x, x, 8, oxcclFloat32, o, 0, comm), A, "is not an oxcclRedOp_t", comm);
         EXPECT(oxcclReduceScatter(x, x, 1, oxcclFloat32, o, comm), A, "is not an oxcclRedOp_t", comm);
         EXPECT(oxcclReduceScatterAsync(x, x, 1, oxcclFloat32, o, comm, &req), A, "oxcclRedOp_t", comm);

@@ -10,7 +10,10 @@ compiled extension).
 
 Arrays must be C-contiguous; outputs writeable. Element types follow the array's dtype
 (int8, uint8, int32, uint32, int64, uint64, float16, float32, float64); bfloat16 data is
-passed as a uint16 array with ``dtype=oxccl.BFLOAT16``. Every failure raises
+passed as a uint16 array with ``dtype=oxccl.BFLOAT16``, fp8 data as a uint8 array with
+``dtype=oxccl.FLOAT8_E4M3`` or ``oxccl.FLOAT8_E5M2`` (ml_dtypes' ``float8_e4m3fn`` and
+``float8_e5m2`` arrays are recognised). The bitwise ops ("band", "bor", "bxor") take integer
+arrays only. Every failure raises
 :class:`OxcclError` with the library's message (rank, peer, operation).
 """
 
@@ -23,16 +26,18 @@ from ._lib import UNIQUE_ID_BYTES, UniqueIdStruct, load
 __all__ = [
     "Comm", "Request", "OxcclError", "unique_id", "version",
     "INT8", "UINT8", "INT32", "UINT32", "INT64", "UINT64",
-    "FLOAT16", "FLOAT32", "FLOAT64", "BFLOAT16",
-    "SUM", "PROD", "MAX", "MIN", "AVG", "UNIQUE_ID_BYTES",
+    "FLOAT16", "FLOAT32", "FLOAT64", "BFLOAT16", "FLOAT8_E4M3", "FLOAT8_E5M2",
+    "SUM", "PROD", "MAX", "MIN", "AVG", "BAND", "BOR", "BXOR", "UNIQUE_ID_BYTES",
 ]
 
 _lib = load()
 
 # oxcclDataType_t and oxcclRedOp_t, numbered as NCCL's.
-INT8, UINT8, INT32, UINT32, INT64, UINT64, FLOAT16, FLOAT32, FLOAT64, BFLOAT16 = range(10)
-SUM, PROD, MAX, MIN, AVG = range(5)
-_OPS = {"sum": SUM, "prod": PROD, "max": MAX, "min": MIN, "avg": AVG}
+(INT8, UINT8, INT32, UINT32, INT64, UINT64, FLOAT16, FLOAT32, FLOAT64, BFLOAT16,
+ FLOAT8_E4M3, FLOAT8_E5M2) = range(12)
+SUM, PROD, MAX, MIN, AVG, BAND, BOR, BXOR = range(8)
+_OPS = {"sum": SUM, "prod": PROD, "max": MAX, "min": MIN, "avg": AVG,
+        "band": BAND, "bor": BOR, "bxor": BXOR}
 _DTYPES = {
     np.dtype(np.int8): INT8, np.dtype(np.uint8): UINT8,
     np.dtype(np.int32): INT32, np.dtype(np.uint32): UINT32,
@@ -40,7 +45,9 @@ _DTYPES = {
     np.dtype(np.float16): FLOAT16, np.dtype(np.float32): FLOAT32,
     np.dtype(np.float64): FLOAT64,
 }
-_SIZES = [1, 1, 4, 4, 8, 8, 2, 4, 8, 2]
+_SIZES = [1, 1, 4, 4, 8, 8, 2, 4, 8, 2, 1, 1]
+# Array dtypes from ml_dtypes (or jax/torch exports of them) recognised by name.
+_NAMED = {"bfloat16": BFLOAT16, "float8_e4m3fn": FLOAT8_E4M3, "float8_e5m2": FLOAT8_E5M2}
 _RESULTS = {
     0: "oxcclSuccess", 2: "oxcclSystemError", 3: "oxcclInternalError",
     4: "oxcclInvalidArgument", 5: "oxcclInvalidUsage", 6: "oxcclRemoteError",
@@ -82,7 +89,8 @@ def unique_id():
 def _op(op):
     if isinstance(op, str):
         if op.lower() not in _OPS:
-            raise ValueError("unknown reduction op %r (sum, prod, max, min, avg)" % op)
+            raise ValueError("unknown reduction op %r (sum, prod, max, min, avg, band, bor, bxor)"
+                             % op)
         return _OPS[op.lower()]
     return int(op)
 
@@ -100,21 +108,22 @@ def _array(a, what, writeable=False):
 def _dtype(a, dtype):
     if dtype is not None:
         dt = int(dtype)
-        if 0 <= dt < 10 and a.itemsize != _SIZES[dt]:
+        if 0 <= dt < len(_SIZES) and a.itemsize != _SIZES[dt]:
             raise ValueError("dtype %d has %d-byte elements but the array's are %d bytes"
                              % (dt, _SIZES[dt], a.itemsize))
         return dt
-    if a.dtype.name == "bfloat16":
-        return BFLOAT16
+    if a.dtype.name in _NAMED:
+        return _NAMED[a.dtype.name]
     try:
         return _DTYPES[a.dtype]
     except KeyError:
         raise TypeError("arrays of %s are not supported (int8..uint64, float16/32/64; "
-                        "bfloat16 as uint16 with dtype=oxccl.BFLOAT16)" % a.dtype) from None
+                        "bfloat16 as uint16 with dtype=oxccl.BFLOAT16; fp8 as uint8 with "
+                        "dtype=oxccl.FLOAT8_E4M3 or FLOAT8_E5M2)" % a.dtype) from None
 
 
 def _count(a, dt):
-    return a.nbytes // _SIZES[dt] if 0 <= dt < 10 else a.size
+    return a.nbytes // _SIZES[dt] if 0 <= dt < len(_SIZES) else a.size
 
 
 def _ptr(a):

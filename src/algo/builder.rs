@@ -35,8 +35,16 @@ impl ScheduleBuilder {
             action,
             channel,
             deps: d,
+            word: None,
         });
         id
+    }
+
+    /// Sets the count word step `id`'s message carries (send) or must carry (receive).
+    pub fn set_word(&mut self, id: u32, word: u64) {
+        if let Some(s) = self.steps.get_mut(id as usize) {
+            s.word = Some(word);
+        }
     }
 
     /// Sends `src` to `peer` on channel `ch`.

@@ -12,14 +12,17 @@
 //! keep data correct (read after write, and write after read of the same bytes).
 
 mod allgather;
+mod alltoall;
 mod bcast;
 mod builder;
 mod chunks;
+mod gather;
 mod hier;
 mod reduce;
 mod ring;
 pub mod sim;
 mod small;
+mod uneven;
 
 pub use builder::ScheduleBuilder;
 
@@ -118,6 +121,49 @@ pub struct Step {
     pub channel: u16,
     /// Indices of the steps that must be done first (all smaller than this step's index).
     pub deps: Vec<u32>,
+    /// For a send, the count word its message carries instead of the call's count; for a
+    /// receive, the word the message must carry. Alltoallv uses it so that both ends of a
+    /// pair check each other's counts (see [`pair_word`]).
+    pub word: Option<u64>,
+}
+
+/// The count word of an alltoallv message: `flowing` elements in the message's direction,
+/// `other` in the opposite one (each truncated to 32 bits). The sender writes
+/// (its send count, its receive count) for the pair and the receiver expects (its receive
+/// count, its send count), so a disagreement in either direction is seen at both ends.
+pub const fn pair_word(flowing: usize, other: usize) -> u64 {
+    (flowing as u64 & 0xffff_ffff) | ((other as u64 & 0xffff_ffff) << 32)
+}
+
+/// Where one rank's block lies in a buffer, in elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Block {
+    /// Offset from the buffer's start.
+    pub off: usize,
+    /// Number of elements.
+    pub len: usize,
+}
+
+impl Block {
+    /// One past the last element.
+    pub const fn end(&self) -> usize {
+        self.off + self.len
+    }
+}
+
+/// The per-rank blocks of the uneven-count collectives, indexed by rank.
+///
+/// | kind | send | recv |
+/// | --- | --- | --- |
+/// | AllToAllV | block sent to each rank | block received from each rank |
+/// | AllGatherV | (empty) | each rank's block of the result |
+/// | ReduceScatterV | each rank's block of the input (in rank order) | (empty) |
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Blocks {
+    /// Blocks of the send buffer.
+    pub send: Vec<Block>,
+    /// Blocks of the receive buffer.
+    pub recv: Vec<Block>,
 }
 
 /// Everything one rank does for one collective call.
@@ -140,6 +186,10 @@ pub struct Schedule {
 /// | Reduce | count | count (root) |
 /// | Send / Recv | count | count |
 /// | Barrier | 0 | 0 |
+/// | AllToAll | count x size | count x size |
+/// | Gather | count | count x size (root) |
+/// | Scatter | count x size (root) | count |
+/// | AllToAllV, AllGatherV, ReduceScatterV | [`Blocks`] | [`Blocks`] |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Every rank gets the reduction of all inputs.
@@ -158,6 +208,44 @@ pub enum Kind {
     Recv,
     /// Synchronisation only.
     Barrier,
+    /// Block j of rank i's input goes to block i of rank j's output.
+    AllToAll,
+    /// As AllToAll with per-pair counts and displacements ([`Plan::blocks`]).
+    AllToAllV,
+    /// The root gets every rank's input, in rank order.
+    Gather,
+    /// Rank r gets block r of the root's input.
+    Scatter,
+    /// Every rank gets every rank's input, blocks of different sizes at given places.
+    AllGatherV,
+    /// Rank r gets block r of the reduction; blocks of different sizes, in rank order.
+    ReduceScatterV,
+}
+
+impl Kind {
+    /// Whether the call's blocks come from [`Plan::blocks`] rather than its count.
+    pub const fn uneven(self) -> bool {
+        matches!(
+            self,
+            Kind::AllToAllV | Kind::AllGatherV | Kind::ReduceScatterV
+        )
+    }
+
+    /// Whether the call reduces.
+    pub const fn reduces(self) -> bool {
+        matches!(
+            self,
+            Kind::AllReduce | Kind::Reduce | Kind::ReduceScatter | Kind::ReduceScatterV
+        )
+    }
+
+    /// Whether the call has a root.
+    pub const fn rooted(self) -> bool {
+        matches!(
+            self,
+            Kind::Broadcast | Kind::Reduce | Kind::Gather | Kind::Scatter
+        )
+    }
 }
 
 /// The algorithm a schedule uses.
@@ -179,11 +267,15 @@ pub enum Algo {
     /// As [`Algo::Hier`] with double binary trees among the leaders instead of rings: log2
     /// of the host count network steps instead of twice the host count.
     HierTree,
+    /// Pairwise exchange: alltoall in size-1 rounds (round k: send to rank+k, receive from
+    /// rank-k, or partners rank XOR k on powers of two), and the linear gather and scatter
+    /// (the root exchanges with every rank directly).
+    Pairwise,
 }
 
 impl Algo {
     /// Every algorithm.
-    pub const ALL: [Algo; 7] = [
+    pub const ALL: [Algo; 8] = [
         Algo::Ring,
         Algo::Tree,
         Algo::RecursiveDoubling,
@@ -191,6 +283,7 @@ impl Algo {
         Algo::Direct,
         Algo::Hier,
         Algo::HierTree,
+        Algo::Pairwise,
     ];
 
     /// The name `OXCCL_ALGO` uses.
@@ -203,6 +296,7 @@ impl Algo {
             Algo::Direct => "direct",
             Algo::Hier => "hier",
             Algo::HierTree => "hier-tree",
+            Algo::Pairwise => "pairwise",
         }
     }
 
@@ -210,9 +304,13 @@ impl Algo {
     pub fn supports(self, kind: Kind) -> bool {
         use Kind::*;
         match self {
-            Algo::Ring => matches!(kind, AllReduce | AllGather | ReduceScatter),
-            Algo::Tree => matches!(kind, AllReduce | Broadcast | Reduce),
-            Algo::RecursiveDoubling => matches!(kind, AllReduce | AllGather | Barrier),
+            Algo::Ring => matches!(
+                kind,
+                AllReduce | AllGather | ReduceScatter | AllGatherV | ReduceScatterV
+            ),
+            Algo::Tree => matches!(kind, AllReduce | Broadcast | Reduce | Gather | Scatter),
+            Algo::RecursiveDoubling => matches!(kind, AllReduce | AllGather | Barrier | AllToAll),
+            Algo::Pairwise => matches!(kind, AllToAll | AllToAllV | Gather | Scatter),
             Algo::Chain => matches!(kind, Broadcast | Reduce),
             Algo::Direct => matches!(kind, Send | Recv),
             Algo::Hier | Algo::HierTree => matches!(kind, AllReduce),
@@ -251,6 +349,8 @@ pub struct Plan {
     /// hosts in ring order (a partition of 0..size). Empty, or anything that is not a
     /// partition, counts as one host holding the ring.
     pub hosts: Vec<Vec<usize>>,
+    /// The per-rank blocks of the uneven-count collectives; empty for the others.
+    pub blocks: Blocks,
 }
 
 impl Plan {
@@ -273,9 +373,16 @@ impl Plan {
     pub fn build(&self) -> Schedule {
         let mut b = ScheduleBuilder::new(self.nchannels);
         match (self.kind, self.algo) {
+            (k, _) if k.uneven() => uneven::build(self, &mut b),
             (_, _) if self.size == 1 || (self.count == 0 && self.kind != Kind::Barrier) => {
                 small::local_only(self, &mut b)
             }
+            (Kind::AllToAll, Algo::RecursiveDoubling) => alltoall::bruck(self, &mut b),
+            (Kind::AllToAll, _) => alltoall::pairwise(self, &mut b),
+            (Kind::Gather, Algo::Tree) => gather::gather_binomial(self, &mut b),
+            (Kind::Gather, _) => gather::gather_linear(self, &mut b),
+            (Kind::Scatter, Algo::Tree) => gather::scatter_binomial(self, &mut b),
+            (Kind::Scatter, _) => gather::scatter_linear(self, &mut b),
             (Kind::AllReduce, Algo::Ring) => ring::allreduce(self, &mut b),
             (Kind::ReduceScatter, _) => ring::reduce_scatter(self, &mut b),
             (Kind::AllGather, Algo::RecursiveDoubling) => allgather::bruck(self, &mut b),
@@ -290,10 +397,13 @@ impl Plan {
             (Kind::Reduce, _) => reduce::binomial(self, &mut b),
             (Kind::Send, _) | (Kind::Recv, _) => small::p2p(self, &mut b),
             (Kind::Barrier, _) => small::barrier(self, &mut b),
+            (Kind::AllToAllV | Kind::AllGatherV | Kind::ReduceScatterV, _) => {}
         }
         b.finish()
     }
 }
 
+#[cfg(test)]
+mod exchange_tests;
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,10 @@ pub fn local_only(p: &Plan, b: &mut ScheduleBuilder) {
         | Kind::AllGather
         | Kind::ReduceScatter
         | Kind::Broadcast
-        | Kind::Reduce => {
+        | Kind::Reduce
+        | Kind::AllToAll
+        | Kind::Gather
+        | Kind::Scatter => {
             let whole = (0, p.count);
             b.copy(
                 span(p, BufId::Send, whole),
@@ -23,7 +26,12 @@ pub fn local_only(p: &Plan, b: &mut ScheduleBuilder) {
                 &[],
             );
         }
-        Kind::Send | Kind::Recv | Kind::Barrier => {}
+        Kind::Send
+        | Kind::Recv
+        | Kind::Barrier
+        | Kind::AllToAllV
+        | Kind::AllGatherV
+        | Kind::ReduceScatterV => {}
     }
 }
 

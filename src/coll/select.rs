@@ -45,12 +45,15 @@ impl Tuning {
     }
 }
 
+/// Bytes per second of a local copy, for the algorithms that pack and unpack.
+const COPY_BYTES_PER_S: f64 = 8e9;
+
 fn log2_ceil(n: usize) -> f64 {
     (usize::BITS - (n.max(1) - 1).leading_zeros()) as f64
 }
 
 /// The algorithm for `kind` on `size` ranks moving `bytes` (the user buffer size; for
-/// allgather the gathered total).
+/// allgather, gather, scatter and alltoall the total over all ranks' blocks).
 pub(crate) fn choose(t: &Tuning, kind: Kind, size: usize, bytes: usize) -> Algo {
     if let Some(a) = t.forced {
         if a.supports(kind) {
@@ -107,7 +110,30 @@ pub(crate) fn choose(t: &Tuning, kind: Kind, size: usize, bytes: usize) -> Algo 
                 Algo::Chain
             }
         }
-        Kind::ReduceScatter => Algo::Ring,
+        Kind::AllToAll => {
+            // Pairwise: N-1 messages of one block each. Bruck: log2(N) messages of about
+            // half the data each, plus two local copies of everything (rotations, packing).
+            let pairwise = (n - 1.0) * a + (n - 1.0) / n * b / bw;
+            let bruck = lg * (a + b / (2.0 * bw)) + b / COPY_BYTES_PER_S * 3.0;
+            if bruck < pairwise {
+                Algo::RecursiveDoubling
+            } else {
+                Algo::Pairwise
+            }
+        }
+        Kind::Gather | Kind::Scatter => {
+            // The root moves (N-1)/N of the data either way; the tree saves messages at
+            // the root but forwards subtrees through scratch (log2 N copies of half the data).
+            let linear = (n - 1.0) * a + (n - 1.0) / n * b / bw;
+            let tree = lg * a + (n - 1.0) / n * b / bw + lg * b / (2.0 * COPY_BYTES_PER_S);
+            if tree < linear {
+                Algo::Tree
+            } else {
+                Algo::Pairwise
+            }
+        }
+        Kind::AllToAllV => Algo::Pairwise,
+        Kind::ReduceScatter | Kind::AllGatherV | Kind::ReduceScatterV => Algo::Ring,
         Kind::Barrier => Algo::RecursiveDoubling,
         Kind::Send | Kind::Recv => Algo::Direct,
     }

@@ -17,6 +17,14 @@ pub(crate) fn buffer_bytes(call: &Call, rank: usize, size: usize) -> Result<(usi
             call.dtype.name()
         ))
     };
+    if call.kind.reduces() {
+        call.op
+            .check(call.dtype)
+            .map_err(|e| args(rank, call.kind, e.message().to_string()))?;
+    }
+    if call.kind.uneven() {
+        return super::exchange::uneven_bytes(call, rank, size);
+    }
     let one = call.count.checked_mul(e).ok_or_else(over)?;
     let all = one.checked_mul(size).ok_or_else(over)?;
     Ok(match call.kind {
@@ -26,15 +34,19 @@ pub(crate) fn buffer_bytes(call: &Call, rank: usize, size: usize) -> Result<(usi
         Kind::Broadcast => (if rank == call.root { one } else { 0 }, one),
         Kind::Reduce => (one, if rank == call.root { one } else { 0 }),
         Kind::Barrier => (0, 0),
+        Kind::AllToAll => (all, all),
+        Kind::Gather => (one, if rank == call.root { all } else { 0 }),
+        Kind::Scatter => (if rank == call.root { all } else { 0 }, one),
+        Kind::AllToAllV | Kind::AllGatherV | Kind::ReduceScatterV => (0, 0),
     })
 }
 
-fn args(rank: usize, kind: Kind, msg: String) -> Error {
+pub(super) fn args(rank: usize, kind: Kind, msg: String) -> Error {
     Error::invalid_argument(format!("rank {rank}: {}: {msg}", kind_name(kind)))
 }
 
 impl Communicator {
-    fn call<T: Element>(
+    pub(super) fn call<T: Element>(
         &self,
         kind: Kind,
         op: ReduceOp,
@@ -51,10 +63,11 @@ impl Communicator {
             count,
             send: send as *const u8,
             recv: recv as *mut u8,
+            blocks: Default::default(),
         }
     }
 
-    fn check_root(&self, kind: Kind, root: usize, what: &str) -> Result<()> {
+    pub(super) fn check_root(&self, kind: Kind, root: usize, what: &str) -> Result<()> {
         if root >= self.size() {
             return Err(args(
                 self.rank(),
@@ -249,6 +262,7 @@ impl Communicator {
             count: 0,
             send: std::ptr::null(),
             recv: std::ptr::null_mut(),
+            blocks: Default::default(),
         };
         // SAFETY: no buffers.
         unsafe { self.run_blocking(c) }
@@ -353,7 +367,7 @@ impl Communicator {
         Ok(())
     }
 
-    fn block(&self, kind: Kind, len: usize) -> Result<usize> {
+    pub(super) fn block(&self, kind: Kind, len: usize) -> Result<usize> {
         if len % self.size() != 0 {
             return Err(args(
                 self.rank(),

@@ -7,6 +7,7 @@
 
 mod calls;
 mod core;
+mod exchange;
 mod placement;
 mod raw;
 mod request;
@@ -98,7 +99,7 @@ struct PlanKey {
 const PLAN_CACHE: usize = 256;
 
 /// A raw call: what the C ABI and the typed methods reduce to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub kind: Kind,
     pub dtype: DataType,
@@ -107,6 +108,8 @@ pub(crate) struct Call {
     pub count: usize,
     pub send: *const u8,
     pub recv: *mut u8,
+    /// Per-rank blocks of the uneven-count kinds (empty otherwise).
+    pub blocks: crate::algo::Blocks,
 }
 
 /// Aborts a communicator from any thread, even while a call is blocked in it.
@@ -347,7 +350,8 @@ impl Communicator {
     /// [`Kind`]) for the whole call.
     pub(crate) unsafe fn run_blocking(&self, call: Call) -> Result<()> {
         // SAFETY: forwarded; the slot is waited on before returning.
-        if let Some(slot) = unsafe { self.submit_if_busy(call) }? {
+        // (Cloning a call allocates nothing unless it carries blocks.)
+        if let Some(slot) = unsafe { self.submit_if_busy(call.clone()) }? {
             return slot.wait_result();
         }
         let mut st = lock(&self.state);
@@ -466,9 +470,18 @@ fn prepare(
 ) -> Result<(CallDesc, Tag, Arc<Schedule>, Buffers)> {
     let rank = sh.rank;
     let elem = call.dtype.size();
-    let op = match call.kind {
-        Kind::AllReduce | Kind::Reduce | Kind::ReduceScatter => call.op,
-        _ => ReduceOp::Sum,
+    let op = if call.kind.reduces() {
+        call.op
+    } else {
+        ReduceOp::Sum
+    };
+    // Uneven calls carry a count every rank agrees on: the total of the blocks all ranks
+    // share (alltoallv's pairs check their own counts, see `algo::pair_word`).
+    let count = match call.kind {
+        Kind::AllGatherV => call.blocks.recv.iter().map(|b| b.len as u64).sum(),
+        Kind::ReduceScatterV => call.blocks.send.iter().map(|b| b.len as u64).sum(),
+        Kind::AllToAllV => 0,
+        _ => call.count as u64,
     };
     let mut desc = CallDesc {
         seq: 0,
@@ -476,7 +489,7 @@ fn prepare(
         dtype: call.dtype,
         op,
         root: call.root as u32,
-        count: call.count as u64,
+        count,
     };
     let expect = match call.kind {
         Kind::Send => {
@@ -505,7 +518,9 @@ fn prepare(
     let (send_len, recv_len) = calls::buffer_bytes(call, rank, sh.size)?;
     let bytes = match call.kind {
         Kind::ReduceScatter => recv_len.saturating_mul(sh.size),
-        Kind::AllGather => recv_len,
+        Kind::AllGather | Kind::AllToAll | Kind::AllToAllV | Kind::AllGatherV => recv_len,
+        Kind::Gather | Kind::Scatter => call.count.saturating_mul(elem * sh.size),
+        Kind::ReduceScatterV => send_len,
         _ => call.count.saturating_mul(elem),
     };
     let algo = choose(&sh.tuning, call.kind, sh.size, bytes);
@@ -524,7 +539,12 @@ fn prepare(
         chunk: sh.cfg.chunk_bytes,
         nchannels,
     };
-    let sched = match st.plans.get(&key) {
+    let cached = if call.kind.uneven() {
+        None
+    } else {
+        st.plans.get(&key)
+    };
+    let sched = match cached {
         Some(s) => s.clone(),
         None => {
             let plan = Plan {
@@ -540,12 +560,15 @@ fn prepare(
                 nchannels,
                 ring: sh.ring.clone(),
                 hosts: sh.hosts.clone(),
+                blocks: call.blocks.clone(),
             };
-            if st.plans.len() >= PLAN_CACHE {
-                st.plans.clear();
-            }
             let s = Arc::new(plan.build());
-            st.plans.insert(key, s.clone());
+            if !call.kind.uneven() {
+                if st.plans.len() >= PLAN_CACHE {
+                    st.plans.clear();
+                }
+                st.plans.insert(key, s.clone());
+            }
             s
         }
     };

@@ -9,7 +9,7 @@ use crate::reduce::{DataType, ReduceOp};
 
 /// One call on raw buffers. Buffer sizes follow [`CollKind`](crate::CollKind)'s table: for
 /// example an allgather reads `count` elements at `send` and writes `count x size` at `recv`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RawCall {
     /// The collective (`Send`/`Recv` for point-to-point, with `root` the peer).
     pub kind: Kind,
@@ -25,6 +25,9 @@ pub struct RawCall {
     pub send: *const u8,
     /// Output (may be null where this rank writes nothing, or the count is 0).
     pub recv: *mut u8,
+    /// The per-rank blocks of alltoallv, allgatherv and reduce-scatterv (empty for the
+    /// other kinds; see [`Blocks`](crate::Blocks)).
+    pub blocks: crate::algo::Blocks,
 }
 
 impl Communicator {
@@ -32,10 +35,7 @@ impl Communicator {
         let (rank, size) = (self.rank(), self.size());
         let bad =
             |m: String| Error::invalid_argument(format!("rank {rank}: {}: {m}", kind_name(c.kind)));
-        let rooted = matches!(
-            c.kind,
-            Kind::Broadcast | Kind::Reduce | Kind::Send | Kind::Recv
-        );
+        let rooted = c.kind.rooted() || matches!(c.kind, Kind::Send | Kind::Recv);
         if rooted && c.root >= size {
             return Err(bad(format!(
                 "root/peer {} is out of range for {size} ranks",
@@ -53,6 +53,7 @@ impl Communicator {
             count: c.count,
             send: c.send,
             recv: c.recv,
+            blocks: c.blocks.clone(),
         };
         let (s, r) = super::calls::buffer_bytes(&call, rank, size)?;
         // A send only reads and a receive only writes: the other pointer may be null.
@@ -71,6 +72,7 @@ impl Communicator {
                 "receive buffer is NULL but {r} bytes are written to it"
             )));
         }
+        super::exchange::check_call(&call, rank, (s, r))?;
         Ok(call)
     }
 

@@ -518,7 +518,11 @@ impl<T: Transport> Engine<T> {
                     i as usize, &first, &edges, &mut left, &mut ready, &arrived, sched,
                 );
             }
+            let mut mismatch = None;
             for q in queues.iter_mut() {
+                if mismatch.is_some() {
+                    break;
+                }
                 let ctx = |e: Error| {
                     let dir = if q.send {
                         "sending to"
@@ -540,8 +544,12 @@ impl<T: Transport> Engine<T> {
                     moved = true;
                     if !q.send {
                         let p = part(i);
-                        check_message(&p.desc, p.expect, c.tag, c.bytes, &sched.steps[i].action)
-                            .map_err(ctx)?;
+                        let st = &sched.steps[i];
+                        let expect = with_word(p.expect, st.word);
+                        if let Err(e) = check_message(&p.desc, expect, c.tag, c.bytes, &st.action) {
+                            mismatch = Some(ctx(e));
+                            break;
+                        }
                     }
                     match (st, sched.steps[i].action) {
                         (Some(si), Action::RecvReduce { .. }) => {
@@ -555,6 +563,9 @@ impl<T: Transport> Engine<T> {
                             release(i, &first, &edges, &mut left, &mut ready, &arrived, sched);
                         }
                     }
+                }
+                if mismatch.is_some() {
+                    break;
                 }
                 // Posts, in order.
                 while q.next < q.steps.len() && q.in_flight.len() < max_in_flight {
@@ -575,7 +586,7 @@ impl<T: Transport> Engine<T> {
                                     conn,
                                     ptr(i, &src),
                                     src.len,
-                                    tags[pidx(i)],
+                                    with_word(tags[pidx(i)], sched.steps[i].word),
                                     region_of(i, &src).map(|k| &regions[k]),
                                 )
                             }
@@ -628,6 +639,12 @@ impl<T: Transport> Engine<T> {
                         None => break,
                     }
                 }
+            }
+            if let Some(e) = mismatch {
+                // Let the sends already under way reach the peer, so that it sees the
+                // disagreement too instead of only this rank's departure.
+                drain_sends(transport, &mut queues, Duration::from_millis(200));
+                return Err(e);
             }
             if moved {
                 idle = 0;
@@ -712,6 +729,41 @@ fn release(
     }
 }
 
+/// After a mismatch: completes the sends already posted, for at most `bound` (errors are
+/// ignored, the call fails anyway). Nothing new is posted.
+fn drain_sends<T: Transport>(transport: &mut T, queues: &mut [Queue<T::Request>], bound: Duration) {
+    let end = Instant::now() + bound;
+    loop {
+        let mut pending = false;
+        for q in queues.iter_mut().filter(|q| q.send) {
+            while let Some((_, req, _)) = q.in_flight.front_mut() {
+                match transport.test(req) {
+                    Ok(Some(_)) | Err(_) => {
+                        q.in_flight.pop_front();
+                    }
+                    Ok(None) => {
+                        pending = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if !pending || now >= end {
+            return;
+        }
+        let _ = transport.wait_activity((end - now).min(Duration::from_millis(1)));
+    }
+}
+
+/// `tag` with its count word replaced by a step's own word, if it has one.
+fn with_word(mut tag: Tag, word: Option<u64>) -> Tag {
+    if let Some(w) = word {
+        tag[2] = w;
+    }
+    tag
+}
+
 /// Checks that a received message belongs to the call this rank is in, and has the size
 /// this rank expects.
 fn check_message(
@@ -725,6 +777,16 @@ fn check_message(
         Action::Recv { dst, .. } | Action::RecvReduce { dst, .. } => dst.len,
         _ => bytes,
     };
+    if tag != expect && tag[..2] == expect[..2] && desc.kind == crate::algo::Kind::AllToAllV {
+        let half = |w: u64| (w & 0xffff_ffff, w >> 32);
+        let ((they_send, they_expect), (we_expect, we_send)) = (half(tag[2]), half(expect[2]));
+        return Err(Error::invalid_usage(format!(
+            "mismatched counts in {}: the peer sends {they_send} elements to this rank and \
+             expects {they_expect} from it, but this rank expects {we_expect} and sends \
+             {we_send} (sendcounts and recvcounts must agree for every pair)",
+            desc.describe()
+        )));
+    }
     if tag != expect {
         let theirs = match CallDesc::from_tag(tag) {
             Some(d) => d.describe(),

@@ -23,7 +23,7 @@ pub struct CallDesc {
     pub count: u64,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 14] = [
     Kind::AllReduce,
     Kind::AllGather,
     Kind::ReduceScatter,
@@ -32,6 +32,12 @@ const KINDS: [Kind; 8] = [
     Kind::Send,
     Kind::Recv,
     Kind::Barrier,
+    Kind::AllToAll,
+    Kind::AllToAllV,
+    Kind::Gather,
+    Kind::Scatter,
+    Kind::AllGatherV,
+    Kind::ReduceScatterV,
 ];
 
 /// The tag of connection greetings (not a call).
@@ -66,15 +72,22 @@ impl CallDesc {
     pub fn describe(&self) -> String {
         let name = kind_name(self.kind);
         let extra = match self.kind {
-            Kind::AllReduce | Kind::ReduceScatter => format!(", {}", self.op.name()),
+            Kind::AllReduce | Kind::ReduceScatter | Kind::ReduceScatterV => {
+                format!(", {}", self.op.name())
+            }
+            Kind::Gather | Kind::Scatter => format!(", root {}", self.root),
             Kind::Reduce => format!(", {}, root {}", self.op.name(), self.root),
             Kind::Broadcast => format!(", root {}", self.root),
             Kind::Send => format!(", to rank {}", self.root),
             Kind::Recv => format!(", from rank {}", self.root),
-            Kind::AllGather | Kind::Barrier => String::new(),
+            Kind::AllGather | Kind::AllGatherV | Kind::AllToAll | Kind::Barrier => String::new(),
+            Kind::AllToAllV => String::new(),
         };
         if self.kind == Kind::Barrier {
             return format!("{name} #{}", self.seq);
+        }
+        if self.kind == Kind::AllToAllV {
+            return format!("{name} #{} ({})", self.seq, self.dtype.name());
         }
         format!(
             "{name} #{} (count {}, {}{extra})",
@@ -96,6 +109,12 @@ pub fn kind_name(k: Kind) -> &'static str {
         Kind::Send => "send",
         Kind::Recv => "recv",
         Kind::Barrier => "barrier",
+        Kind::AllToAll => "alltoall",
+        Kind::AllToAllV => "alltoallv",
+        Kind::Gather => "gather",
+        Kind::Scatter => "scatter",
+        Kind::AllGatherV => "allgatherv",
+        Kind::ReduceScatterV => "reduce_scatterv",
     }
 }
 
@@ -106,12 +125,15 @@ mod tests {
     #[test]
     fn tags_round_trip() {
         for kind in KINDS {
-            for dtype in DataType::ALL {
+            for (dtype, op) in DataType::ALL
+                .into_iter()
+                .flat_map(|d| ReduceOp::ALL.map(|o| (d, o)))
+            {
                 let d = CallDesc {
                     seq: 77,
                     kind,
                     dtype,
-                    op: ReduceOp::Max,
+                    op,
                     root: 12345,
                     count: u64::MAX - 3,
                 };

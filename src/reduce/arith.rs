@@ -6,7 +6,7 @@
 //! makes the result NaN, and `-0.0` counts as less than `+0.0`, so both are commutative
 //! (apart from which NaN payload survives when both are NaN).
 
-use crate::reduce::{Bf16, F16};
+use crate::reduce::{Bf16, F16, F8E4M3, F8E5M2};
 
 /// Arithmetic on one native element type.
 pub(crate) trait Arith: bytemuck::Pod {
@@ -89,32 +89,26 @@ macro_rules! float_arith {
 }
 float_arith!(f32, f64);
 
-/// A 16-bit float reduced by widening to `f32`.
+/// A 16- or 8-bit float reduced by widening to `f32`.
 pub(crate) trait HalfFloat: bytemuck::Pod {
     /// The exact `f32` value.
     fn widen(self) -> f32;
-    /// `x` rounded to nearest even.
+    /// `x` rounded to nearest even (with the type's own overflow rule).
     fn narrow(x: f32) -> Self;
 }
 
-impl HalfFloat for F16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn narrow(x: f32) -> Self {
-        F16::from_f32(x)
-    }
+macro_rules! half_float {
+    ($($t:ty),*) => {$(
+        impl HalfFloat for $t {
+            #[inline(always)]
+            fn widen(self) -> f32 {
+                self.to_f32()
+            }
+            #[inline(always)]
+            fn narrow(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+        }
+    )*};
 }
-
-impl HalfFloat for Bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn narrow(x: f32) -> Self {
-        Bf16::from_f32(x)
-    }
-}
+half_float!(F16, Bf16, F8E4M3, F8E5M2);

@@ -15,7 +15,7 @@ use crate::reduce::arith::HalfFloat;
 
 /// Elements per stack block on the unaligned path (at most 2 KiB per block).
 const BLOCK: usize = 256;
-/// Elements per `f32` block on the 16-bit float path.
+/// Elements per `f32` block on the 16- and 8-bit float path.
 pub(crate) const HALF_LANES: usize = 64;
 
 /// One (type, op) pair applied to typed slices; extra elements of a longer slice are ignored.
@@ -50,7 +50,7 @@ impl<T: Pod, F: Fn(T, T) -> T> SliceKernel for Native<T, F> {
     }
 }
 
-/// A 16-bit float combined in `f32` blocks of [`HALF_LANES`].
+/// A 16- or 8-bit float combined in `f32` blocks of [`HALF_LANES`].
 pub(crate) struct Half<H, F>(pub F, pub PhantomData<H>);
 
 impl<H: HalfFloat, F: Fn(f32, f32) -> f32> Half<H, F> {
@@ -222,5 +222,32 @@ pub(crate) fn map_bytes<T: Pod>(buf: &mut [u8], f: impl Fn(T) -> T) {
             *x = f(*x);
         }
         chunk.copy_from_slice(bytemuck::cast_slice(t));
+    }
+}
+
+/// `dst = f(src)` for every whole element the two buffers share, at any alignment.
+pub(crate) fn map_bytes_to<T: Pod>(dst: &mut [u8], src: &[u8], f: impl Fn(T) -> T) {
+    let n = whole_len::<T>(&[dst.len(), src.len()]);
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    if is_aligned::<T>(dst) && is_aligned::<T>(src) {
+        if let (Ok(d), Ok(s)) = (
+            bytemuck::try_cast_slice_mut::<u8, T>(&mut *dst),
+            bytemuck::try_cast_slice::<u8, T>(src),
+        ) {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = f(*s);
+            }
+            return;
+        }
+    }
+    let step = BLOCK * std::mem::size_of::<T>();
+    let mut tmp = [T::zeroed(); BLOCK];
+    for (d, s) in dst.chunks_mut(step).zip(src.chunks(step)) {
+        let t = &mut tmp[..d.len() / std::mem::size_of::<T>()];
+        bytemuck::cast_slice_mut(&mut *t).copy_from_slice(s);
+        for x in t.iter_mut() {
+            *x = f(*x);
+        }
+        d.copy_from_slice(bytemuck::cast_slice(t));
     }
 }

@@ -303,7 +303,7 @@ impl CostModel {
                 };
                 intra_lat + lat + intra_bw.max(bw)
             }
-            Algo::Chain | Algo::Direct => f64::INFINITY,
+            Algo::Chain | Algo::Direct | Algo::Pairwise => f64::INFINITY,
         }
     }
 

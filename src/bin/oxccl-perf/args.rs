@@ -79,7 +79,8 @@ usage: oxccl-perf [options]
   -e BYTES         largest size                                                        [64M]
   -f FACTOR        multiply the size by FACTOR each step                               [2]
   -d TYPE          int8 uint8 int32 uint32 int64 uint64 half float double bfloat16     [float]
-  -o OP            sum prod max min avg                                                [sum]
+                   float8_e4m3 float8_e5m2
+  -o OP            sum prod max min avg band bor bxor (the last three: integers only)  [sum]
   -r ROOT          root of broadcast and reduce                                        [0]
   -c 0|1           check every result                                                  [1]
   -w N             warm-up iterations                                                  [5]
@@ -170,5 +171,8 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
     if a.threads == Some(0) {
         return Err("--threads must be at least 1".into());
     }
+    a.redop
+        .check(a.dtype)
+        .map_err(|e| format!("-o: {}", e.message()))?;
     Ok(a)
 }

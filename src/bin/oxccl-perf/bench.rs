@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::args::{Args, Op};
 use crate::data::{input, reduced, same, Val};
-use oxccl::{Bf16, Communicator, DataType, ReduceOp, Result, F16};
+use oxccl::{Bf16, Communicator, DataType, ReduceOp, Result, F16, F8E4M3, F8E5M2};
 
 /// Every point of every requested op; returns the number of wrong results (rank 0 counts
 /// all ranks').
@@ -20,6 +20,8 @@ pub fn all_points(comm: &Communicator, a: &Args) -> Result<usize> {
         DataType::F32 => points::<f32>(comm, a),
         DataType::F64 => points::<f64>(comm, a),
         DataType::Bf16 => points::<Bf16>(comm, a),
+        DataType::F8E4M3 => points::<F8E4M3>(comm, a),
+        DataType::F8E5M2 => points::<F8E5M2>(comm, a),
     }
 }
 
@@ -68,7 +70,7 @@ fn fill<T: Val>(b: &mut Bufs<T>, op: Op, redop: ReduceOp, rank: usize, n: usize,
     };
 
     for (i, x) in src.iter_mut().enumerate() {
-        *x = T::from_f64(input(ro, n, rank, i));
+        *x = T::from_f64(input(ro, n, rank, i, T::NARROW && op.reduces()));
     }
     if !in_place {
         for x in b.recv[..rl].iter_mut() {
@@ -94,12 +96,12 @@ fn wrong<T: Val>(
     let mut bad = 0;
     for (i, &x) in out.iter().enumerate() {
         let want = match op {
-            Op::AllReduce => reduced(redop, n, i, T::FLOAT),
+            Op::AllReduce => reduced::<T>(redop, n, i),
             Op::Reduce if rank != root => continue,
-            Op::Reduce => reduced(redop, n, i, T::FLOAT),
-            Op::ReduceScatter => reduced(redop, n, rank * count + i, T::FLOAT),
-            Op::AllGather => input(ReduceOp::Sum, n, i / count, i % count),
-            Op::Broadcast => input(ReduceOp::Sum, n, root, i),
+            Op::Reduce => reduced::<T>(redop, n, i),
+            Op::ReduceScatter => reduced::<T>(redop, n, rank * count + i),
+            Op::AllGather => input(ReduceOp::Sum, n, i / count, i % count, false),
+            Op::Broadcast => input(ReduceOp::Sum, n, root, i, false),
         };
         if !same(x, want, redop) {
             bad += 1;

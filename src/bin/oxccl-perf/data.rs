@@ -1,12 +1,17 @@
 //! Input patterns and the expected results, exact for every type and op.
 
-use oxccl::{Bf16, Element, ReduceOp, F16};
+use oxccl::{Bf16, Element, ReduceOp, F16, F8E4M3, F8E5M2};
 
 /// An element the tool can fill and check.
 pub trait Val: Element + Default {
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
     const FLOAT: bool;
+    /// Too narrow for sums of many small integers to be exact (fp8): reductions get sparse
+    /// inputs (see [`input`]).
+    const NARROW: bool = false;
+    /// Relative error allowed in a float average (one rounding of the quotient).
+    const AVG_TOL: f64 = 1e-2;
 }
 
 macro_rules! val {
@@ -40,9 +45,35 @@ impl Val for Bf16 {
     const FLOAT: bool = true;
 }
 
-/// Rank `r`'s input at element `i` (small integers: every sum, product, min and max of them
-/// is exact in every type, whatever the order of operations).
-pub fn input(op: ReduceOp, n: usize, r: usize, i: usize) -> f64 {
+impl Val for F8E4M3 {
+    fn from_f64(v: f64) -> Self {
+        F8E4M3::from_f32(v as f32)
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    const FLOAT: bool = true;
+    const NARROW: bool = true;
+    const AVG_TOL: f64 = 0.07; // 3 mantissa bits: half an ulp is 2^-4
+}
+
+impl Val for F8E5M2 {
+    fn from_f64(v: f64) -> Self {
+        F8E5M2::from_f32(v as f32)
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    const FLOAT: bool = true;
+    const NARROW: bool = true;
+    const AVG_TOL: f64 = 0.13; // 2 mantissa bits: half an ulp is 2^-3
+}
+
+/// Rank `r`'s input at element `i` (small integers: every sum, product, min, max and bitwise
+/// combination of them is exact in every type, whatever the order of operations). With
+/// `sparse` (fp8 reductions, whose sums of many small integers round), sums and averages
+/// get one nonzero input per element, so that they are exact too.
+pub fn input(op: ReduceOp, n: usize, r: usize, i: usize, sparse: bool) -> f64 {
     match op {
         ReduceOp::Prod => {
             if i % n == r {
@@ -51,13 +82,16 @@ pub fn input(op: ReduceOp, n: usize, r: usize, i: usize) -> f64 {
                 1.0
             }
         }
+        ReduceOp::Sum | ReduceOp::Avg if sparse && i % n != r => 0.0,
         _ => ((i * 7 + r * 3) % 4) as f64,
     }
 }
 
-/// The reduction over all ranks at element `i`.
-pub fn reduced(op: ReduceOp, n: usize, i: usize, float: bool) -> f64 {
-    let vals = (0..n).map(|r| input(op, n, r, i));
+/// The reduction over all ranks at element `i`, for `T`'s inputs.
+pub fn reduced<T: Val>(op: ReduceOp, n: usize, i: usize) -> f64 {
+    let vals = (0..n).map(|r| input(op, n, r, i, T::NARROW));
+    // Inputs are small non-negative integers.
+    let bits = vals.clone().map(|v| v as u64);
     match op {
         ReduceOp::Sum => vals.sum(),
         ReduceOp::Prod => vals.product(),
@@ -65,12 +99,15 @@ pub fn reduced(op: ReduceOp, n: usize, i: usize, float: bool) -> f64 {
         ReduceOp::Min => vals.fold(f64::MAX, f64::min),
         ReduceOp::Avg => {
             let s: f64 = vals.sum();
-            if float {
+            if T::FLOAT {
                 s / n as f64
             } else {
                 (s / n as f64).trunc()
             }
         }
+        ReduceOp::BAnd => bits.fold(u64::MAX, |a, b| a & b) as f64,
+        ReduceOp::BOr => bits.fold(0, |a, b| a | b) as f64,
+        ReduceOp::BXor => bits.fold(0, |a, b| a ^ b) as f64,
     }
 }
 
@@ -79,7 +116,7 @@ pub fn reduced(op: ReduceOp, n: usize, i: usize, float: bool) -> f64 {
 pub fn same<T: Val>(got: T, want: f64, op: ReduceOp) -> bool {
     let g = got.to_f64();
     if T::FLOAT && op == ReduceOp::Avg {
-        return (g - want).abs() <= 1e-2 * want.abs().max(1.0);
+        return (g - want).abs() <= T::AVG_TOL * want.abs().max(1.0);
     }
     g == want
 }

@@ -153,6 +153,7 @@ fn network_bytes(t: &Topology, algo: Algo, count: usize, aware: bool) -> (usize,
             nchannels: 2,
             ring: m.ring.clone(),
             hosts: m.hosts.clone(),
+            blocks: Default::default(),
         };
         for st in plan.build().steps {
             if let Action::Send { peer, src } = st.action {

@@ -45,6 +45,9 @@ pub struct Config {
     /// Whether rings and trees follow the topology (`OXCCL_TOPO_AWARE`, default 1); with 0,
     /// plain rank order, for comparison.
     pub topo_aware: bool,
+    /// The communicator's name (`OXCCL_COMM_NAME`, or the C config's `commName`), as
+    /// [`Communicator::name`](crate::Communicator::name) reports it; `None`: unnamed.
+    pub name: Option<String>,
 }
 
 /// Idle polls before sleeping when each rank on the host can have a CPU of its own.
@@ -98,6 +101,7 @@ impl Default for Config {
             topo_file: None,
             topo_dump_file: None,
             topo_aware: true,
+            name: None,
         }
     }
 }
@@ -149,6 +153,7 @@ impl Config {
         if let Some(v) = var("OXCCL_TOPO_AWARE") {
             c.topo_aware = parse_flag("OXCCL_TOPO_AWARE", &v)?;
         }
+        c.name = var("OXCCL_COMM_NAME");
         Ok(c)
     }
 }

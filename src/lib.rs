@@ -35,7 +35,7 @@ pub mod transport;
 pub use algo::{Block, Blocks};
 pub use bootstrap::UniqueId;
 pub use coll::{Algorithm, CollKind};
-pub use comm::{AbortHandle, Communicator, RawCall, Request};
+pub use comm::{AbortHandle, Communicator, Group, RawCall, Request};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use launch::{LaunchEnv, Launcher};

@@ -5,6 +5,8 @@
 mod common;
 #[path = "collectives/exchange.rs"]
 mod exchange;
+#[path = "collectives/group.rs"]
+mod group;
 
 use std::time::{Duration, Instant};
 

@@ -16,6 +16,29 @@
 /** The `color` of oxcclCommSplit for a rank that joins no new communicator. */
 #define OXCCL_SPLIT_NOCOLOR (-1)
 
+/** An `int` field of oxcclConfig_t left unset (INT_MIN). */
+#define OXCCL_CONFIG_UNDEF_INT (-2147483647 - 1)
+
+/**
+ * Initializer of oxcclConfig_t: every setting unset (the OXCCL_* variables, or a split's
+ * parent, decide). Use: `oxcclConfig_t cfg = OXCCL_CONFIG_INITIALIZER; cfg.timeoutMs = 5000;`
+ */
+#define OXCCL_CONFIG_INITIALIZER { \
+    sizeof(oxcclConfig_t), /* size */ \
+    OXCCL_CONFIG_MAGIC, /* magic */ \
+    OXCCL_VERSION_CODE, /* version */ \
+    OXCCL_CONFIG_UNDEF_INT, /* timeoutMs */ \
+    OXCCL_CONFIG_UNDEF_INT, /* nChannels */ \
+    NULL, /* transport */ \
+    NULL, /* algo */ \
+    NULL /* commName */ \
+}
+
+
+/**
+ * The value of `oxcclConfig_t::magic` that `OXCCL_CONFIG_INITIALIZER` writes ("oxcl").
+ */
+#define OXCCL_CONFIG_MAGIC 1870160748
 
 /**
  * NCCL's alias of `oxcclInt8`.
@@ -216,6 +239,22 @@ typedef enum {
 } oxcclRedOp_t;
 
 /**
+ * Where the scalar of a pre-multiplied sum lives, numbered as NCCL's
+ * `ncclScalarResidence_t`.
+ */
+typedef enum {
+  /**
+   * In device memory, read when the call runs: oxccl has no device memory, so this is
+   * refused with `oxcclInvalidArgument`.
+   */
+  oxcclScalarDevice = 0,
+  /**
+   * In host memory, read once by `oxcclRedOpCreatePreMulSum`.
+   */
+  oxcclScalarHostImmediate = 1,
+} oxcclScalarResidence_t;
+
+/**
  * A communicator. Never dereferenced: the handle value is a key into a registry of live
  * communicators, never reused, so that a destroyed handle is recognised.
  */
@@ -245,6 +284,46 @@ typedef struct {
    */
   char internal[OXCCL_UNIQUE_ID_BYTES];
 } oxcclUniqueId;
+
+/**
+ * Settings of one communicator. Initialize it with `OXCCL_CONFIG_INITIALIZER`, then set the
+ * fields wanted; strings are copied by the call that takes the config.
+ */
+typedef struct {
+  /**
+   * `sizeof(oxcclConfig_t)` as the caller compiled it.
+   */
+  size_t size;
+  /**
+   * `OXCCL_CONFIG_MAGIC`.
+   */
+  uint32_t magic;
+  /**
+   * `OXCCL_VERSION_CODE` of the caller's header.
+   */
+  uint32_t version;
+  /**
+   * Deadline of every blocking wait in milliseconds (`OXCCL_TIMEOUT`), > 0.
+   */
+  int timeoutMs;
+  /**
+   * Connections per peer pair for large messages (`OXCCL_NCHANNELS`), 1..=64.
+   */
+  int nChannels;
+  /**
+   * Backend: "tcp", "verbs", "fabric" or "mem" (`OXCCL_TRANSPORT`); NULL: unset.
+   */
+  const char *transport;
+  /**
+   * Forced algorithm (`OXCCL_ALGO`: "ring", "tree", "rd", "chain", "pairwise", ...);
+   * NULL: unset, the cost model chooses.
+   */
+  const char *algo;
+  /**
+   * The communicator's name (`OXCCL_COMM_NAME`); NULL: unset.
+   */
+  const char *commName;
+} oxcclConfig_t;
 
 #ifdef __cplusplus
 extern "C" {
@@ -429,6 +508,17 @@ oxcclResult_t oxcclGetUniqueId(oxcclUniqueId *uniqueId);
 oxcclResult_t oxcclCommInitRank(oxcclComm_t *comm, int nranks, oxcclUniqueId commId, int rank);
 
 /**
+ * As `oxcclCommInitRank`, with settings: the fields `config` sets override the `OXCCL_*`
+ * variables (NULL: the variables alone). Initialize `config` with
+ * `OXCCL_CONFIG_INITIALIZER`.
+ */
+oxcclResult_t oxcclCommInitRankConfig(oxcclComm_t *comm,
+                                      int nranks,
+                                      oxcclUniqueId commId,
+                                      int rank,
+                                      oxcclConfig_t *config);
+
+/**
  * Joins the communicator that the launcher's environment describes (rankrun's `OXCCL_*`
  * variables; torchrun, Slurm and Open MPI variables where oxccl's `from_env` reads them).
  */
@@ -436,9 +526,14 @@ oxcclResult_t oxcclCommInitFromEnv(oxcclComm_t *comm);
 
 /**
  * Collective over `comm`: ranks with the same `color` form a new communicator, ordered by
- * `key` then by rank. `color` `OXCCL_SPLIT_NOCOLOR` (-1) joins none and gets NULL.
+ * `key` then by rank. `color` `OXCCL_SPLIT_NOCOLOR` (-1) joins none and gets NULL. The new
+ * communicator has `comm`'s settings, with the fields `config` sets (NULL: inherit all).
  */
-oxcclResult_t oxcclCommSplit(oxcclComm_t comm, int color, int key, oxcclComm_t *newcomm);
+oxcclResult_t oxcclCommSplit(oxcclComm_t comm,
+                             int color,
+                             int key,
+                             oxcclComm_t *newcomm,
+                             oxcclConfig_t *config);
 
 /**
  * Frees `comm` after its queued calls finish (requests still outstanding keep it alive
@@ -626,6 +721,38 @@ oxcclResult_t oxcclReduceScattervAsync(const void *sendbuff,
                                        oxcclRedOp_t op,
                                        oxcclComm_t comm,
                                        oxcclRequest_t *request);
+
+/**
+ * Opens a group (groups nest; only the outermost `oxcclGroupEnd` runs the calls). Until
+ * then, collective and point-to-point calls of this thread return `oxcclSuccess` once
+ * their arguments are checked, and run at `oxcclGroupEnd`: their buffers must stay valid
+ * until it returns. `...Async` calls are refused inside a group.
+ */
+oxcclResult_t oxcclGroupStart(void);
+
+/**
+ * Closes a group; the outermost one runs its calls and returns when all are done, with
+ * the first failure (whose message `oxcclGetLastError` gives, for the thread and for the
+ * communicator it happened on).
+ */
+oxcclResult_t oxcclGroupEnd(void);
+
+/**
+ * Creates an op that sums every rank's input times `*scalar` (one element of `datatype`),
+ * for calls of `datatype` on `comm`; writes its number to `op`. The scalar is read now
+ * (`oxcclScalarHostImmediate`). Each rank scales its own input once, rounding once, so all
+ * ranks get bitwise identical results. Destroy it with `oxcclRedOpDestroy`.
+ */
+oxcclResult_t oxcclRedOpCreatePreMulSum(oxcclRedOp_t *op,
+                                        void *scalar,
+                                        oxcclDataType_t datatype,
+                                        oxcclScalarResidence_t residence,
+                                        oxcclComm_t comm);
+
+/**
+ * Destroys an op of `oxcclRedOpCreatePreMulSum` on `comm`; calls may not use it after.
+ */
+oxcclResult_t oxcclRedOpDestroy(oxcclRedOp_t op, oxcclComm_t comm);
 
 /**
  * Blocks until the call of `request` is over, returns its result and releases it.

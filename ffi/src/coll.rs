@@ -8,9 +8,7 @@ use oxccl_core::{Blocks, CollKind, DataType, Error, RawCall, ReduceOp, Result};
 use crate::boundary::{guard, out_ptr, write_out, Ctx};
 use crate::comm::resolve as resolve_comm;
 use crate::handles::{self, ReqEntry};
-use crate::types::{
-    data_type, oxcclComm_t, oxcclRequest_t, oxcclResult_t, red_op, DataTypeArg, RedOpArg,
-};
+use crate::types::{data_type, oxcclComm_t, oxcclRequest_t, oxcclResult_t, DataTypeArg, RedOpArg};
 
 /// One call as C gave it, before checks.
 pub(crate) struct Args {
@@ -42,9 +40,11 @@ pub(crate) fn run(
         out_ptr(r, "request")?;
     }
     let dtype = data_type(a.dtype).map_err(|e| bad(e.message().to_string()))?;
-    let op = match a.op {
-        Some(o) => red_op(o).map_err(|e| bad(e.message().to_string()))?,
-        None => ReduceOp::Sum,
+    let (op, scale) = match a.op {
+        Some(o) => {
+            crate::premul::resolve_op(&e, o, dtype).map_err(|e| bad(e.message().to_string()))?
+        }
+        None => (ReduceOp::Sum, None),
     };
     let root = match a.root {
         None => 0,
@@ -70,7 +70,19 @@ pub(crate) fn run(
         send: a.send as *const u8,
         recv: a.recv as *mut u8,
         blocks: a.blocks,
+        scale,
     };
+    if crate::group::active() {
+        if request.is_some() {
+            return Err(Error::invalid_usage(format!(
+                "rank {rank}: {what}: an ...Async call inside a group: use the blocking form, \
+                 which oxcclGroupEnd runs with the group"
+            )));
+        }
+        e.comm.check_raw_call(&call)?;
+        crate::group::push(e.clone(), call);
+        return Ok(());
+    }
     match request {
         None => {
             // SAFETY: the C caller promises the buffers for the sizes NCCL's API implies,

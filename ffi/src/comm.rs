@@ -3,11 +3,12 @@
 
 use std::os::raw::{c_char, c_int};
 
-use oxccl_core::{Communicator, Error, UniqueId};
+use oxccl_core::{Communicator, Config, Error, UniqueId};
 
 use crate::boundary::{
     comm_last_error, guard, guard_str, out_ptr, thread_last_error, write_out, Ctx,
 };
+use crate::config::{apply, oxcclConfig_t};
 use crate::handles;
 use crate::types::{
     code_of, describe, oxcclComm_t, oxcclResult_t, oxcclUniqueId, ResultArg, OXCCL_SPLIT_NOCOLOR,
@@ -66,26 +67,67 @@ pub extern "C" fn oxcclCommInitRank(
 ) -> oxcclResult_t {
     guard("oxcclCommInitRank", |_| {
         out_ptr(comm, "comm")?;
-        if nranks < 1 {
-            return Err(Error::invalid_argument(format!(
-                "rank {rank}: nranks {nranks} must be at least 1"
-            )));
-        }
-        if rank < 0 || rank >= nranks {
-            return Err(Error::invalid_argument(format!(
-                "rank {rank} is out of range for {nranks} ranks (0..={})",
-                nranks - 1
-            )));
-        }
-        let bytes: Vec<u8> = commId.internal.iter().map(|&c| c as u8).collect();
-        let id =
-            UniqueId::from_bytes(&bytes).map_err(|e| e.context(format!("rank {rank}: commId")))?;
-        let c = Communicator::init(&id, rank as usize, nranks as usize)?;
-        let h = handles::add_comm(c);
-        // SAFETY: checked non-null.
-        unsafe { write_out(comm, h) };
-        Ok(())
+        check_rank(nranks, rank)?;
+        // SAFETY: NULL: no config.
+        unsafe { init_rank(comm, nranks, &commId, rank, std::ptr::null()) }
     })
+}
+
+/// As `oxcclCommInitRank`, with settings: the fields `config` sets override the `OXCCL_*`
+/// variables (NULL: the variables alone). Initialize `config` with
+/// `OXCCL_CONFIG_INITIALIZER`.
+#[no_mangle]
+pub extern "C" fn oxcclCommInitRankConfig(
+    comm: *mut oxcclComm_t,
+    nranks: c_int,
+    commId: oxcclUniqueId,
+    rank: c_int,
+    config: *mut oxcclConfig_t,
+) -> oxcclResult_t {
+    guard("oxcclCommInitRankConfig", |_| {
+        out_ptr(comm, "comm")?;
+        check_rank(nranks, rank)?;
+        // SAFETY: the caller passes NULL or an initialized config.
+        unsafe { init_rank(comm, nranks, &commId, rank, config) }
+    })
+}
+
+fn check_rank(nranks: c_int, rank: c_int) -> oxccl_core::Result<()> {
+    if nranks < 1 {
+        return Err(Error::invalid_argument(format!(
+            "rank {rank}: nranks {nranks} must be at least 1"
+        )));
+    }
+    if rank < 0 || rank >= nranks {
+        return Err(Error::invalid_argument(format!(
+            "rank {rank} is out of range for {nranks} ranks (0..={})",
+            nranks - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Joins as `rank` with the environment's settings and `config`'s.
+///
+/// # Safety
+/// `comm` checked non-null; `config` NULL or an initialized config.
+unsafe fn init_rank(
+    comm: *mut oxcclComm_t,
+    nranks: c_int,
+    commId: &oxcclUniqueId,
+    rank: c_int,
+    config: *const oxcclConfig_t,
+) -> oxccl_core::Result<()> {
+    let bytes: Vec<u8> = commId.internal.iter().map(|&c| c as u8).collect();
+    let id = UniqueId::from_bytes(&bytes).map_err(|e| e.context(format!("rank {rank}: commId")))?;
+    // SAFETY: forwarded.
+    let cfg = unsafe { apply(config, Config::from_env()?) }
+        .map_err(|e| e.context(format!("rank {rank}: config")))?;
+    let c = Communicator::init_with_config(&id, rank as usize, nranks as usize, cfg)?;
+    let h = handles::add_comm(c);
+    // SAFETY: checked non-null by the caller.
+    unsafe { write_out(comm, h) };
+    Ok(())
 }
 
 /// Joins the communicator that the launcher's environment describes (rankrun's `OXCCL_*`
@@ -103,13 +145,15 @@ pub extern "C" fn oxcclCommInitFromEnv(comm: *mut oxcclComm_t) -> oxcclResult_t 
 }
 
 /// Collective over `comm`: ranks with the same `color` form a new communicator, ordered by
-/// `key` then by rank. `color` `OXCCL_SPLIT_NOCOLOR` (-1) joins none and gets NULL.
+/// `key` then by rank. `color` `OXCCL_SPLIT_NOCOLOR` (-1) joins none and gets NULL. The new
+/// communicator has `comm`'s settings, with the fields `config` sets (NULL: inherit all).
 #[no_mangle]
 pub extern "C" fn oxcclCommSplit(
     comm: oxcclComm_t,
     color: c_int,
     key: c_int,
     newcomm: *mut oxcclComm_t,
+    config: *mut oxcclConfig_t,
 ) -> oxcclResult_t {
     guard("oxcclCommSplit", |ctx| {
         let e = resolve(ctx, comm)?;
@@ -120,7 +164,16 @@ pub extern "C" fn oxcclCommSplit(
                 e.comm.rank()
             )));
         }
-        let h = match e.comm.split(color, key)? {
+        let cfg = if config.is_null() {
+            None
+        } else {
+            // SAFETY: the caller passes NULL or an initialized config.
+            Some(
+                unsafe { apply(config, e.comm.config().clone()) }
+                    .map_err(|x| x.context(format!("rank {}: config", e.comm.rank())))?,
+            )
+        };
+        let h = match e.comm.split_with_config(color, key, cfg)? {
             Some(c) => handles::add_comm(c),
             None => std::ptr::null_mut(),
         };

@@ -20,6 +20,8 @@ pub(crate) struct CommEntry {
     pub comm: Communicator,
     /// The message of the last failed call on this communicator (`oxcclGetLastError(comm)`).
     pub last_error: Mutex<CString>,
+    /// Pre-multiplied sums created on this communicator: op number -> (type, scalar).
+    pub premul: Mutex<BTreeMap<std::os::raw::c_int, (oxccl_core::DataType, [u8; 8])>>,
 }
 
 /// A non-blocking call. The request borrows the communicator, which `comm` keeps alive: the
@@ -88,6 +90,7 @@ pub(crate) fn add_comm(comm: Communicator) -> oxcclComm_t {
     let entry = Arc::new(CommEntry {
         comm,
         last_error: Mutex::new(CString::default()),
+        premul: Mutex::new(BTreeMap::new()),
     });
     locked(&COMMS).insert(key, entry);
     key as oxcclComm_t

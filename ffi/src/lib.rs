@@ -23,13 +23,19 @@
 mod boundary;
 mod coll;
 mod comm;
+mod config;
 mod exchange;
+mod group;
 mod handles;
+mod premul;
 mod request;
 mod types;
 
 pub use coll::*;
 pub use comm::*;
+pub use config::*;
 pub use exchange::*;
+pub use group::*;
+pub use premul::*;
 pub use request::*;
 pub use types::*;

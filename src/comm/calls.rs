@@ -64,6 +64,7 @@ impl Communicator {
             send: send as *const u8,
             recv: recv as *mut u8,
             blocks: Default::default(),
+            scale: None,
         }
     }
 
@@ -89,7 +90,7 @@ impl Communicator {
         Ok(())
     }
 
-    fn checked<T: Element>(
+    pub(super) fn checked<T: Element>(
         &self,
         kind: Kind,
         op: ReduceOp,
@@ -263,6 +264,7 @@ impl Communicator {
             send: std::ptr::null(),
             recv: std::ptr::null_mut(),
             blocks: Default::default(),
+            scale: None,
         };
         // SAFETY: no buffers.
         unsafe { self.run_blocking(c) }
@@ -359,7 +361,7 @@ impl Communicator {
         unsafe { self.submit(c) }
     }
 
-    fn check_peer(&self, kind: Kind, peer: usize) -> Result<()> {
+    pub(super) fn check_peer(&self, kind: Kind, peer: usize) -> Result<()> {
         self.check_root(kind, peer, "peer")?;
         if peer == self.rank() {
             return Err(args(self.rank(), kind, "peer is this rank itself".into()));

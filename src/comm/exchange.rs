@@ -211,6 +211,19 @@ fn packed(rank: usize, kind: Kind, counts: &[usize]) -> Result<Vec<Block>> {
 impl Communicator {
     /// Checks `call` and runs it: slices must hold at least what the call reads and writes.
     fn run_checked<T: Element>(&self, call: Call, send_len: usize, recv_len: usize) -> Result<()> {
+        let call = self.validated::<T>(call, send_len, recv_len)?;
+        // SAFETY: the slices hold the bytes the call touches (checked) and are borrowed for
+        // the whole call.
+        unsafe { self.run_blocking(call) }
+    }
+
+    /// Checks `call` against slices of `send_len` and `recv_len` elements.
+    pub(super) fn validated<T: Element>(
+        &self,
+        call: Call,
+        send_len: usize,
+        recv_len: usize,
+    ) -> Result<Call> {
         let (rank, size) = (self.rank(), self.size());
         let (s, r) = super::calls::buffer_bytes(&call, rank, size)?;
         let e = std::mem::size_of::<T>();
@@ -227,9 +240,7 @@ impl Communicator {
             }
         }
         check_call(&call, rank, (s, r))?;
-        // SAFETY: the slices hold the bytes the call touches (checked above) and are
-        // borrowed for the whole call.
-        unsafe { self.run_blocking(call) }
+        Ok(call)
     }
 
     /// Alltoall: block j of `send` goes to rank j, block i of `recv` comes from rank i

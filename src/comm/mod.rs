@@ -8,11 +8,14 @@
 mod calls;
 mod core;
 mod exchange;
+mod group;
 mod placement;
 mod raw;
 mod request;
 mod split;
+mod stage;
 
+pub use group::Group;
 pub use raw::RawCall;
 pub use request::Request;
 
@@ -68,6 +71,21 @@ pub(crate) struct Shared {
     pub nchannels: usize,
     pub bind_ip: IpAddr,
     pub transport: &'static str,
+    /// The first error of any call, readable without the state lock (NCCL's async error:
+    /// a watchdog thread asks while a call is still running).
+    pub error: Arc<Mutex<Option<Error>>>,
+}
+
+impl Shared {
+    /// Records `e` as the communicator's failure: later calls fail with it, and
+    /// [`Communicator::async_error`] reports it.
+    pub(crate) fn fail(&self, st: &mut State, e: Error) {
+        st.broken.get_or_insert_with(|| e.clone());
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
 }
 
 /// Mutable state, behind the communicator's lock.
@@ -110,6 +128,9 @@ pub(crate) struct Call {
     pub recv: *mut u8,
     /// Per-rank blocks of the uneven-count kinds (empty otherwise).
     pub blocks: crate::algo::Blocks,
+    /// A pre-multiplied sum's scalar (one element of `dtype`, native byte order): the
+    /// call reduces `send x scalar` with `Sum`.
+    pub scale: Option<[u8; 8]>,
 }
 
 /// Aborts a communicator from any thread, even while a call is blocked in it.
@@ -117,6 +138,7 @@ pub(crate) struct Call {
 pub struct AbortHandle {
     abort: Arc<AtomicBool>,
     state: Weak<Mutex<State>>,
+    error: Arc<Mutex<Option<Error>>>,
     rank: usize,
 }
 
@@ -125,15 +147,15 @@ impl AbortHandle {
     /// connections so that peers waiting on this rank fail with a Remote error.
     pub fn abort(&self) {
         self.abort.store(true, Ordering::SeqCst);
+        let e = Error::invalid_usage(format!("rank {}: the communicator was aborted", self.rank));
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| e.clone());
         if let Some(state) = self.state.upgrade() {
             if let Ok(mut s) = state.try_lock() {
                 s.core.shutdown();
-                s.broken.get_or_insert_with(|| {
-                    Error::invalid_usage(format!(
-                        "rank {}: the communicator was aborted",
-                        self.rank
-                    ))
-                });
+                s.broken.get_or_insert(e);
             }
         }
     }
@@ -290,6 +312,7 @@ impl Communicator {
             bind_ip,
             transport: name,
             cfg,
+            error: Arc::new(Mutex::new(None)),
         };
         Ok(Communicator {
             shared: Arc::new(shared),
@@ -316,17 +339,30 @@ impl Communicator {
         self.shared.size
     }
 
+    /// The communicator's name, if its [`Config`] gave one.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.cfg.name.as_deref()
+    }
+
+    /// The settings this communicator was made with.
+    pub fn config(&self) -> &Config {
+        &self.shared.cfg
+    }
+
     /// The backend in use (`tcp`, `fabric`, `mem`).
     pub fn transport(&self) -> &'static str {
         self.shared.transport
     }
 
-    /// The first error this communicator met, if any (NCCL's `ncclCommGetAsyncError`).
+    /// The first error this communicator met, if any (NCCL's `ncclCommGetAsyncError`),
+    /// including a call's failure seen while another thread's call still runs, so that a
+    /// watchdog thread can [`abort`](Communicator::abort) a communicator that is stuck.
     pub fn async_error(&self) -> Option<Error> {
-        match self.state.try_lock() {
-            Ok(s) => s.broken.clone(),
-            Err(_) => None,
-        }
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Aborts: see [`AbortHandle::abort`].
@@ -339,6 +375,7 @@ impl Communicator {
         AbortHandle {
             abort: self.shared.abort.clone(),
             state: Arc::downgrade(&self.state),
+            error: self.shared.error.clone(),
             rank: self.shared.rank,
         }
     }
@@ -438,26 +475,41 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     }
     if sh.abort.load(Ordering::SeqCst) {
         let e = Error::invalid_usage(format!("rank {rank}: the communicator was aborted"));
-        st.broken = Some(e.clone());
+        sh.fail(st, e.clone());
         return Err(e);
     }
-    let mut prepared = Vec::with_capacity(calls.len());
+    // Every call is checked before any is numbered, so a refused call leaves the
+    // communicator's sequence as every other rank's.
     for call in calls {
-        prepared.push(prepare(sh, st, call)?);
+        calls::buffer_bytes(call, rank, sh.size)?;
     }
-    let parts: Vec<Part<'_>> = prepared
-        .iter()
-        .map(|(desc, expect, sched, bufs)| Part {
-            desc: *desc,
-            expect: *expect,
-            sched: sched.as_ref(),
-            bufs: *bufs,
-        })
-        .collect();
     // SAFETY: forwarded from the caller.
-    let r = unsafe { st.core.run_group(&parts) };
-    if let Err(e) = &r {
-        st.broken = Some(e.clone());
+    let staged = unsafe { stage::stage(calls, rank, sh.size) }?;
+    let mut r = Ok(());
+    for batch in stage::batches(&staged, rank, sh.size) {
+        let mut prepared = Vec::with_capacity(batch.len());
+        for &i in &batch {
+            prepared.push(prepare(sh, st, &staged.calls[i])?);
+        }
+        let parts: Vec<Part<'_>> = prepared
+            .iter()
+            .map(|(desc, expect, sched, bufs)| Part {
+                desc: *desc,
+                expect: *expect,
+                sched: sched.as_ref(),
+                bufs: *bufs,
+            })
+            .collect();
+        // SAFETY: forwarded from the caller.
+        r = unsafe { st.core.run_group(&parts) };
+        if r.is_err() {
+            break;
+        }
+    }
+    match &r {
+        // SAFETY: the callers' buffers are valid for the whole call.
+        Ok(()) => unsafe { staged.finish() },
+        Err(e) => sh.fail(st, e.clone()),
     }
     r
 }

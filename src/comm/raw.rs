@@ -28,6 +28,10 @@ pub struct RawCall {
     /// The per-rank blocks of alltoallv, allgatherv and reduce-scatterv (empty for the
     /// other kinds; see [`Blocks`](crate::Blocks)).
     pub blocks: crate::algo::Blocks,
+    /// For a pre-multiplied sum (NCCL's `ncclRedOpCreatePreMulSum`): the scalar, one
+    /// element of `dtype` in native byte order at the start of the array; the call reduces
+    /// `send x scalar` with `Sum`. `None` for every other op.
+    pub scale: Option<[u8; 8]>,
 }
 
 impl Communicator {
@@ -54,6 +58,7 @@ impl Communicator {
             send: c.send,
             recv: c.recv,
             blocks: c.blocks.clone(),
+            scale: c.scale,
         };
         let (s, r) = super::calls::buffer_bytes(&call, rank, size)?;
         // A send only reads and a receive only writes: the other pointer may be null.
@@ -74,6 +79,26 @@ impl Communicator {
         }
         super::exchange::check_call(&call, rank, (s, r))?;
         Ok(call)
+    }
+
+    /// Checks a raw call as [`Communicator::run_raw`] would, without running it (a group
+    /// collects its calls first).
+    pub fn check_raw_call(&self, call: &RawCall) -> Result<()> {
+        self.check_raw(call).map(|_| ())
+    }
+
+    /// Runs raw calls together, as NCCL runs the calls between `ncclGroupStart` and
+    /// `ncclGroupEnd` (see [`Communicator::group`]), and blocks until all are done.
+    ///
+    /// # Safety
+    /// As [`Communicator::run_raw`], for every call.
+    pub unsafe fn run_raw_group(&self, calls: &[RawCall]) -> Result<()> {
+        let mut checked = Vec::with_capacity(calls.len());
+        for c in calls {
+            checked.push(self.check_raw(c)?);
+        }
+        // SAFETY: forwarded.
+        unsafe { self.run_blocking_group(checked) }
     }
 
     /// Runs a call on raw buffers and blocks until it is done.

@@ -203,6 +203,35 @@ impl Communicator {
         })
     }
 
+    /// When earlier non-blocking calls are queued or deferred, queues `calls` behind them as
+    /// one job and returns its slot; otherwise `None` and the caller runs them inline.
+    ///
+    /// # Safety
+    /// As [`Communicator::submit`]; the caller waits on the slot before returning.
+    pub(crate) unsafe fn submit_group_if_busy(&self, calls: &[Call]) -> Result<Option<Arc<Slot>>> {
+        if !self.busy() {
+            return Ok(None);
+        }
+        self.flush()?;
+        let slot = Slot::new();
+        self.enqueue(calls.to_vec(), vec![slot.clone()])?;
+        Ok(Some(slot))
+    }
+
+    /// Whether earlier non-blocking calls are queued, running or deferred.
+    fn busy(&self) -> bool {
+        let deferred = !self
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        deferred || {
+            let w = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+            w.as_ref()
+                .is_some_and(|w| w.pending.load(Ordering::SeqCst) > 0)
+        }
+    }
+
     /// When earlier non-blocking calls are queued or deferred, queues `call` behind them (a
     /// send or recv joins the deferred group) and returns its slot; otherwise `None` and
     /// the caller runs it inline.

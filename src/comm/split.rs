@@ -11,6 +11,17 @@ impl Communicator {
     /// `key` then by old rank. A negative color (NCCL's `NCCL_SPLIT_NOCOLOR`) joins none and
     /// gets `None`. The new communicator uses this one's settings.
     pub fn split(&self, color: i32, key: i32) -> Result<Option<Communicator>> {
+        self.split_with_config(color, key, None)
+    }
+
+    /// As [`Communicator::split`], with the new communicator's settings given (`None`:
+    /// this one's, as `ncclCommSplit` with a NULL config).
+    pub fn split_with_config(
+        &self,
+        color: i32,
+        key: i32,
+        config: Option<Config>,
+    ) -> Result<Option<Communicator>> {
         let n = self.size();
         let rank = self.rank();
         let mut all = vec![0i64; 2 * n];
@@ -52,7 +63,7 @@ impl Communicator {
         let cfg = Config {
             topo_file: None,
             topo_dump_file: None,
-            ..self.shared.cfg.clone()
+            ..config.unwrap_or_else(|| self.shared.cfg.clone())
         };
         let place = Some(self.shared.info.clone());
         Communicator::init_placed(&id, new_rank, group.len(), cfg, place).map(Some)

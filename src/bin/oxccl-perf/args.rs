@@ -10,15 +10,21 @@ pub enum Op {
     Broadcast,
     ReduceScatter,
     Reduce,
+    AllToAll,
+    Gather,
+    Scatter,
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [
+    pub const ALL: [Op; 8] = [
         Op::AllReduce,
         Op::AllGather,
         Op::Broadcast,
         Op::ReduceScatter,
         Op::Reduce,
+        Op::AllToAll,
+        Op::Gather,
+        Op::Scatter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -28,6 +34,9 @@ impl Op {
             Op::Broadcast => "broadcast",
             Op::ReduceScatter => "reduce_scatter",
             Op::Reduce => "reduce",
+            Op::AllToAll => "alltoall",
+            Op::Gather => "gather",
+            Op::Scatter => "scatter",
         }
     }
 
@@ -36,7 +45,9 @@ impl Op {
         let n = n as f64;
         match self {
             Op::AllReduce => 2.0 * (n - 1.0) / n,
-            Op::AllGather | Op::ReduceScatter => (n - 1.0) / n,
+            Op::AllGather | Op::ReduceScatter | Op::AllToAll | Op::Gather | Op::Scatter => {
+                (n - 1.0) / n
+            }
             Op::Broadcast | Op::Reduce => 1.0,
         }
     }
@@ -46,13 +57,28 @@ impl Op {
     }
 
     pub fn rooted(self) -> bool {
-        matches!(self, Op::Broadcast | Op::Reduce)
+        matches!(self, Op::Broadcast | Op::Reduce | Op::Gather | Op::Scatter)
+    }
+
+    /// Whether the op has an in-place form (alltoall has none: its send and receive
+    /// buffers cannot be one slice).
+    pub fn has_in_place(self) -> bool {
+        self != Op::AllToAll
+    }
+
+    /// The op named `v` (nccl-tests' and the peer suite's names; `bcast` too).
+    fn parse(v: &str) -> Option<Op> {
+        Op::ALL
+            .into_iter()
+            .find(|o| o.name() == v || (v == "bcast" && *o == Op::Broadcast))
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Args {
     pub ops: Vec<Op>,
+    /// Whether --op was given (the CSV mode's default is the peer suite's default list).
+    pub ops_given: bool,
     pub min_bytes: usize,
     pub max_bytes: usize,
     pub factor: usize,
@@ -68,26 +94,33 @@ pub struct Args {
     pub target_secs: f64,
     /// How the ranks run, for the table's header: "threads" or "processes".
     pub ranks_are: &'static str,
+    /// `--calls N`: N float allreduces per iteration, separate and grouped.
+    pub calls: Option<usize>,
 }
 
 pub const USAGE: &str = "\
 oxccl-perf: collective benchmarks in nccl-tests' format
 
 usage: oxccl-perf [options]
-  --op NAME        allreduce | allgather | broadcast | reduce_scatter | reduce | all  [allreduce]
+  --op NAMES       comma-separated list of: allreduce allgather broadcast              [allreduce]
+                   reduce_scatter reduce alltoall gather scatter, or all. Sizes as in
+                   nccl-tests: the whole gathered / scattered buffer (allgather,
+                   reduce_scatter, gather, scatter), each rank's send buffer (alltoall)
   -b BYTES         smallest size (K, M, G suffixes)                                    [8]
   -e BYTES         largest size                                                        [64M]
   -f FACTOR        multiply the size by FACTOR each step                               [2]
   -d TYPE          int8 uint8 int32 uint32 int64 uint64 half float double bfloat16     [float]
                    float8_e4m3 float8_e5m2
   -o OP            sum prod max min avg band bor bxor (the last three: integers only)  [sum]
-  -r ROOT          root of broadcast and reduce                                        [0]
+  -r ROOT          root of broadcast, reduce, gather and scatter                       [0]
   -c 0|1           check every result                                                  [1]
   -w N             warm-up iterations                                                  [5]
   -n N             timed iterations                                                    [20]
   --threads N      run N ranks as threads of this process (the transport is real: tcp uses sockets);
                    without it, run as one rank of a job started by rankrun, torchrun, srun or mpirun
   --csv            one CSV line per (op, size) for the peer comparison suite instead of the table
+  --calls N        N float sum allreduces of each size per iteration, timed as N separate
+                   calls and as one group (Communicator::group), side by side
   --label L        label of the CSV lines                                              [oxccl]
   -t SECONDS       CSV mode: seconds of timed calls per point                          [0.2]
 Environment: OXCCL_TRANSPORT, OXCCL_ALGO, OXCCL_TIMEOUT, ... (see docs/environment.md).
@@ -105,6 +138,7 @@ fn num(flag: &str, v: &str) -> Result<usize, String> {
 pub fn parse(argv: &[String]) -> Result<Args, String> {
     let mut a = Args {
         ops: vec![Op::AllReduce],
+        ops_given: false,
         min_bytes: 8,
         max_bytes: 64 << 20,
         factor: 2,
@@ -119,6 +153,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         label: "oxccl".into(),
         target_secs: 0.2,
         ranks_are: "threads",
+        calls: None,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -127,15 +162,24 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             "-h" | "--help" => return Err(String::new()),
             "--op" => {
                 let v = value(&mut it, f)?;
-                a.ops = if v == "all" {
-                    Op::ALL.to_vec()
-                } else {
-                    let op = Op::ALL
-                        .into_iter()
-                        .find(|o| o.name() == v || (v == "bcast" && *o == Op::Broadcast))
-                        .ok_or_else(|| format!("--op: unknown collective '{v}'"))?;
-                    vec![op]
-                };
+                a.ops.clear();
+                a.ops_given = true;
+                for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let ops = if name == "all" {
+                        Op::ALL.to_vec()
+                    } else {
+                        vec![Op::parse(name)
+                            .ok_or_else(|| format!("--op: unknown collective '{name}'"))?]
+                    };
+                    for op in ops {
+                        if !a.ops.contains(&op) {
+                            a.ops.push(op);
+                        }
+                    }
+                }
+                if a.ops.is_empty() {
+                    return Err("--op: no collective named".into());
+                }
             }
             "-b" => {
                 a.min_bytes = parse_bytes("-b", value(&mut it, f)?).map_err(|e| e.to_string())?
@@ -152,6 +196,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             "-n" => a.iters = num(f, value(&mut it, f)?)?.max(1),
             "--threads" => a.threads = Some(num(f, value(&mut it, f)?)?),
             "--csv" => a.csv = true,
+            "--calls" => a.calls = Some(num(f, value(&mut it, f)?)?.max(1)),
             "--label" => a.label = value(&mut it, f)?.clone(),
             "-t" => {
                 let v = value(&mut it, f)?;

@@ -3,12 +3,15 @@
 use std::time::Instant;
 
 use crate::args::{Args, Op};
-use crate::data::{input, reduced, same, Val};
+use crate::data::{input, moved, reduced, same, Val, UNWRITTEN};
 use oxccl::{Bf16, Communicator, DataType, ReduceOp, Result, F16, F8E4M3, F8E5M2};
 
 /// Every point of every requested op; returns the number of wrong results (rank 0 counts
 /// all ranks').
 pub fn all_points(comm: &Communicator, a: &Args) -> Result<usize> {
+    if let Some(calls) = a.calls {
+        return crate::grouped::points(comm, a, calls);
+    }
     match a.dtype {
         DataType::I8 => points::<i8>(comm, a),
         DataType::U8 => points::<u8>(comm, a),
@@ -40,12 +43,15 @@ fn shape(
 ) -> (usize, usize, usize, usize) {
     let min = usize::from(at_least_one);
     match op {
-        Op::AllGather | Op::ReduceScatter => {
+        // nccl-tests: the size is the whole buffer of size blocks (gathered, scattered, or
+        // each rank's alltoall send buffer). Gather and scatter get the whole buffer on every
+        // rank, for the in-place layout (a rank's block of it).
+        Op::AllGather | Op::ReduceScatter | Op::AllToAll | Op::Gather | Op::Scatter => {
             let c = (bytes / elem / n).max(min);
-            let (s, r) = if op == Op::AllGather {
-                (c, c * n)
-            } else {
-                (c * n, c)
+            let (s, r) = match op {
+                Op::AllGather | Op::Gather => (c, c * n),
+                Op::ReduceScatter | Op::Scatter => (c * n, c),
+                _ => (c * n, c * n),
             };
             (c * n, s, r, c * n * elem)
         }
@@ -56,7 +62,62 @@ fn shape(
     }
 }
 
-fn fill<T: Val>(b: &mut Bufs<T>, op: Op, redop: ReduceOp, rank: usize, n: usize, in_place: bool) {
+/// The block length of a gather, scatter or alltoall's buffers.
+fn block<T>(b: &Bufs<T>, op: Op, n: usize) -> usize {
+    match op {
+        Op::Gather => b.send.len(),
+        Op::Scatter => b.recv.len(),
+        _ => b.send.len() / n,
+    }
+}
+
+/// Inputs of the data-movement ops, and their outputs unwritten. In place, gather's input
+/// is this rank's block of the receive buffer, and scatter's output this rank's block of
+/// the send buffer (nccl-tests' layouts).
+fn fill_moved<T: Val>(b: &mut Bufs<T>, op: Op, rank: usize, n: usize, root: usize, in_place: bool) {
+    let c = block(b, op, n);
+    let unwritten = T::from_f64(UNWRITTEN);
+    b.recv.fill(unwritten);
+    match op {
+        Op::AllToAll => {
+            for (j, x) in b.send.iter_mut().enumerate() {
+                *x = T::from_f64(moved(rank, j / c, j % c));
+            }
+        }
+        Op::Gather => {
+            let own = if in_place {
+                &mut b.recv[rank * c..(rank + 1) * c]
+            } else {
+                &mut b.send[..]
+            };
+            for (k, x) in own.iter_mut().enumerate() {
+                *x = T::from_f64(moved(rank, root, k));
+            }
+        }
+        _ => {
+            for (j, x) in b.send.iter_mut().enumerate() {
+                *x = if rank == root {
+                    T::from_f64(moved(root, j / c, j % c))
+                } else {
+                    unwritten
+                };
+            }
+        }
+    }
+}
+
+fn fill<T: Val>(
+    b: &mut Bufs<T>,
+    op: Op,
+    redop: ReduceOp,
+    rank: usize,
+    n: usize,
+    root: usize,
+    in_place: bool,
+) {
+    if matches!(op, Op::AllToAll | Op::Gather | Op::Scatter) {
+        return fill_moved(b, op, rank, n, root, in_place);
+    }
     let ro = if op.reduces() { redop } else { ReduceOp::Sum };
     let (sl, rl) = (b.send.len(), b.recv.len());
     // The in-place buffer: for reduce-scatter the whole (size x count) input, which is the
@@ -87,12 +148,20 @@ fn wrong<T: Val>(
     rank: usize,
     n: usize,
     root: usize,
+    in_place: bool,
 ) -> usize {
-    let out = &b.recv;
+    let out = if op == Op::Scatter && in_place {
+        let c = block(b, op, n);
+        &b.send[rank * c..(rank + 1) * c]
+    } else {
+        &b.recv[..]
+    };
     let count = match op {
-        Op::AllGather => out.len() / n,
+        Op::AllGather | Op::AllToAll | Op::Gather => out.len() / n,
         _ => out.len(),
     };
+    // Data that only moves must arrive exactly (the average's tolerance is for reductions).
+    let redop = if op.reduces() { redop } else { ReduceOp::Sum };
     let mut bad = 0;
     for (i, &x) in out.iter().enumerate() {
         let want = match op {
@@ -102,6 +171,10 @@ fn wrong<T: Val>(
             Op::ReduceScatter => reduced::<T>(redop, n, rank * count + i),
             Op::AllGather => input(ReduceOp::Sum, n, i / count, i % count, false),
             Op::Broadcast => input(ReduceOp::Sum, n, root, i, false),
+            Op::AllToAll => moved(i / count, rank, i % count),
+            Op::Gather if rank != root => continue,
+            Op::Gather => moved(i / count, root, i % count),
+            Op::Scatter => moved(root, rank, i),
         };
         if !same(x, want, redop) {
             bad += 1;
@@ -135,6 +208,45 @@ fn call<T: Val>(
         (Op::Broadcast, true) => comm.broadcast(&mut b.recv, root),
         (Op::Reduce, false) => comm.reduce(&b.send, &mut b.recv, redop, root),
         (Op::Reduce, true) => comm.reduce_in_place(&mut b.recv, redop, root),
+        (Op::AllToAll, false) => comm.all_to_all(&b.send, &mut b.recv),
+        (Op::AllToAll, true) => Err(oxccl::Error::invalid_argument(
+            "alltoall has no in-place form",
+        )),
+        // Outside the root, gather's receive and scatter's send buffers are not needed.
+        (Op::Gather, false) => {
+            let recv = if comm.rank() == root {
+                &mut b.recv[..]
+            } else {
+                &mut []
+            };
+            comm.gather(&b.send, recv, root)
+        }
+        (Op::Gather, true) => {
+            let (me, c) = (comm.rank(), b.send.len());
+            let buf = if me == root {
+                &mut b.recv[..]
+            } else {
+                &mut b.recv[me * c..(me + 1) * c]
+            };
+            comm.gather_in_place(buf, root)
+        }
+        (Op::Scatter, false) => {
+            let send = if comm.rank() == root {
+                &b.send[..]
+            } else {
+                &[]
+            };
+            comm.scatter(send, &mut b.recv, root)
+        }
+        (Op::Scatter, true) => {
+            let (me, c) = (comm.rank(), b.recv.len());
+            let buf = if me == root {
+                &mut b.send[..]
+            } else {
+                &mut b.send[me * c..(me + 1) * c]
+            };
+            comm.scatter_in_place(buf, root)
+        }
     }
 }
 
@@ -220,7 +332,13 @@ fn points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
 
             let mut row = String::new();
             for in_place in [false, true] {
-                fill(&mut b, op, a.redop, me, n, in_place);
+                if in_place && !op.has_in_place() {
+                    // Like nccl-tests' in-place alltoall, nothing to report; here nothing
+                    // runs either.
+                    row += &format!(" {:>9} {:>7} {:>7} {:>6}", "N/A", "N/A", "N/A", "N/A");
+                    continue;
+                }
+                fill(&mut b, op, a.redop, me, n, root, in_place);
                 for _ in 0..a.warmup {
                     call(comm, &mut b, op, a, in_place)?;
                 }
@@ -233,9 +351,10 @@ fn points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
                 let t = max_over_ranks(comm, t)?;
                 let mut bad = 0.0;
                 if a.check {
-                    fill(&mut b, op, a.redop, me, n, in_place);
+                    fill(&mut b, op, a.redop, me, n, root, in_place);
                     call(comm, &mut b, op, a, in_place)?;
-                    bad = sum_over_ranks(comm, wrong(&b, op, a.redop, me, n, root) as f64)?;
+                    let w = wrong(&b, op, a.redop, me, n, root, in_place);
+                    bad = sum_over_ranks(comm, w as f64)?;
                 }
                 total_wrong += bad as usize;
                 let algbw = real as f64 / t / 1e9;
@@ -296,13 +415,11 @@ fn csv_points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
     let me = comm.rank();
     let e = std::mem::size_of::<T>();
     let mut total_wrong = 0;
-    let ops: Vec<Op> = if a.ops.len() == 1
-        && a.ops[0] == Op::AllReduce
-        && !std::env::args().any(|x| x == "--op")
-    {
-        vec![Op::AllReduce, Op::AllGather, Op::Broadcast]
-    } else {
+    // The suite's default OPS; with --op {O}, its OPS.
+    let ops: Vec<Op> = if a.ops_given {
         a.ops.clone()
+    } else {
+        vec![Op::AllReduce, Op::AllGather, Op::Broadcast]
     };
     let mut samples = Vec::new();
     for &op in &ops {
@@ -312,7 +429,7 @@ fn csv_points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
                 send: vec![T::default(); sn],
                 recv: vec![T::default(); rn],
             };
-            fill(&mut b, op, ReduceOp::Sum, me, n, false);
+            fill(&mut b, op, ReduceOp::Sum, me, n, 0, false);
             let sum_args = Args {
                 redop: ReduceOp::Sum,
                 root: 0,
@@ -351,9 +468,10 @@ fn csv_points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
             let mut mn = [0.0f64];
             comm.all_reduce(&[mine], &mut mn, ReduceOp::Min)?;
             let mx = max_over_ranks(comm, mine)?;
-            fill(&mut b, op, ReduceOp::Sum, me, n, false);
+            fill(&mut b, op, ReduceOp::Sum, me, n, 0, false);
             call(comm, &mut b, op, &sum_args, false)?;
-            let bad = sum_over_ranks(comm, wrong(&b, op, ReduceOp::Sum, me, n, 0) as f64)?;
+            let w = wrong(&b, op, ReduceOp::Sum, me, n, 0, false);
+            let bad = sum_over_ranks(comm, w as f64)?;
             total_wrong += bad as usize;
             v[0] = sums[0] / n as f64;
             if me == 0 {

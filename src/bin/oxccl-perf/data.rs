@@ -120,3 +120,16 @@ pub fn same<T: Val>(got: T, want: f64, op: ReduceOp) -> bool {
     }
     g == want
 }
+
+/// What the data-movement ops (alltoall, gather, scatter) send from rank `src` to rank `dst`
+/// at element `k` of the block: 0..=7, exact in every type, and for one `dst` and `k`
+/// different for each of 8 consecutive sources, for one `src` and `k` for each of 8
+/// consecutive destinations, so that a block taken from the wrong rank or delivered to the
+/// wrong one is seen (whatever the block length).
+pub fn moved(src: usize, dst: usize, k: usize) -> f64 {
+    ((k * 7 + src * 3 + dst * 5) % 8) as f64
+}
+
+/// What the data-movement ops' outputs hold before the call: outside 0..=7 in every type
+/// (unsigned ones included, where -1 would be 0).
+pub const UNWRITTEN: f64 = 100.0;

@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod data;
+mod grouped;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -53,7 +53,7 @@ if [ "$(pkg-config --modversion oxccl)" = "$version" ]; then pass "oxccl.pc (ver
 echo "== ffi: compile the C tests (gcc -Wall -Wextra -Werror)"
 cflags="-std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wpedantic -O1 -g $(pkg-config --cflags oxccl)"
 static_libs="$work/prefix/lib/liboxccl.a $(pkg-config --libs-only-l --static oxccl | sed 's/-loxccl//')"
-tests="test_bad_input test_api"
+tests="test_bad_input test_api test_exchange test_group"
 for t in $tests; do
     # shellcheck disable=SC2086
     gcc $cflags "ffi/tests/$t.c" -o "$work/$t" $static_libs

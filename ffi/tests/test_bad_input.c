@@ -1,9 +1,13 @@
 /*
  * Bad input to every entry point: NULL pointers, enum values outside their lists, counts
  * that overflow, ranks and roots out of range, bad unique ids, a missing environment, and
- * handles used after destroy, abort or release. Each must return the documented code and
- * leave a message in oxcclGetLastError that explains it; none may crash, and none may
- * disturb the communicator (a collective afterwards still works).
+ * handles used after destroy, abort or release; for the exchange collectives NULL count
+ * arrays, overlapping blocks, displacements that overflow, buffers overlapping outside the
+ * in-place layouts and counts that disagree (within a rank, and between the ranks of an
+ * alltoallv pair); bitwise reductions on floating-point types. Each must return the
+ * documented code and leave a message in oxcclGetLastError that explains it; none may
+ * crash, and none may disturb the communicator (a collective afterwards still works), except
+ * the alltoallv disagreement, which fails its own communicator as every failed call does.
  */
 #include <stdint.h>
 
@@ -38,8 +42,8 @@ static void null_pointers(oxcclComm_t comm) {
     memset(&id, 0, sizeof id);
     EXPECT(oxcclCommInitRank(NULL, 1, id, 0), A, "`comm` is NULL", NOCOMM);
     EXPECT(oxcclCommInitFromEnv(NULL), A, "`comm` is NULL", NOCOMM);
-    EXPECT(oxcclCommSplit(comm, 0, 0, NULL), A, "oxcclCommSplit: invalid argument: the out-parameter `newcomm` is NULL", comm);
-    EXPECT(oxcclCommSplit(NULL, 0, 0, NULL), A, "comm is NULL", NOCOMM);
+    EXPECT(oxcclCommSplit(comm, 0, 0, NULL, NULL), A, "oxcclCommSplit: invalid argument: the out-parameter `newcomm` is NULL", comm);
+    EXPECT(oxcclCommSplit(NULL, 0, 0, NULL, NULL), A, "comm is NULL", NOCOMM);
     EXPECT(oxcclCommCount(comm, NULL), A, "`count` is NULL", comm);
     EXPECT(oxcclCommCount(NULL, NULL), A, "oxcclCommCount: invalid argument: comm is NULL", NOCOMM);
     EXPECT(oxcclCommUserRank(comm, NULL), A, "`rank` is NULL", comm);
@@ -184,7 +188,7 @@ static void overflow_and_ranges(oxcclComm_t comm) {
            "recv: peer is this rank itself", comm);
     snprintf(msg, sizeof msg, "color -2 must be >= 0, or OXCCL_SPLIT_NOCOLOR");
     oxcclComm_t out = (oxcclComm_t)&out, before = out;
-    EXPECT(oxcclCommSplit(comm, -2, 0, &out), A, msg, comm);
+    EXPECT(oxcclCommSplit(comm, -2, 0, &out, NULL), A, msg, comm);
     CHECK(out == before, "split wrote its out-parameter on failure");
 
     /* Init: ranks, counts and ids. */
@@ -214,13 +218,272 @@ static void overflow_and_ranges(oxcclComm_t comm) {
     CHECK(c == cb, "InitFromEnv wrote its out-parameter on failure");
 }
 
+/* The exchange collectives' arguments. Every call here is refused on every rank before it
+ * communicates (each rank's arguments are wrong the same way), so that no rank is left
+ * waiting in a collective; layouts that only matter at a root use a one-rank communicator. */
+static void exchange_args(oxcclComm_t comm) {
+    const int A = oxcclInvalidArgument;
+    const oxcclDataType_t F = oxcclFloat32;
+    int n = g_size, me = g_rank;
+    size_t N = (size_t)n;
+    float *x = calloc(8 * N + 8, sizeof *x), *y = calloc(8 * N + 8, sizeof *y);
+    size_t *c1 = calloc(N, sizeof(size_t)), *d1 = calloc(N, sizeof(size_t));
+    size_t *c2 = calloc(N, sizeof(size_t)), *d2 = calloc(N, sizeof(size_t));
+    size_t *bad = calloc(N, sizeof(size_t)), *zero = calloc(N, sizeof(size_t));
+    for (size_t j = 0; j < N; j++) {
+        c1[j] = 1;
+        d1[j] = j;
+        c2[j] = 2;
+        d2[j] = 2 * j;
+    }
+    char msg[200];
+    oxcclRequest_t req = (oxcclRequest_t)&req, before = req;
+
+    /* NULL count and displacement arrays, each named. */
+    EXPECT(oxcclAlltoAllv(x, NULL, d1, y, c1, d1, F, comm), A,
+           "oxcclAlltoAllv: invalid argument: rank", comm);
+    EXPECT(oxcclAlltoAllv(x, NULL, d1, y, c1, d1, F, comm), A, "alltoallv: sendcounts is NULL", comm);
+    EXPECT(oxcclAlltoAllv(x, c1, NULL, y, c1, d1, F, comm), A, "alltoallv: sdispls is NULL", comm);
+    EXPECT(oxcclAlltoAllv(x, c1, d1, y, NULL, d1, F, comm), A, "alltoallv: recvcounts is NULL", comm);
+    EXPECT(oxcclAlltoAllv(x, c1, d1, y, c1, NULL, F, comm), A, "alltoallv: rdispls is NULL", comm);
+    EXPECT(oxcclAlltoAllvAsync(x, c1, d1, y, c1, NULL, F, comm, &req), A,
+           "oxcclAlltoAllvAsync: invalid argument: rank", comm);
+    EXPECT(oxcclAlltoAllvAsync(x, c1, d1, y, c1, NULL, F, comm, &req), A, "rdispls is NULL", comm);
+    EXPECT(oxcclAllGatherv(x, 1, y, NULL, d1, F, comm), A, "allgatherv: recvcounts is NULL", comm);
+    EXPECT(oxcclAllGatherv(x, 1, y, c1, NULL, F, comm), A, "allgatherv: displs is NULL", comm);
+    EXPECT(oxcclAllGathervAsync(x, 1, y, c1, NULL, F, comm, &req), A, "displs is NULL", comm);
+    EXPECT(oxcclReduceScatterv(x, y, NULL, F, oxcclSum, comm), A,
+           "reduce_scatterv: recvcounts is NULL", comm);
+    EXPECT(oxcclReduceScattervAsync(x, y, NULL, F, oxcclSum, comm, &req), A,
+           "recvcounts is NULL", comm);
+    CHECK(req == before, "request written on failure");
+
+    /* A rank's own counts must agree. */
+    snprintf(msg, sizeof msg, "rank %d: allgatherv: sendcount 2 differs from recvcounts[%d] = 1",
+             me, me);
+    EXPECT(oxcclAllGatherv(x, 2, y, c1, d1, F, comm), A, msg, comm);
+    EXPECT(oxcclAllGathervAsync(x, 0, y, c1, d1, F, comm, &req), A, "sendcount 0 differs", comm);
+    memcpy(bad, c1, N * sizeof *bad);
+    bad[me] = 2;
+    snprintf(msg, sizeof msg, "rank %d: alltoallv: sendcounts[%d] = 2 but recvcounts[%d] = 1", me,
+             me, me);
+    EXPECT(oxcclAlltoAllv(x, bad, d2, y, c1, d1, F, comm), A, msg, comm);
+    snprintf(msg, sizeof msg, "sendcounts[%d] = 1 but recvcounts[%d] = 2", me, me);
+    EXPECT(oxcclAlltoAllvAsync(x, c1, d1, y, bad, d2, F, comm, &req), A, msg, comm);
+    CHECK(req == before, "request written on failure");
+
+    /* Displacement + count overflowing, and sizes past the address space. */
+    memcpy(bad, d1, N * sizeof *bad);
+    bad[N - 1] = SIZE_MAX;
+    snprintf(msg, sizeof msg, "send block[%d]: displacement 18446744073709551615 + count 1 overflows",
+             n - 1);
+    EXPECT(oxcclAlltoAllv(x, c1, bad, y, c1, d1, F, comm), A, msg, comm);
+    snprintf(msg, sizeof msg, "receive block[%d]: displacement 18446744073709551615 + count 1 overflows",
+             n - 1);
+    EXPECT(oxcclAlltoAllv(x, c1, d1, y, c1, bad, F, comm), A, msg, comm);
+    EXPECT(oxcclAllGatherv(x, 1, y, c1, bad, F, comm), A, msg, comm);
+    memcpy(bad, c1, N * sizeof *bad);
+    bad[N - 1] = SIZE_MAX;
+    if (n > 1) {
+        snprintf(msg, sizeof msg, "rank %d: reduce_scatterv: send block[%d]: displacement %d + "
+                 "count 18446744073709551615 overflows", me, n - 1, n - 1);
+    } else {
+        snprintf(msg, sizeof msg, "rank 0: reduce_scatterv: send buffer of 18446744073709551615 "
+                 "elements overflows the address space");
+    }
+    EXPECT(oxcclReduceScatterv(x, y, bad, F, oxcclSum, comm), A, msg, comm);
+    bad[N - 1] = SIZE_MAX / 4;
+    snprintf(msg, sizeof msg, "alltoallv: receive buffer of %zu elements overflows the address space",
+             SIZE_MAX / 4 + N - 1);
+    EXPECT(oxcclAlltoAllv(x, c1, d1, y, bad, d1, F, comm), A, msg, comm);
+    if (n > 1) {
+        snprintf(msg, sizeof msg, "(4 bytes each, times %d ranks) overflows the address space", n);
+    } else {
+        snprintf(msg, sizeof msg, "of float (4 bytes each) overflows the address space");
+    }
+    EXPECT(oxcclAlltoAll(x, y, SIZE_MAX / 4 / N + 1, F, comm), A, msg, comm);
+    EXPECT(oxcclGather(x, y, SIZE_MAX / 4 / N + 1, F, 0, comm), A, "overflows", comm);
+    EXPECT(oxcclScatterAsync(x, y, SIZE_MAX, F, 0, comm, &req), A, "overflows", comm);
+
+    /* Receive blocks that overlap (two blocks need two ranks). */
+    if (n > 1) {
+        snprintf(msg, sizeof msg, "receive blocks 0 (displacement 0, count 2) and 1 "
+                                  "(displacement 1, count 2) overlap");
+        EXPECT(oxcclAlltoAllv(x, c2, d2, y, c2, d1, F, comm), A, msg, comm);
+        EXPECT(oxcclAllGatherv(x, 2, y, c2, d1, F, comm), A, msg, comm);
+        EXPECT(oxcclAllGathervAsync(x, 2, y, c2, d1, F, comm, &req), A, "overlap", comm);
+    }
+    /* Blocks of zero elements may share a displacement (a real call: every rank makes it). */
+    OK(oxcclAllGatherv(NULL, 0, NULL, zero, zero, F, comm));
+    OK(oxcclAlltoAllv(NULL, zero, zero, NULL, zero, zero, F, comm));
+    OK(oxcclReduceScatterv(NULL, NULL, zero, F, oxcclMax, comm));
+
+    /* Send and receive buffers overlapping outside the in-place layouts. */
+    const char *ov = "the send and receive buffers overlap, and not in the in-place layout";
+    EXPECT(oxcclAllGatherv(y + d2[me] + 1, 2, y, c2, d2, F, comm), A, ov, comm);
+    EXPECT(oxcclReduceScatterv(x, x + 2 * me + 1, c2, F, oxcclSum, comm), A, ov, comm);
+    EXPECT(oxcclReduceScattervAsync(x + 1, x + 2 * me, c2, F, oxcclSum, comm, &req), A, ov, comm);
+    /* Alltoall(v) has no in-place layout: any overlap is refused. */
+    EXPECT(oxcclAlltoAll(x, x, 2, F, comm), A, "overlap", comm);
+    EXPECT(oxcclAlltoAll(x + 1, x, 2, F, comm), A, "overlap", comm);
+    EXPECT(oxcclAlltoAllv(x, c2, d2, x + 1, c2, d2, F, comm), A, "overlap", comm);
+    CHECK(req == before, "request written on failure");
+    oxcclComm_t solo = NULL;
+    OK(oxcclCommSplit(comm, me, 0, &solo, NULL));
+    EXPECT(oxcclGather(y + 1, y, 2, F, 0, solo), A, ov, solo);
+    EXPECT(oxcclGatherAsync(y, y + 1, 2, F, 0, solo, &req), A, ov, solo);
+    EXPECT(oxcclScatter(y, y + 1, 2, F, 0, solo), A, ov, solo);
+    EXPECT(oxcclScatterAsync(y + 1, y, 2, F, 0, solo, &req), A, ov, solo);
+    CHECK(req == before, "request written on failure");
+    /* At the root of a gather the receive buffer is written, of a scatter the send one read. */
+    EXPECT(oxcclGather(y, NULL, 2, F, 0, solo), A, "gather: receive buffer is NULL", solo);
+    EXPECT(oxcclScatter(NULL, y, 2, F, 0, solo), A, "scatter: send buffer is NULL", solo);
+    /* The documented layouts are accepted. */
+    OK(oxcclGather(y, y, 2, F, 0, solo));
+    OK(oxcclScatter(y, y, 2, F, 0, solo));
+    OK(oxcclCommDestroy(solo));
+
+    /* NULL buffers where bytes move. */
+    EXPECT(oxcclAlltoAll(NULL, y, 1, F, comm), A, "alltoall: send buffer is NULL", comm);
+    EXPECT(oxcclAlltoAll(x, NULL, 1, F, comm), A, "alltoall: receive buffer is NULL", comm);
+    EXPECT(oxcclAlltoAllv(x, c1, d1, NULL, c1, d1, F, comm), A, "receive buffer is NULL", comm);
+    EXPECT(oxcclScatter(x, NULL, 1, F, 0, comm), A, "scatter: receive buffer is NULL", comm);
+    EXPECT(oxcclGather(NULL, y, 1, F, 0, comm), A, "gather: send buffer is NULL", comm);
+    EXPECT(oxcclAllGatherv(x, 1, NULL, c1, d1, F, comm), A, "allgatherv: receive buffer is NULL", comm);
+    EXPECT(oxcclReduceScatterv(NULL, y, c1, F, oxcclSum, comm), A, "send buffer is NULL", comm);
+    OK(oxcclAlltoAll(NULL, NULL, 0, F, comm));
+    OK(oxcclGather(NULL, NULL, 0, F, 0, comm));
+    OK(oxcclScatter(NULL, NULL, 0, F, n - 1, comm));
+
+    /* Roots, data types, ops, handles and request out-parameters. */
+    snprintf(msg, sizeof msg, "root %d is out of range for %d ranks", n, n);
+    EXPECT(oxcclGather(x, y, 1, F, n, comm), A, msg, comm);
+    EXPECT(oxcclScatter(x, y, 1, F, n, comm), A, msg, comm);
+    EXPECT(oxcclGatherAsync(x, y, 1, F, -1, comm, &req), A, "root -1 is out of range", comm);
+    EXPECT(oxcclScatterAsync(x, y, 1, F, -1, comm, &req), A, "root -1 is out of range", comm);
+    const oxcclDataType_t T = (oxcclDataType_t)12;
+    const char *nt = "datatype 12 is not an oxcclDataType_t (valid: 0..=11";
+    EXPECT(oxcclAlltoAll(x, y, 1, T, comm), A, nt, comm);
+    EXPECT(oxcclAlltoAllv(x, c1, d1, y, c1, d1, T, comm), A, nt, comm);
+    EXPECT(oxcclGather(x, y, 1, T, 0, comm), A, nt, comm);
+    EXPECT(oxcclScatter(x, y, 1, T, 0, comm), A, nt, comm);
+    EXPECT(oxcclAllGatherv(x, 1, y, c1, d1, T, comm), A, nt, comm);
+    EXPECT(oxcclReduceScatterv(x, y, c1, T, oxcclSum, comm), A, nt, comm);
+    EXPECT(oxcclReduceScatterv(x, y, c1, F, (oxcclRedOp_t)8, comm), A,
+           "op 8 is not an oxcclRedOp_t (valid: 0..=7", comm);
+    EXPECT(oxcclAlltoAllAsync(x, y, 1, F, comm, NULL), A, "`request` is NULL", comm);
+    EXPECT(oxcclAlltoAllvAsync(x, c1, d1, y, c1, d1, F, comm, NULL), A, "`request` is NULL", comm);
+    EXPECT(oxcclGatherAsync(x, y, 1, F, 0, comm, NULL), A, "`request` is NULL", comm);
+    EXPECT(oxcclScatterAsync(x, y, 1, F, 0, comm, NULL), A, "`request` is NULL", comm);
+    EXPECT(oxcclAllGathervAsync(x, 1, y, c1, d1, F, comm, NULL), A, "`request` is NULL", comm);
+    EXPECT(oxcclReduceScattervAsync(x, y, c1, F, oxcclSum, comm, NULL), A, "`request` is NULL",
+           comm);
+    EXPECT(oxcclAlltoAll(x, y, 1, F, NULL), A, "oxcclAlltoAll: invalid argument: comm is NULL", NOCOMM);
+    EXPECT(oxcclAlltoAllv(x, c1, d1, y, c1, d1, F, NULL), A, "comm is NULL", NOCOMM);
+    EXPECT(oxcclGather(x, y, 1, F, 0, NULL), A, "comm is NULL", NOCOMM);
+    EXPECT(oxcclScatter(x, y, 1, F, 0, NULL), A, "comm is NULL", NOCOMM);
+    EXPECT(oxcclAllGatherv(x, 1, y, c1, d1, F, NULL), A, "comm is NULL", NOCOMM);
+    EXPECT(oxcclReduceScatterv(x, y, c1, F, oxcclSum, NULL), A, "comm is NULL", NOCOMM);
+    EXPECT(oxcclReduceScattervAsync(x, y, c1, F, oxcclSum, NULL, &req), A, "comm is NULL", NOCOMM);
+    CHECK(req == before, "request written on failure");
+    free(x);
+    free(y);
+    free(c1);
+    free(d1);
+    free(c2);
+    free(d2);
+    free(bad);
+    free(zero);
+}
+
+/* The bitwise reductions on floating-point types: refused, naming the op and the type. */
+static void bitwise_on_floats(oxcclComm_t comm) {
+    const int A = oxcclInvalidArgument;
+    static const oxcclDataType_t floats[] = {oxcclFloat16,  oxcclFloat32,    oxcclFloat64,
+                                             oxcclBfloat16, oxcclFloat8e4m3, oxcclFloat8e5m2};
+    static const char *names[] = {"half", "float", "double", "bfloat16", "float8_e4m3",
+                                  "float8_e5m2"};
+    static const oxcclRedOp_t ops[] = {oxcclBand, oxcclBor, oxcclBxor};
+    double x[8 * 9] = {0};
+    size_t *counts = calloc((size_t)g_size, sizeof(size_t));
+    for (int j = 0; j < g_size; j++) {
+        counts[j] = 1;
+    }
+    oxcclRequest_t req = (oxcclRequest_t)&req, before = req;
+    char msg[160];
+    for (size_t ti = 0; ti < sizeof floats / sizeof floats[0]; ti++) {
+        for (size_t oi = 0; oi < 3; oi++) {
+            oxcclDataType_t t = floats[ti];
+            oxcclRedOp_t o = ops[oi];
+            snprintf(msg, sizeof msg, "reduction op %s is defined for integer types only, not %s",
+                     op_name(o), names[ti]);
+            EXPECT(oxcclAllReduce(x, x, 8, t, o, comm), A, msg, comm);
+            EXPECT(oxcclReduce(x, x, 8, t, o, 0, comm), A, msg, comm);
+            EXPECT(oxcclReduceScatter(x, x + 8, 1, t, o, comm), A, msg, comm);
+            EXPECT(oxcclReduceScatterv(x, x + 8, counts, t, o, comm), A, msg, comm);
+            EXPECT(oxcclAllReduceAsync(x, x, 8, t, o, comm, &req), A, msg, comm);
+            EXPECT(oxcclReduceScattervAsync(x, x + 8, counts, t, o, comm, &req), A, msg, comm);
+            CHECK(req == before, "request written on failure");
+        }
+    }
+    snprintf(msg, sizeof msg, "rank %d: allreduce: reduction op bxor", g_rank);
+    EXPECT(oxcclAllReduce(x, x, 8, oxcclFloat32, oxcclBxor, comm), A, msg, comm);
+    /* On integers they run (a real call: every rank makes it). */
+    uint32_t bit = 1u << g_rank, all = 0;
+    OK(oxcclAllReduce(&bit, &all, 1, oxcclUint32, oxcclBor, comm));
+    CHECK(all == (1u << g_size) - 1, "bor of the ranks' bits: %#x", (unsigned)all);
+    free(counts);
+}
+
+/* Alltoallv counts that disagree within a pair: both ranks of it fail with
+ * oxcclInvalidUsage (promptly), the failure sticks, blocking and Async. On a communicator of
+ * ranks 0 and 1, as tests/collectives/exchange.rs does it. */
+static void alltoallv_disagreement(oxcclComm_t world) {
+    if (g_size < 2) {
+        return;
+    }
+    for (int async = 0; async < 2; async++) {
+        oxcclComm_t pair = NULL;
+        OK(oxcclCommSplit(world, g_rank < 2 ? 0 : OXCCL_SPLIT_NOCOLOR, g_rank, &pair, NULL));
+        if (pair == NULL) {
+            continue;
+        }
+        /* Rank 0 sends 3 elements to rank 1, which expects 4. */
+        int me = g_rank;
+        size_t to[2] = {2, me == 0 ? 3 : 2}, from[2] = {me == 0 ? 2 : 4, 2};
+        size_t sd[2] = {0, to[0]}, rd[2] = {0, from[0]};
+        float send[8] = {1, 2, 3, 4, 5, 6, 7, 8}, recv[8] = {0};
+        double t0 = now_s();
+        oxcclResult_t r;
+        if (async) {
+            oxcclRequest_t req = NULL;
+            OK(oxcclAlltoAllvAsync(send, to, sd, recv, from, rd, oxcclFloat32, pair, &req));
+            r = oxcclWait(req);
+        } else {
+            r = oxcclAlltoAllv(send, to, sd, recv, from, rd, oxcclFloat32, pair);
+        }
+        const char *m = oxcclGetLastError(NULL);
+        CHECK(r == oxcclInvalidUsage, "alltoallv with disagreeing counts (%s) returned %d: %s",
+              async ? "async" : "blocking", (int)r, m);
+        CHECK(strstr(m, "mismatched counts in alltoallv") != NULL, "disagreement message: %s", m);
+        CHECK(strstr(oxcclGetLastError(pair), "alltoallv") != NULL, "comm's message: %s",
+              oxcclGetLastError(pair));
+        CHECK(now_s() - t0 < 30, "the disagreement took %.1f s to show", now_s() - t0);
+        oxcclResult_t ae = oxcclSuccess;
+        OK(oxcclCommGetAsyncError(pair, &ae));
+        CHECK(ae == oxcclInvalidUsage, "async error after the disagreement: %d", (int)ae);
+        CHECK(oxcclBarrier(pair) == oxcclInvalidUsage, "the failure did not stick");
+        OK(oxcclCommDestroy(pair));
+    }
+}
+
 static void use_after_destroy(oxcclComm_t world) {
     const int U = oxcclInvalidUsage;
     float x[8] = {0};
     int v = -7;
     oxcclRequest_t req = NULL;
     oxcclComm_t c = NULL;
-    OK(oxcclCommSplit(world, 0, 0, &c));
+    OK(oxcclCommSplit(world, 0, 0, &c, NULL));
     OK(oxcclCommDestroy(c));
     EXPECT(oxcclCommDestroy(c), U, "oxcclCommDestroy: invalid usage: communicator", NOCOMM);
     EXPECT(oxcclCommDestroy(c), U, "is not live: it was destroyed", NOCOMM);
@@ -230,7 +493,7 @@ static void use_after_destroy(oxcclComm_t world) {
     EXPECT(oxcclCommUserRank(c, &v), U, "is not live", NOCOMM);
     oxcclResult_t ae = oxcclSuccess;
     EXPECT(oxcclCommGetAsyncError(c, &ae), U, "is not live", NOCOMM);
-    EXPECT(oxcclCommSplit(c, 0, 0, &c), U, "is not live", NOCOMM);
+    EXPECT(oxcclCommSplit(c, 0, 0, &c, NULL), U, "is not live", NOCOMM);
     EXPECT(oxcclAllReduce(x, x, 8, oxcclFloat32, oxcclSum, c), U, "oxcclAllReduce: invalid usage", NOCOMM);
     EXPECT(oxcclBroadcast(x, x, 8, oxcclFloat32, 0, c), U, "is not live", NOCOMM);
     EXPECT(oxcclReduce(x, x, 8, oxcclFloat32, oxcclSum, 0, c), U, "is not live", NOCOMM);
@@ -241,6 +504,16 @@ static void use_after_destroy(oxcclComm_t world) {
     EXPECT(oxcclBarrier(c), U, "is not live", NOCOMM);
     EXPECT(oxcclAllReduceAsync(x, x, 8, oxcclFloat32, oxcclSum, c, &req), U, "is not live", NOCOMM);
     EXPECT(oxcclBarrierAsync(c, &req), U, "is not live", NOCOMM);
+    size_t one[1] = {1};
+    EXPECT(oxcclAlltoAll(x, x + 4, 1, oxcclFloat32, c), U, "oxcclAlltoAll: invalid usage", NOCOMM);
+    EXPECT(oxcclAlltoAllv(x, one, one, x + 4, one, one, oxcclFloat32, c), U, "is not live", NOCOMM);
+    EXPECT(oxcclGather(x, x + 4, 1, oxcclFloat32, 0, c), U, "is not live", NOCOMM);
+    EXPECT(oxcclScatter(x, x + 4, 1, oxcclFloat32, 0, c), U, "is not live", NOCOMM);
+    EXPECT(oxcclAllGatherv(x, 1, x + 4, one, one, oxcclFloat32, c), U, "is not live", NOCOMM);
+    EXPECT(oxcclReduceScatterv(x, x + 4, one, oxcclFloat32, oxcclSum, c), U, "is not live", NOCOMM);
+    EXPECT(oxcclAlltoAllAsync(x, x + 4, 1, oxcclFloat32, c, &req), U, "is not live", NOCOMM);
+    EXPECT(oxcclReduceScattervAsync(x, x + 4, one, oxcclFloat32, oxcclSum, c, &req), U,
+           "is not live", NOCOMM);
     CHECK(req == NULL, "request written on failure");
     CHECK(strstr(oxcclGetLastError(c), "not live") != NULL, "GetLastError of a destroyed comm: %s",
           oxcclGetLastError(c));
@@ -249,7 +522,7 @@ static void use_after_destroy(oxcclComm_t world) {
     EXPECT(oxcclWait((oxcclRequest_t)x), U, "oxcclWait: invalid usage: request", NOCOMM);
 
     /* Aborted handles are dead too. */
-    OK(oxcclCommSplit(world, 0, 0, &c));
+    OK(oxcclCommSplit(world, 0, 0, &c, NULL));
     OK(oxcclCommAbort(c));
     EXPECT(oxcclBarrier(c), U, "is not live", NOCOMM);
     EXPECT(oxcclCommAbort(c), U, "is not live", NOCOMM);
@@ -278,6 +551,9 @@ int main(void) {
     invalid_enums(comm);
     overflow_and_ranges(comm);
     use_after_destroy(comm);
+    exchange_args(comm);
+    bitwise_on_floats(comm);
+    alltoallv_disagreement(comm);
 
     /* None of that disturbed the communicator. */
     int32_t one = 1, sum = 0;

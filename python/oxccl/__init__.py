@@ -7,6 +7,16 @@ compiled extension).
     comm.all_reduce(grad, op="avg")         # in place
     everyone = comm.all_gather(np.array([comm.rank]))
     req = comm.iall_reduce(grad)            # non-blocking; req.wait()
+    parts = comm.all_to_all(x)              # block j of x to rank j (x.size % size == 0)
+    mine = comm.reduce_scatter_v(g, None, counts)   # uneven blocks; counts[i] per rank
+
+The exchange collectives (``all_to_all``, ``all_to_all_v``, ``gather``, ``scatter``,
+``all_gather_v``, ``reduce_scatter_v``, each with an ``i`` form; also spelled ``alltoall``,
+``alltoallv``, ``allgatherv``, ``reduce_scatterv``) take counts and displacements in elements,
+one per rank, as any integer sequence (passed to C as ``size_t`` arrays); in place is a view:
+``gather(recv[root], recv, root)``, ``scatter(send, send[root], root)``,
+``all_gather_v(recv[d:d + c], recv, counts, displs)``,
+``reduce_scatter_v(send, send[first:first + c], counts)``.
 
 Arrays must be C-contiguous; outputs writeable. Element types follow the array's dtype
 (int8, uint8, int32, uint32, int64, uint64, float16, float32, float64); bfloat16 data is
@@ -128,6 +138,11 @@ def _count(a, dt):
 
 def _ptr(a):
     return ctypes.c_void_p(a.ctypes.data) if a is not None and a.nbytes else None
+
+
+def _sizes(a):
+    """A size_t array (np.uintp) as a `const size_t *`."""
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_size_t))
 
 
 def _same_type(a, b, what):
@@ -264,7 +279,7 @@ class Comm:
         h = ctypes.c_void_p()
         c = -1 if color is None else int(color)
         k = self.rank if key is None else int(key)
-        _check(_lib.oxcclCommSplit(self._handle(), c, k, ctypes.byref(h)))
+        _check(_lib.oxcclCommSplit(self._handle(), c, k, ctypes.byref(h), None))
         return Comm._wrap(h) if h.value else None
 
     # Argument preparation shared by blocking and non-blocking forms.
@@ -331,6 +346,141 @@ class Comm:
         dt = _dtype(a, dtype)
         return (_ptr(a), _count(a, dt), dt, int(peer)), (a,), a
 
+    # The exchange collectives. Counts and displacements are in elements, one per rank,
+    # passed as size_t arrays; every block is checked to lie inside its array here, the
+    # rest (overlaps, disagreeing counts, in-place layouts) by the library.
+    def _vector(self, v, what):
+        """A per-rank list of counts or displacements as a size_t array."""
+        a = np.asarray(v)
+        if a.shape != (self.size,):
+            raise ValueError("%s must have one entry per rank (%d), not shape %s"
+                             % (what, self.size, a.shape))
+        if a.size and (not np.issubdtype(a.dtype, np.integer) or (a < 0).any()):
+            raise ValueError("%s must be non-negative integers" % what)
+        return np.ascontiguousarray(a, dtype=np.uintp)
+
+    def _displs(self, displs, counts, what):
+        """``displs``, or the blocks of ``counts`` end to end when it is None."""
+        if displs is None:
+            return np.concatenate(([0], np.cumsum(counts[:-1], dtype=np.uintp))).astype(np.uintp)
+        return self._vector(displs, what)
+
+    @staticmethod
+    def _within(a, dt, counts, displs, what, name):
+        n = _count(a, dt) if a is not None else 0
+        for j, (c, d) in enumerate(zip(counts.tolist(), displs.tolist())):
+            if c and d + c > n:
+                raise ValueError("%s: %s block %d (displacement %d + count %d) ends past its "
+                                 "%d elements" % (what, name, j, d, c, n))
+
+    def _alltoall(self, send, recv, dtype):
+        _array(send, "send")
+        if send.size % self.size:
+            raise ValueError("all_to_all: send has %d elements, not a multiple of %d ranks"
+                             % (send.size, self.size))
+        if recv is None:
+            recv = np.empty_like(send)
+        _array(recv, "recv", True)
+        _same_type(send, recv, "all_to_all")
+        if recv.size != send.size:
+            raise ValueError("all_to_all: recv has %d elements, send %d" % (recv.size, send.size))
+        dt = _dtype(send, dtype)
+        count = _count(send, dt) // self.size
+        return (_ptr(send), _ptr(recv), count, dt), (send, recv), recv
+
+    def _alltoallv(self, send, sendcounts, sdispls, recv, recvcounts, rdispls, dtype):
+        _array(send, "send")
+        _array(recv, "recv", True)
+        _same_type(send, recv, "all_to_all_v")
+        dt = _dtype(send, dtype)
+        sc = self._vector(sendcounts, "sendcounts")
+        rc = self._vector(recvcounts, "recvcounts")
+        sd = self._displs(sdispls, sc, "sdispls")
+        rd = self._displs(rdispls, rc, "rdispls")
+        self._within(send, dt, sc, sd, "all_to_all_v", "send")
+        self._within(recv, dt, rc, rd, "all_to_all_v", "receive")
+        args = (_ptr(send), _sizes(sc), _sizes(sd), _ptr(recv), _sizes(rc), _sizes(rd), dt)
+        return args, (send, recv, sc, sd, rc, rd), recv
+
+    def _gather(self, send, recv, root, dtype):
+        _array(send, "send")
+        root = int(root)
+        if self.rank == root:
+            if recv is None:
+                recv = np.empty((self.size,) + send.shape, send.dtype)
+            _array(recv, "recv", True)
+            _same_type(send, recv, "gather")
+            if recv.size != send.size * self.size:
+                raise ValueError("gather: recv has %d elements, needs %d x %d ranks"
+                                 % (recv.size, send.size, self.size))
+        elif recv is not None:
+            _array(recv, "recv")
+        dt = _dtype(send, dtype)
+        # Away from the root the receive buffer is not used: NULL.
+        r = _ptr(recv) if self.rank == root else None
+        return (_ptr(send), r, _count(send, dt), dt, root), (send, recv), recv
+
+    def _scatter(self, send, recv, root, dtype):
+        root = int(root)
+        if recv is None:
+            if send is None:
+                raise ValueError("scatter: recv is needed away from the root (or a send array "
+                                 "to take its shape from)")
+            _array(send, "send")
+            if send.size % self.size:
+                raise ValueError("scatter: send has %d elements, not a multiple of %d ranks"
+                                 % (send.size, self.size))
+            shape = send.shape[1:] if send.ndim > 1 and send.shape[0] == self.size else (
+                send.size // self.size,)
+            recv = np.empty(shape, send.dtype)
+        _array(recv, "recv", True)
+        dt = _dtype(recv, dtype)
+        if self.rank == root:
+            if send is None:
+                raise ValueError("scatter: the root needs a send array")
+            _array(send, "send")
+            _same_type(send, recv, "scatter")
+            if send.size != recv.size * self.size:
+                raise ValueError("scatter: send has %d elements, needs %d x %d ranks"
+                                 % (send.size, recv.size, self.size))
+        # Away from the root the send buffer is not read: NULL.
+        s = _ptr(send) if self.rank == root else None
+        return (s, _ptr(recv), _count(recv, dt), dt, root), (send, recv), recv
+
+    def _allgatherv(self, send, recv, recvcounts, displs, dtype):
+        _array(send, "send")
+        dt = _dtype(send, dtype)
+        rc = self._vector(recvcounts, "recvcounts")
+        ds = self._displs(displs, rc, "displs")
+        if recv is None:
+            end = max((d + c for c, d in zip(rc.tolist(), ds.tolist())), default=0)
+            recv = np.empty(end * _SIZES[dt] // send.itemsize if 0 <= dt < len(_SIZES) else end,
+                            send.dtype)
+        _array(recv, "recv", True)
+        _same_type(send, recv, "all_gather_v")
+        self._within(recv, dt, rc, ds, "all_gather_v", "receive")
+        args = (_ptr(send), _count(send, dt), _ptr(recv), _sizes(rc), _sizes(ds), dt)
+        return args, (send, recv, rc, ds), recv
+
+    def _reducescatterv(self, send, recv, recvcounts, op, dtype):
+        _array(send, "send")
+        dt = _dtype(send, dtype)
+        rc = self._vector(recvcounts, "recvcounts")
+        total, mine = int(rc.sum()), int(rc[self.rank])
+        if _count(send, dt) != total:
+            raise ValueError("reduce_scatter_v: send has %d elements, recvcounts add up to %d"
+                             % (_count(send, dt), total))
+        if recv is None:
+            recv = np.empty(mine * _SIZES[dt] // send.itemsize if 0 <= dt < len(_SIZES) else mine,
+                            send.dtype)
+        _array(recv, "recv", True)
+        _same_type(send, recv, "reduce_scatter_v")
+        if _count(recv, dt) != mine:
+            raise ValueError("reduce_scatter_v: recv has %d elements, recvcounts[%d] is %d"
+                             % (_count(recv, dt), self.rank, mine))
+        args = (_ptr(send), _ptr(recv), _sizes(rc), dt, _op(op))
+        return args, (send, recv, rc), recv
+
     def _run(self, fn, prep):
         args, _keep, out = prep
         _check(fn(*args, self._handle()))
@@ -375,6 +525,45 @@ class Comm:
         """Returns once every rank has entered it."""
         _check(_lib.oxcclBarrier(self._handle()))
 
+    def all_to_all(self, send, recv=None, dtype=None):
+        """Block j of ``send`` (``send.size / size`` elements) to rank j; block i of ``recv``
+        (default: a new array like ``send``) from rank i. The arrays must not overlap."""
+        return self._run(_lib.oxcclAlltoAll, self._alltoall(send, recv, dtype))
+
+    def all_to_all_v(self, send, sendcounts, sdispls, recv, recvcounts, rdispls, dtype=None):
+        """``sendcounts[j]`` elements at ``send[sdispls[j]:]`` to rank j; ``recvcounts[i]``
+        elements from rank i into ``recv[rdispls[i]:]`` (flat element offsets; a
+        displacement list of None lays the blocks end to end). Rank j's ``recvcounts[i]``
+        must equal rank i's ``sendcounts[j]``."""
+        return self._run(_lib.oxcclAlltoAllv, self._alltoallv(
+            send, sendcounts, sdispls, recv, recvcounts, rdispls, dtype))
+
+    def gather(self, send, recv=None, root=0, dtype=None):
+        """Every rank's ``send`` into the root's ``recv`` (default: a new (size, ...) array)
+        in rank order; returns it at the root, ``recv`` (untouched) elsewhere. In place at
+        the root: ``send`` is the root's own block of ``recv`` (e.g. ``recv[root]``)."""
+        return self._run(_lib.oxcclGather, self._gather(send, recv, root, dtype))
+
+    def scatter(self, send, recv=None, root=0, dtype=None):
+        """Block r of the root's ``send`` (size blocks) into rank r's ``recv``; away from the
+        root ``send`` may be None (then ``recv`` is needed). In place at the root: ``recv``
+        is the root's own block of ``send``."""
+        return self._run(_lib.oxcclScatter, self._scatter(send, recv, root, dtype))
+
+    def all_gather_v(self, send, recv, recvcounts, displs=None, dtype=None):
+        """Rank i's ``send`` (``recvcounts[i]`` elements) into every rank's ``recv`` at flat
+        offset ``displs[i]`` (default: end to end; ``recv=None`` allocates). In place:
+        ``send`` is this rank's block of ``recv``."""
+        return self._run(_lib.oxcclAllGatherv,
+                         self._allgatherv(send, recv, recvcounts, displs, dtype))
+
+    def reduce_scatter_v(self, send, recv, recvcounts, op="sum", dtype=None):
+        """Block ``rank`` (``recvcounts[rank]`` elements; ``send`` holds the blocks end to
+        end in rank order) of the reduction of every rank's ``send``; ``recv=None``
+        allocates. In place: ``recv`` is this rank's block of ``send``."""
+        return self._run(_lib.oxcclReduceScatterv,
+                         self._reducescatterv(send, recv, recvcounts, op, dtype))
+
     # Non-blocking calls: each returns a Request whose wait() gives the output array.
     def iall_reduce(self, send, recv=None, op="sum", dtype=None):
         """Non-blocking :meth:`all_reduce`."""
@@ -410,3 +599,36 @@ class Comm:
         h = ctypes.c_void_p()
         _check(_lib.oxcclBarrierAsync(self._handle(), ctypes.byref(h)))
         return Request(h, (), None)
+
+    def iall_to_all(self, send, recv=None, dtype=None):
+        """Non-blocking :meth:`all_to_all`."""
+        return self._start(_lib.oxcclAlltoAllAsync, self._alltoall(send, recv, dtype))
+
+    def iall_to_all_v(self, send, sendcounts, sdispls, recv, recvcounts, rdispls, dtype=None):
+        """Non-blocking :meth:`all_to_all_v`."""
+        return self._start(_lib.oxcclAlltoAllvAsync, self._alltoallv(
+            send, sendcounts, sdispls, recv, recvcounts, rdispls, dtype))
+
+    def igather(self, send, recv=None, root=0, dtype=None):
+        """Non-blocking :meth:`gather`."""
+        return self._start(_lib.oxcclGatherAsync, self._gather(send, recv, root, dtype))
+
+    def iscatter(self, send, recv=None, root=0, dtype=None):
+        """Non-blocking :meth:`scatter`."""
+        return self._start(_lib.oxcclScatterAsync, self._scatter(send, recv, root, dtype))
+
+    def iall_gather_v(self, send, recv, recvcounts, displs=None, dtype=None):
+        """Non-blocking :meth:`all_gather_v`."""
+        return self._start(_lib.oxcclAllGathervAsync,
+                           self._allgatherv(send, recv, recvcounts, displs, dtype))
+
+    def ireduce_scatter_v(self, send, recv, recvcounts, op="sum", dtype=None):
+        """Non-blocking :meth:`reduce_scatter_v`."""
+        return self._start(_lib.oxcclReduceScattervAsync,
+                           self._reducescatterv(send, recv, recvcounts, op, dtype))
+
+    # The C and MPI spellings of the exchange collectives.
+    alltoall, ialltoall = all_to_all, iall_to_all
+    alltoallv, ialltoallv = all_to_all_v, iall_to_all_v
+    allgatherv, iallgatherv = all_gather_v, iall_gather_v
+    reduce_scatterv, ireduce_scatterv = reduce_scatter_v, ireduce_scatter_v

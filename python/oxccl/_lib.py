@@ -19,6 +19,7 @@ def _candidates():
         yield env
         return
     here = os.path.dirname(os.path.abspath(__file__))
+    yield os.path.join(here, "lib", "liboxccl.so")  # bundled by `pip install ./python`
     repo = os.path.dirname(os.path.dirname(here))
     for profile in ("release", "debug"):
         yield os.path.join(repo, "target", profile, "liboxccl.so")
@@ -29,7 +30,8 @@ def _candidates():
 
 
 def load():
-    """The library: $OXCCL_LIBRARY, else this checkout's target/, else the system's."""
+    """The library: $OXCCL_LIBRARY, else the one bundled in the package (oxccl/lib/), else
+    this checkout's target/, else the system's."""
     errors = []
     for path in _candidates():
         if os.sep in path and not os.path.exists(path):
@@ -51,12 +53,13 @@ def _declare(lib):
     P, I, Z = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
     PP = ctypes.POINTER(ctypes.c_void_p)
     PI = ctypes.POINTER(ctypes.c_int)
+    ZP = ctypes.POINTER(ctypes.c_size_t)
     sigs = {
         "oxcclGetVersion": [PI],
         "oxcclGetUniqueId": [ctypes.POINTER(UniqueIdStruct)],
         "oxcclCommInitRank": [PP, I, UniqueIdStruct, I],
         "oxcclCommInitFromEnv": [PP],
-        "oxcclCommSplit": [P, I, I, PP],
+        "oxcclCommSplit": [P, I, I, PP, P],
         "oxcclCommDestroy": [P],
         "oxcclCommAbort": [P],
         "oxcclCommCount": [P, PI],
@@ -78,6 +81,18 @@ def _declare(lib):
         "oxcclSendAsync": [P, Z, I, I, P, PP],
         "oxcclRecvAsync": [P, Z, I, I, P, PP],
         "oxcclBarrierAsync": [P, PP],
+        "oxcclAlltoAll": [P, P, Z, I, P],
+        "oxcclAlltoAllv": [P, ZP, ZP, P, ZP, ZP, I, P],
+        "oxcclGather": [P, P, Z, I, I, P],
+        "oxcclScatter": [P, P, Z, I, I, P],
+        "oxcclAllGatherv": [P, Z, P, ZP, ZP, I, P],
+        "oxcclReduceScatterv": [P, P, ZP, I, I, P],
+        "oxcclAlltoAllAsync": [P, P, Z, I, P, PP],
+        "oxcclAlltoAllvAsync": [P, ZP, ZP, P, ZP, ZP, I, P, PP],
+        "oxcclGatherAsync": [P, P, Z, I, I, P, PP],
+        "oxcclScatterAsync": [P, P, Z, I, I, P, PP],
+        "oxcclAllGathervAsync": [P, Z, P, ZP, ZP, I, P, PP],
+        "oxcclReduceScattervAsync": [P, P, ZP, I, I, P, PP],
         "oxcclWait": [P],
         "oxcclTest": [P, PI],
     }

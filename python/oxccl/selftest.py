@@ -2,12 +2,15 @@
 
     rankrun -n 4 python3 -m oxccl.selftest
 
-Checks every call on numpy arrays of every type (bfloat16 as uint16 bits) and every
-reduction, in place and out of place, blocking and non-blocking, odd counts and count 0,
-send/recv, split, errors, against results computed with numpy. Exit status 0 on success;
-each rank prints one summary line.
+Checks every call on numpy arrays of every type (bfloat16 as uint16 bits, fp8 as uint8
+bits) and every reduction (the bitwise ones on integer types), in place and out of place,
+blocking and non-blocking, odd counts and count 0, send/recv, the exchange collectives
+(alltoall, alltoallv, gather, scatter, allgatherv, reduce-scatterv) with uneven counts,
+zeros and gapped displacements, split, errors, against results computed with numpy. Exit
+status 0 on success; each rank prints one summary line.
 """
 
+import math
 import sys
 import time
 
@@ -15,10 +18,21 @@ import numpy as np
 
 import oxccl
 
+FP8 = {"float8_e4m3": oxccl.FLOAT8_E4M3, "float8_e5m2": oxccl.FLOAT8_E5M2}
 TYPES = [np.int8, np.uint8, np.int32, np.uint32, np.int64, np.uint64,
-         np.float16, np.float32, np.float64, "bfloat16"]
-OPS = ["sum", "prod", "max", "min", "avg"]
+         np.float16, np.float32, np.float64, "bfloat16"] + list(FP8)
+OPS = ["sum", "prod", "max", "min", "avg", "band", "bor", "bxor"]
+BITWISE = ("band", "bor", "bxor")
 COUNTS = [0, 1, 7, 1001]
+
+
+def name_of(t):
+    return t if isinstance(t, str) else np.dtype(t).name
+
+
+def applies(t, op):
+    """The bitwise operations take integer types only."""
+    return op not in BITWISE or (not isinstance(t, str) and np.issubdtype(t, np.integer))
 
 
 def to_bf16(x):
@@ -26,9 +40,60 @@ def to_bf16(x):
     return (np.asarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
 
-def gen(op, rank, n):
-    """Small integers whose reductions over up to 8 ranks are exact in every type."""
+def to_fp8(x, kind):
+    """float values -> OCP fp8 bits (nearest, ties to even, saturating to the largest
+    finite value, as oxccl narrows), as a uint8 array."""
+    mbits, bias, maxbits = (3, 7, 0x7E) if kind == "float8_e4m3" else (2, 15, 0x7B)
+    vals = np.asarray(x, np.float64).ravel()
+    out = np.empty(vals.size, np.uint8)
+    for i, v in enumerate(vals.tolist()):
+        sign = 0x80 if math.copysign(1.0, v) < 0 else 0
+        a = abs(v)
+        if a < 2.0 ** (1 - bias):
+            bits = int(round(a / 2.0 ** (1 - bias - mbits)))  # round() ties to even
+        else:
+            m, e = math.frexp(a)  # a = m * 2**e, 0.5 <= m < 1
+            q = int(round((2 * m - 1) * (1 << mbits)))
+            e -= 1
+            if q == 1 << mbits:
+                q, e = 0, e + 1
+            eb = e + bias
+            bits = maxbits if eb > maxbits >> mbits else min((eb << mbits) | q, maxbits)
+        out[i] = sign | bits
+    return out
+
+
+def _mix(z):
+    """splitmix64's finaliser on a uint64 array."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def gen(op, rank, n, t=None):
+    """Small integers whose reductions over up to 8 ranks are exact in every type; full-width
+    bit patterns for the bitwise ops (dense for band, sparse for bor); for fp8 values whose
+    every partial result is exact (sums of magnitudes up to 2 in E4M3 and 1 in E5M2, powers
+    of two for prod, -5..5 for max and min)."""
     i = np.arange(n, dtype=np.int64)
+    if t in FP8:
+        if op == "prod":
+            return np.array([0.5, 1.0, 2.0])[(i + rank) % 3]
+        if op in ("max", "min"):
+            return ((i * 7 + rank * 5) % 11 - 5).astype(np.float64)
+        k = 5 if t == "float8_e4m3" else 3
+        return ((i + 2 * rank) % k - k // 2).astype(np.float64)
+    if op in BITWISE:
+        u = np.arange(n, dtype=np.uint64)
+        salt = ((rank + 1) * 0xD1B54A32D192ED03 + BITWISE.index(op)) % (1 << 64)
+        h = _mix(u * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt))
+        if op == "band":
+            return h | _mix(h + np.uint64(1))
+        if op == "bor":
+            return h & _mix(h + np.uint64(1)) & _mix(h + np.uint64(2))
+        return h
     if op == "prod":
         return 1 + (i + rank) % 2
     if op == "avg":
@@ -50,7 +115,10 @@ def expected(op, size, n):
 
 
 def typed(t, ints, halves=None):
-    """Values as an array of type t (bfloat16: uint16 bits) and the dtype argument."""
+    """Values as an array of type t (bfloat16: uint16 bits; fp8: uint8 bits) and the dtype
+    argument."""
+    if t in FP8:
+        return to_fp8(ints if halves is None else halves, t), FP8[t]
     if t == "bfloat16":
         return to_bf16(ints if halves is None else halves), oxccl.BFLOAT16
     if np.issubdtype(t, np.integer):
@@ -74,6 +142,16 @@ class Checker:
 
 
 def reduced(t, op, size, n):
+    if t in FP8 or op in BITWISE:
+        vals = [gen(op, r, n, t) for r in range(size)]
+        if op in BITWISE:
+            f = {"band": np.bitwise_and, "bor": np.bitwise_or, "bxor": np.bitwise_xor}[op]
+            return typed(t, f.reduce(np.stack(vals), axis=0) if n else np.zeros(0, np.uint64))[0]
+        v = np.stack(vals) if n else np.zeros((size, 0))
+        out = {"prod": np.prod, "max": np.max, "min": np.min}.get(op, np.sum)(v, axis=0)
+        if op == "avg":  # widened to float32, divided once, rounded to the type
+            out = (out.astype(np.float32) / np.float32(size)).astype(np.float64)
+        return typed(t, out)[0]
     out, avg = expected(op, size, n)
     if avg:
         if t == "bfloat16" or not np.issubdtype(t, np.integer):
@@ -87,9 +165,11 @@ def collectives(comm, c):
     for n in COUNTS:
         for t in TYPES:
             for op in OPS:
-                send, dt = typed(t, gen(op, r, n), gen(op, r, n).astype(np.float64))
+                if not applies(t, op):
+                    continue
+                send, dt = typed(t, gen(op, r, n, t), gen(op, r, n, t).astype(np.float64))
                 want = reduced(t, op, size, n)
-                what = "%s %s count %d" % (t if isinstance(t, str) else np.dtype(t).name, op, n)
+                what = "%s %s count %d" % (name_of(t), op, n)
                 # all_reduce: out of place, in place, non-blocking.
                 out = comm.all_reduce(send, np.empty_like(send), op=op, dtype=dt)
                 c.same(out, want, "all_reduce " + what)
@@ -104,7 +184,7 @@ def collectives(comm, c):
                 if r == root:
                     c.same(out, want, "reduce " + what)
                 # reduce_scatter: rank r gets block r.
-                big_ints = np.concatenate([gen(op, r, n * size)]) if n else np.zeros(0, np.int64)
+                big_ints = gen(op, r, n * size, t)
                 big, _ = typed(t, big_ints, big_ints.astype(np.float64))
                 full = reduced(t, op, size, n * size)
                 out = comm.reduce_scatter(big, op=op, dtype=dt)
@@ -114,9 +194,9 @@ def collectives(comm, c):
                     time.sleep(0.0005)
                 c.same(req.result, full[r * n:(r + 1) * n], "ireduce_scatter " + what)
             # Data movement.
-            what = "%s count %d" % (t if isinstance(t, str) else np.dtype(t).name, n)
-            mine, dt = typed(t, (np.arange(n) * 3 + r * 13) % 100)
-            everyone = np.stack([typed(t, (np.arange(n) * 3 + q * 13) % 100)[0]
+            what = "%s count %d" % (name_of(t), n)
+            mine, dt = moved(t, (np.arange(n) * 3 + r * 13) % 100)
+            everyone = np.stack([moved(t, (np.arange(n) * 3 + q * 13) % 100)[0]
                                  for q in range(size)])
             c.same(comm.all_gather(mine, dtype=dt), everyone, "all_gather " + what)
             c.same(comm.iall_gather(mine, dtype=dt).wait(), everyone, "iall_gather " + what)
@@ -133,6 +213,138 @@ def collectives(comm, c):
                 rr.wait()
                 rs.wait()
                 c.same(got, everyone[prv], "isend/irecv " + what)
+
+
+def moved(t, ints):
+    """Data-movement values (< 100) as type t and the dtype argument; fp8 elements get them
+    as their bit patterns (finite in both formats)."""
+    if t in FP8:
+        return np.asarray(ints).astype(np.uint8), FP8[t]
+    return typed(t, ints)
+
+
+SENTINEL = 111  # exact in every type (fp8: a finite bit pattern)
+
+
+def gapped(counts, order, gap):
+    """Displacements placing the blocks in `order`, block j after gap(j) elements, and the
+    total length (a 2-element tail included)."""
+    displs, end = [0] * len(counts), 0
+    for j in order:
+        end += gap(j)
+        displs[j] = end
+        end += counts[j]
+    return displs, end + 2
+
+
+def exchanges(comm, c):
+    """alltoall(v), gather, scatter, allgatherv and reduce-scatterv, blocking and
+    non-blocking, in place where defined, against numpy."""
+    r, size = comm.rank, comm.size
+    last = size - 1
+
+    def val(src, dst, k):
+        return (src * 37 + dst * 11 + np.asarray(k) * 3) % 100
+
+    for n in COUNTS:
+        ar = np.arange(n)
+        for t in TYPES:
+            what = "%s count %d" % (name_of(t), n)
+            # all_to_all: block j of send to rank j.
+            send, dt = moved(t, np.concatenate([val(r, j, ar) for j in range(size)]))
+            want = moved(t, np.concatenate([val(i, r, ar) for i in range(size)]))[0]
+            c.same(comm.all_to_all(send, dtype=dt), want, "all_to_all " + what)
+            c.same(comm.iall_to_all(send, np.empty_like(send), dtype=dt).wait(), want,
+                   "iall_to_all " + what)
+
+            # all_to_all_v: uneven counts with zeros; send blocks in reverse rank order, receive
+            # blocks even ranks first, both with gaps that must stay untouched.
+            def cnt(i, j):
+                return 0 if n == 0 or (i + 2 * j) % 4 == 1 else n + (i * 3 + j) % 5
+            sc = [cnt(r, j) for j in range(size)]
+            rc = [cnt(i, r) for i in range(size)]
+            sd, s_end = gapped(sc, range(size - 1, -1, -1), lambda j: 1 + j % 3)
+            rd, r_end = gapped(rc, list(range(0, size, 2)) + list(range(1, size, 2)),
+                               lambda i: 2 + i % 2)
+            s_ints = np.full(s_end, SENTINEL)
+            w_ints = np.full(r_end, SENTINEL)
+            for j in range(size):
+                s_ints[sd[j]:sd[j] + sc[j]] = val(r, j, np.arange(sc[j]))
+                w_ints[rd[j]:rd[j] + rc[j]] = val(j, r, np.arange(rc[j]))
+            send = moved(t, s_ints)[0]
+            want = moved(t, w_ints)[0]
+            before = send.copy()
+            got = comm.all_to_all_v(send, sc, sd, moved(t, np.full(r_end, SENTINEL))[0], rc, rd,
+                                    dtype=dt)
+            c.same(got, want, "all_to_all_v " + what)
+            c.same(send, before, "all_to_all_v leaves send " + what)
+            req = comm.ialltoallv(send, np.array(sc, np.uint64), np.array(sd),
+                                  moved(t, np.full(r_end, SENTINEL))[0], rc, rd, dtype=dt)
+            c.same(req.wait(), want, "ialltoallv " + what)
+
+            # gather: at the last rank out of place, at rank 0 in place (own block of recv).
+            mine = moved(t, val(r, 99, ar))[0]
+            everyone = np.stack([moved(t, val(q, 99, ar))[0] for q in range(size)])
+            out = comm.gather(mine, root=last, dtype=dt)
+            if r == last:
+                c.same(out, everyone, "gather " + what)
+            else:
+                c.check(out is None, "gather returns None away from the root " + what)
+            if r == 0:
+                buf = np.zeros_like(everyone)
+                buf[0] = mine
+                comm.igather(buf[0], buf, root=0, dtype=dt).wait()
+                c.same(buf, everyone, "igather in place " + what)
+            else:
+                comm.igather(mine, root=0, dtype=dt).wait()
+
+            # scatter: from rank 0 out of place, from the last rank in place.
+            got = comm.scatter(everyone if r == 0 else None, np.zeros_like(mine), root=0,
+                               dtype=dt)
+            c.same(got, everyone[r], "scatter " + what)
+            if r == last:
+                src = everyone.copy()
+                got = comm.iscatter(src, src[last], root=last, dtype=dt).wait()
+                c.same(src, everyone, "iscatter in place " + what)
+            else:
+                got = comm.iscatter(None, np.zeros_like(mine), root=last, dtype=dt).wait()
+                c.same(got, everyone[r], "iscatter " + what)
+
+            # all_gather_v: zeros at ranks 1, 4, 7; blocks in reverse order with gaps; in place
+            # for the non-blocking form.
+            counts = [0 if n == 0 or j % 3 == 1 else n + 2 * j for j in range(size)]
+            displs, end = gapped(counts, range(size - 1, -1, -1), lambda j: 1 + j % 2)
+            w_ints = np.full(end, SENTINEL)
+            for j in range(size):
+                w_ints[displs[j]:displs[j] + counts[j]] = val(j, 50, np.arange(counts[j]))
+            want = moved(t, w_ints)[0]
+            own = moved(t, val(r, 50, np.arange(counts[r])))[0]
+            recv = moved(t, np.full(end, SENTINEL))[0]
+            c.same(comm.all_gather_v(own, recv, counts, displs, dtype=dt), want,
+                   "all_gather_v " + what)
+            recv = moved(t, np.full(end, SENTINEL))[0]
+            recv[displs[r]:displs[r] + counts[r]] = own
+            comm.iallgatherv(recv[displs[r]:displs[r] + counts[r]], recv, counts, displs,
+                             dtype=dt).wait()
+            c.same(recv, want, "iall_gather_v in place " + what)
+
+            # reduce_scatter_v: zeros at ranks 2, 5; every op that applies; in place for the
+            # non-blocking form.
+            counts = [0 if n == 0 or j % 3 == 2 else n + j for j in range(size)]
+            first, total = sum(counts[:r]), sum(counts)
+            for op in OPS:
+                if not applies(t, op):
+                    continue
+                ow = "%s %s" % (what, op)
+                g = gen(op, r, total, t)
+                send, dt = typed(t, g, g.astype(np.float64))
+                full = reduced(t, op, size, total)
+                want = full[first:first + counts[r]]
+                c.same(comm.reduce_scatter_v(send, None, counts, op=op, dtype=dt), want,
+                       "reduce_scatter_v " + ow)
+                comm.ireduce_scatterv(send, send[first:first + counts[r]], counts, op=op,
+                                      dtype=dt).wait()
+                c.same(send[first:first + counts[r]], want, "ireduce_scatter_v in place " + ow)
 
 
 def structure(comm, c):
@@ -181,6 +393,45 @@ def structure(comm, c):
         c.check(False, "strided array accepted")
     except ValueError as e:
         c.check("C-contiguous" in str(e), "contiguity error: %s" % e)
+    try:
+        comm.all_reduce(np.zeros(4, np.float32), op="band")
+        c.check(False, "band on float accepted")
+    except oxccl.OxcclError as e:
+        c.check(e.code == 4 and "band is defined for integer types only, not float" in str(e),
+                "band on float: %s" % e)
+    bits = comm.all_reduce(np.array([1 << r], np.uint32), op="bor")
+    c.check(int(bits[0]) == (1 << size) - 1, "bor of the ranks' bits")
+    # The exchange collectives' errors: the library's, and blocks past an array's end.
+    counts = [1] * size
+    try:
+        comm.all_gather_v(np.zeros(2, np.float32), np.zeros(size, np.float32), counts)
+        c.check(False, "allgatherv with sendcount != recvcounts[rank] accepted")
+    except oxccl.OxcclError as e:
+        c.check(e.code == 4 and "sendcount 2 differs from recvcounts[%d] = 1" % r in str(e),
+                "allgatherv sendcount: %s" % e)
+    if size > 1:
+        try:
+            comm.all_gather_v(np.zeros(2, np.float32), np.zeros(2 * size, np.float32),
+                              [2] * size, list(range(size)))
+            c.check(False, "overlapping receive blocks accepted")
+        except oxccl.OxcclError as e:
+            c.check(e.code == 4 and "overlap" in str(e), "overlapping blocks: %s" % e)
+    try:
+        comm.all_to_all_v(np.zeros(size, np.float32), counts, None,
+                          np.zeros(size - 1, np.float32), counts, None)
+        c.check(False, "a receive block past the end accepted")
+    except ValueError as e:
+        c.check("receive block %d" % (size - 1) in str(e), "block past the end: %s" % e)
+    try:
+        comm.reduce_scatter_v(np.zeros(size + 1, np.float32), None, counts)
+        c.check(False, "reduce_scatter_v with a wrong send size accepted")
+    except ValueError as e:
+        c.check("recvcounts add up to %d" % size in str(e), "reduce_scatter_v size: %s" % e)
+    try:
+        comm.gather(np.zeros(2, np.float32), root=size)
+        c.check(False, "gather root out of range accepted")
+    except oxccl.OxcclError as e:
+        c.check(e.code == 4 and "root %d is out of range" % size in str(e), "gather root: %s" % e)
     dead = comm.split(0)
     dead.destroy()
     try:
@@ -196,6 +447,7 @@ def main():
     c = Checker(comm.rank)
     structure(comm, c)
     collectives(comm, c)
+    exchanges(comm, c)
     comm.barrier()
     comm.destroy()
     # One write per line: ranks share the output file, and unbuffered output

@@ -44,6 +44,23 @@ const CONN_STACK_BYTES: usize = 256 << 10;
 /// How often a waiting `GET`/`WAIT` checks whether its client hung up.
 const HANGUP_CHECK: Duration = Duration::from_millis(500);
 
+/// The key counting the job's news items; item k (from 1) is under `"{NEWS}/{k}"`. Ranks
+/// post failures there, and the server posts `D<rank>` when a registered rank's connection
+/// ends without a goodbye (see `comm::channel`).
+pub const NEWS: &str = "oxccl/news";
+
+/// Appends a news item (under the state lock, so numbers are never reused).
+fn post_news(st: &mut State, item: Vec<u8>) {
+    let n = st
+        .kv
+        .get(NEWS)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+        .unwrap_or(0)
+        + 1;
+    st.kv.insert(NEWS.to_string(), n.to_string().into_bytes());
+    st.kv.insert(format!("{NEWS}/{n}"), item);
+}
+
 /// Handle to a running store server thread. Dropping it stops the server; [`detach`]
 /// leaves it running until it ends by itself.
 ///
@@ -92,11 +109,16 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Bookkeeping when a connection ends (`rank`: the rank it registered as, if any).
-    fn closed(&self, rank: Option<usize>) {
+    /// Bookkeeping when a connection ends (`rank`: the rank it registered as, if any;
+    /// `graceful`: it said goodbye). A registered rank whose connection ends without a
+    /// goodbye has died or was killed: that is posted as news (see [`NEWS`]).
+    fn closed(&self, rank: Option<usize>, graceful: bool) {
         let mut st = self.lock();
         st.conns = st.conns.saturating_sub(1);
         if let Some(r) = rank {
+            if !graceful && !self.stopping() {
+                post_news(&mut st, format!("D{r}").into_bytes());
+            }
             st.live.remove(&r);
             if st.size.is_some_and(|(n, _)| st.seen.len() >= n) && st.live.is_empty() {
                 self.stop.store(true, Ordering::Release);
@@ -295,6 +317,7 @@ fn start_conn(shared: &Arc<Shared>, stream: TcpStream) -> Option<JoinHandle<()>>
                 shared: s,
                 stream,
                 rank: None,
+                graceful: false,
             };
             if conn.handshake().is_ok() {
                 let _ = conn.serve();
@@ -304,7 +327,7 @@ fn start_conn(shared: &Arc<Shared>, stream: TcpStream) -> Option<JoinHandle<()>>
         Ok(h) => Some(h),
         Err(_) => {
             // The closure, and the stream in it, are already dropped: the client sees a close.
-            shared.closed(None);
+            shared.closed(None, false);
             None
         }
     }
@@ -336,11 +359,13 @@ struct Conn {
     shared: Arc<Shared>,
     stream: TcpStream,
     rank: Option<usize>,
+    /// The client said goodbye (a close without one is a death).
+    graceful: bool,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.shared.closed(self.rank);
+        self.shared.closed(self.rank, self.graceful);
     }
 }
 
@@ -464,6 +489,7 @@ impl Conn {
                     }
                 }
                 Request::Goodbye => {
+                    self.graceful = true;
                     self.send(&Reply::Ok)?;
                     return Ok(());
                 }

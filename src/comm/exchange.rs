@@ -158,6 +158,8 @@ pub(crate) fn check_call(call: &Call, rank: usize, lens: (usize, usize)) -> Resu
         Kind::AllGatherV => call.send as usize == at(call.recv, b.recv[rank].off),
         Kind::Scatter => call.recv as usize == at(call.send, rank * call.count),
         Kind::ReduceScatterV => call.recv as usize == at(call.send, b.send[rank].off),
+        // No in-place form: a block received could overwrite one not yet sent.
+        Kind::AllToAll | Kind::AllToAllV => false,
         _ => return Ok(()),
     };
     if in_place {

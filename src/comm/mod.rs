@@ -6,6 +6,7 @@
 //! background worker that runs non-blocking calls.
 
 mod calls;
+mod channel;
 mod core;
 mod exchange;
 mod group;
@@ -31,7 +32,7 @@ use crate::bootstrap::{StoreClient, UniqueId};
 use crate::coll::{choose, Tuning};
 use crate::config::Config;
 use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Part};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::reduce::{DataType, ReduceOp};
 use crate::transport::fabric::{FabricConfig, FabricTransport};
 use crate::transport::mem::{MemFabric, MemFaults};
@@ -74,6 +75,10 @@ pub(crate) struct Shared {
     /// The first error of any call, readable without the state lock (NCCL's async error:
     /// a watchdog thread asks while a call is still running).
     pub error: Arc<Mutex<Option<Error>>>,
+    /// The job's news, which the channel fills and the engine reads.
+    pub news: Arc<crate::engine::News>,
+    /// The job-wide error channel (`None` once stopped, or if it could not start).
+    pub channel: Mutex<Option<channel::Channel>>,
 }
 
 impl Shared {
@@ -257,7 +262,9 @@ impl Communicator {
         let (handle, listener) = transport.listen(0).map_err(ctx)?;
         let placed = placement::exchange(&mut store, &cfg, (rank, size), bind_ip, &handle, place)
             .map_err(ctx)?;
-        let _ = store.goodbye();
+        // The store connection stays open as the job-wide error channel.
+        let news = Arc::new(crate::engine::News::default());
+        let chan = channel::Channel::start(store, rank, size, news.clone()).ok();
         let forced = match cfg.algo.as_deref() {
             None => None,
             Some(name) => Some(
@@ -284,7 +291,7 @@ impl Communicator {
             .find(|h| h.contains(&rank))
             .map_or(1, |h| h.len());
         let idle = cfg.idle_for(local_ranks);
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             transport,
             rank,
             size,
@@ -299,6 +306,7 @@ impl Communicator {
             },
             abort.clone(),
         );
+        engine.set_news(news.clone());
         let name = engine.transport_name();
         let shared = Shared {
             rank,
@@ -313,6 +321,8 @@ impl Communicator {
             transport: name,
             cfg,
             error: Arc::new(Mutex::new(None)),
+            news,
+            channel: Mutex::new(chan),
         };
         Ok(Communicator {
             shared: Arc::new(shared),
@@ -407,6 +417,13 @@ impl Drop for Communicator {
             w.stop();
         }
         lock(&self.state).core.shutdown();
+        let chan = self
+            .shared
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(chan);
     }
 }
 
@@ -478,6 +495,17 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
         sh.fail(st, e.clone());
         return Err(e);
     }
+    if let Some((r, cause)) = sh.news.cause() {
+        let e = Error::new(
+            cause.kind(),
+            format!(
+                "rank {rank}: the job failed at rank {r}: {}",
+                cause.message()
+            ),
+        );
+        sh.fail(st, e.clone());
+        return Err(e);
+    }
     // Every call is checked before any is numbered, so a refused call leaves the
     // communicator's sequence as every other rank's.
     for call in calls {
@@ -506,12 +534,66 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
             break;
         }
     }
-    match &r {
-        // SAFETY: the callers' buffers are valid for the whole call.
-        Ok(()) => unsafe { staged.finish() },
-        Err(e) => sh.fail(st, e.clone()),
+    match r {
+        Ok(()) => {
+            // SAFETY: the callers' buffers are valid for the whole call.
+            unsafe { staged.finish() };
+            Ok(())
+        }
+        Err(e) => {
+            let e = sh.explain(e);
+            sh.fail(st, e.clone());
+            Err(e)
+        }
     }
-    r
+}
+
+/// How long a rank that lost a peer waits for the job's news to say why.
+const CAUSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Shared {
+    /// Makes every rank end with the same cause. This rank's own failure (a mismatch, a
+    /// timeout) goes to every rank through the channel; a Remote error is often the echo of
+    /// another rank's failure (it closed its connections). Either way, wait briefly for the
+    /// job's news and report its first cause: the same on every rank. A rank that died
+    /// shows in the news as departed, which ends the wait of a Remote error.
+    fn explain(&self, e: Error) -> Error {
+        let chan = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = chan.as_ref() else {
+            return e;
+        };
+        let own = matches!(e.kind(), ErrorKind::InvalidUsage | ErrorKind::Timeout);
+        if own && self.news.cause().is_none() {
+            c.post(e.clone());
+        } else if e.kind() != ErrorKind::Remote {
+            return e;
+        }
+        drop(chan);
+        let end = std::time::Instant::now() + CAUSE_GRACE;
+        let settled = |n: &crate::engine::News| {
+            if own {
+                n.cause().is_some()
+            } else {
+                n.any()
+            }
+        };
+        while !settled(&self.news) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        match self.news.cause() {
+            Some((r, _)) if r == self.rank => e,
+            Some((r, cause)) => Error::new(
+                cause.kind(),
+                format!(
+                    "rank {}: the job failed at rank {r}: {} (seen here as: {})",
+                    self.rank,
+                    cause.message(),
+                    e.message()
+                ),
+            ),
+            None => e,
+        }
+    }
 }
 
 /// Numbers a call, checks its sizes, picks its algorithm and builds its schedule.

@@ -59,6 +59,10 @@ pub struct Part<'a> {
     pub bufs: Buffers,
 }
 
+/// How long a call makes no progress before this rank says what it is stalled in (see
+/// [`News`](super::News)).
+const STALL_NOTICE: Duration = Duration::from_secs(1);
+
 /// Moves a step's scratch spans by `by` bytes.
 fn shift_scratch(a: &mut Action, by: usize) {
     let f = |s: &mut Span| {
@@ -195,6 +199,7 @@ impl<T: Transport> Engine<T> {
     /// After a run: on error, shuts down (so no request outlives the call), then releases
     /// the call's memory registrations.
     fn end_call(&mut self, r: Result<()>, regions: Vec<T::MemRegion>) -> Result<()> {
+        self.news.set_stalled(None);
         // Before the shutdown closes them: which connections are gone names the dead rank.
         let r = r.map_err(|e| self.name_departed(e));
         if r.is_err() {
@@ -383,8 +388,21 @@ impl<T: Transport> Engine<T> {
             size,
             listener,
             token,
+            news,
             ..
         } = self;
+        // Collective calls say what they are stalled in, so that ranks stalled in different
+        // calls at one sequence number find out (a mismatch that no message reveals).
+        let stall_desc = parts
+            .iter()
+            .all(|p| {
+                !matches!(
+                    p.desc.kind,
+                    crate::algo::Kind::Send | crate::algo::Kind::Recv
+                )
+            })
+            .then(|| (parts[0].desc.seq, what.to_string()));
+        let mut stalled = false;
         let token = *token;
         let size = *size;
         let mut stage = Staging {
@@ -649,6 +667,10 @@ impl<T: Transport> Engine<T> {
             if moved {
                 idle = 0;
                 last_progress = Instant::now();
+                if stalled {
+                    news.set_stalled(None);
+                    stalled = false;
+                }
                 continue;
             }
             if abort.load(std::sync::atomic::Ordering::Relaxed) {
@@ -678,6 +700,15 @@ impl<T: Transport> Engine<T> {
                     }
                 }
                 let waited = last_progress.elapsed();
+                if news.any() {
+                    if let Some(e) = news.failure(rank, &what.to_string(), busy) {
+                        return Err(e);
+                    }
+                }
+                if waited >= STALL_NOTICE && !stalled {
+                    news.set_stalled(stall_desc.clone());
+                    stalled = true;
+                }
                 if waited >= cfg.timeout {
                     return Err(Error::timeout(format!(
                         "rank {rank}: {what}: no progress for {:.1}s; {}",

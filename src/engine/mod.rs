@@ -8,9 +8,11 @@
 
 mod connect;
 mod exec;
+mod news;
 mod tag;
 
 pub use exec::{Buffers, Part};
+pub use news::News;
 pub use tag::{kind_name, CallDesc};
 
 use std::sync::atomic::AtomicBool;
@@ -49,6 +51,8 @@ pub struct Engine<T: Transport> {
     conns: connect::Conns<T>,
     scratch: Vec<u8>,
     staging: Vec<Vec<u8>>,
+    /// The job's news (failures other ranks posted, departed ranks), if a channel feeds it.
+    news: Arc<News>,
 }
 
 impl<T: Transport> Engine<T> {
@@ -77,7 +81,13 @@ impl<T: Transport> Engine<T> {
             conns: connect::Conns::default(),
             scratch: Vec::new(),
             staging: Vec::new(),
+            news: Arc::new(News::default()),
         }
+    }
+
+    /// Reads the job's news from `news` (see [`News`]).
+    pub fn set_news(&mut self, news: Arc<News>) {
+        self.news = news;
     }
 
     /// This rank.

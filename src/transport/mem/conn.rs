@@ -258,7 +258,8 @@ impl Conn {
             (Some(src), Some(dst)) => {
                 if len > room {
                     return (
-                        Some(Err(Error::remote(format!(
+                        // A call mismatch, seen from both ends.
+                        Some(Err(Error::invalid_usage(format!(
                             "endpoint {receiver} rejected a message of {len} bytes: \
                              its posted receive holds {room}"
                         )))),

@@ -28,13 +28,15 @@ arrays only. Every failure raises
 """
 
 import ctypes
+import threading
 
 import numpy as np
 
-from ._lib import UNIQUE_ID_BYTES, UniqueIdStruct, load
+from ._lib import (CONFIG_MAGIC, CONFIG_UNDEF_INT, UNIQUE_ID_BYTES, ConfigStruct, UniqueIdStruct,
+                   load)
 
 __all__ = [
-    "Comm", "Request", "OxcclError", "unique_id", "version",
+    "Comm", "Request", "OxcclError", "PreMulSum", "group", "unique_id", "version",
     "INT8", "UINT8", "INT32", "UINT32", "INT64", "UINT64",
     "FLOAT16", "FLOAT32", "FLOAT64", "BFLOAT16", "FLOAT8_E4M3", "FLOAT8_E5M2",
     "SUM", "PROD", "MAX", "MIN", "AVG", "BAND", "BOR", "BXOR", "UNIQUE_ID_BYTES",
@@ -198,15 +200,93 @@ class Request:
                 pass
 
 
-class Comm:
-    """A communicator: ``Comm.from_env()``, or ``Comm(nranks, unique_id_bytes, rank)``."""
+def _config(timeout=None, channels=None, transport=None, algo=None, name=None):
+    """An oxcclConfig_t from keyword settings (None: unset, the OXCCL_* variables or the
+    parent communicator decide), or None when nothing is set."""
+    if all(v is None for v in (timeout, channels, transport, algo, name)):
+        return None
+    c = ConfigStruct()
+    c.size = ctypes.sizeof(c)
+    c.magic = CONFIG_MAGIC
+    c.version = version()
+    c.timeoutMs = CONFIG_UNDEF_INT if timeout is None else int(round(timeout * 1000))
+    c.nChannels = CONFIG_UNDEF_INT if channels is None else int(channels)
+    c.transport = None if transport is None else transport.encode()
+    c.algo = None if algo is None else algo.encode()
+    c.commName = None if name is None else name.encode()
+    return c
 
-    def __init__(self, nranks, uid, rank):
+
+class _Group(threading.local):
+    """The calling thread's open groups: depth and the arrays their calls use."""
+
+    def __init__(self):
+        self.depth = 0
+        self.keep = []
+
+
+_group = _Group()
+
+
+class group:
+    """``with oxccl.group(): ...``: the calls made inside run together when the outermost
+    group ends (oxcclGroupStart/End), as NCCL's groups; small allreduces become one.
+    Outputs are written at the end of the ``with`` block; the arrays are kept alive until
+    then. Async calls are refused inside a group."""
+
+    def __enter__(self):
+        _check(_lib.oxcclGroupStart())
+        _group.depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        _group.depth -= 1
+        try:
+            _check(_lib.oxcclGroupEnd())
+        finally:
+            if _group.depth == 0:
+                _group.keep = []
+        return False
+
+
+class PreMulSum:
+    """A pre-multiplied sum op (oxcclRedOpCreatePreMulSum): every rank's input times
+    ``scalar`` (of ``dtype``), summed. Pass it as ``op=``; ``destroy()`` frees it."""
+
+    def __init__(self, comm, scalar, dtype):
+        self._comm = comm
+        buf = np.array([scalar], dtype=dtype)
+        dt = _dtype(buf, None)
+        v = ctypes.c_int()
+        _check(_lib.oxcclRedOpCreatePreMulSum(ctypes.byref(v), buf.ctypes.data_as(ctypes.c_void_p),
+                                              dt, 1, comm._handle()))
+        self.op = v.value
+
+    def __int__(self):
+        return self.op
+
+    def destroy(self):
+        if self.op is not None:
+            op, self.op = self.op, None
+            _check(_lib.oxcclRedOpDestroy(op, self._comm._handle()))
+
+
+class Comm:
+    """A communicator: ``Comm.from_env()``, or ``Comm(nranks, unique_id_bytes, rank)``;
+    keyword settings (``timeout`` seconds, ``channels``, ``transport``, ``algo``, ``name``)
+    override the OXCCL_* variables for this communicator."""
+
+    def __init__(self, nranks, uid, rank, **config):
         if len(uid) != UNIQUE_ID_BYTES:
             raise ValueError("a unique id has %d bytes, not %d" % (UNIQUE_ID_BYTES, len(uid)))
         s = UniqueIdStruct.from_buffer_copy(bytes(uid))
         h = ctypes.c_void_p()
-        _check(_lib.oxcclCommInitRank(ctypes.byref(h), int(nranks), s, int(rank)))
+        cfg = _config(**config)
+        if cfg is None:
+            _check(_lib.oxcclCommInitRank(ctypes.byref(h), int(nranks), s, int(rank)))
+        else:
+            _check(_lib.oxcclCommInitRankConfig(ctypes.byref(h), int(nranks), s, int(rank),
+                                                ctypes.byref(cfg)))
         self._set(h)
 
     @classmethod
@@ -273,14 +353,21 @@ class Comm:
         """The message of the last failed call on this communicator ('' if none)."""
         return _lib.oxcclGetLastError(self._handle()).decode(errors="replace")
 
-    def split(self, color, key=None):
+    def split(self, color, key=None, **config):
         """Collective: ranks with the same ``color`` form a new Comm ordered by ``key`` (default
-        this rank); ``color=None`` or -1 joins none and returns None."""
+        this rank); ``color=None`` or -1 joins none and returns None. Keyword settings as
+        ``Comm``'s override this communicator's."""
         h = ctypes.c_void_p()
         c = -1 if color is None else int(color)
         k = self.rank if key is None else int(key)
-        _check(_lib.oxcclCommSplit(self._handle(), c, k, ctypes.byref(h), None))
+        cfg = _config(**config)
+        _check(_lib.oxcclCommSplit(self._handle(), c, k, ctypes.byref(h),
+                                   None if cfg is None else ctypes.byref(cfg)))
         return Comm._wrap(h) if h.value else None
+
+    def premul_sum(self, scalar, dtype):
+        """A pre-multiplied sum op for calls of ``dtype`` on this communicator."""
+        return PreMulSum(self, scalar, dtype)
 
     # Argument preparation shared by blocking and non-blocking forms.
     def _allreduce(self, send, recv, op, dtype):
@@ -482,8 +569,11 @@ class Comm:
         return args, (send, recv, rc), recv
 
     def _run(self, fn, prep):
-        args, _keep, out = prep
+        args, keep, out = prep
         _check(fn(*args, self._handle()))
+        if _group.depth > 0:
+            # Runs at the end of the group: its arrays must live until then.
+            _group.keep.append(keep)
         return out
 
     def _start(self, fn, prep):

@@ -13,6 +13,25 @@ class UniqueIdStruct(ctypes.Structure):
     _fields_ = [("internal", ctypes.c_char * UNIQUE_ID_BYTES)]
 
 
+CONFIG_MAGIC = 0x6F78636C
+CONFIG_UNDEF_INT = -(2**31)
+
+
+class ConfigStruct(ctypes.Structure):
+    """oxcclConfig_t (ffi/src/config.rs): settings of one communicator."""
+
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("magic", ctypes.c_uint32),
+        ("version", ctypes.c_uint32),
+        ("timeoutMs", ctypes.c_int),
+        ("nChannels", ctypes.c_int),
+        ("transport", ctypes.c_char_p),
+        ("algo", ctypes.c_char_p),
+        ("commName", ctypes.c_char_p),
+    ]
+
+
 def _candidates():
     env = os.environ.get("OXCCL_LIBRARY")
     if env:
@@ -95,6 +114,11 @@ def _declare(lib):
         "oxcclReduceScattervAsync": [P, P, ZP, I, I, P, PP],
         "oxcclWait": [P],
         "oxcclTest": [P, PI],
+        "oxcclGroupStart": [],
+        "oxcclGroupEnd": [],
+        "oxcclRedOpCreatePreMulSum": [PI, P, I, I, P],
+        "oxcclRedOpDestroy": [I, P],
+        "oxcclCommInitRankConfig": [PP, I, UniqueIdStruct, I, ctypes.POINTER(ConfigStruct)],
     }
     for name, args in sigs.items():
         f = getattr(lib, name)

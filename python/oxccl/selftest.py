@@ -441,6 +441,64 @@ def structure(comm, c):
         c.check(e.code == 5, "use after destroy: %s" % e)
 
 
+def grouped(comm, c):
+    """Groups, pre-multiplied sums and per-communicator settings."""
+    r, n = comm.rank, comm.size
+    bufs = [np.full(256, (k + r) % 5, dtype=np.float32) for k in range(64)]
+    ints = np.arange(10, dtype=np.int32) + r
+    with oxccl.group():
+        for b in bufs:
+            comm.all_reduce(b)
+        comm.all_reduce(ints, op="max")
+        c.check(bufs[0][0] == r % 5, "a grouped call ran before the group ended")
+    for k, b in enumerate(bufs):
+        c.check(b[0] == sum((k + q) % 5 for q in range(n)), "grouped allreduce %d" % k)
+    c.same(ints, np.arange(10, dtype=np.int32) + n - 1, "grouped max")
+    # A group of temporaries: their arrays live until the group ends.
+    with oxccl.group():
+        out = comm.all_reduce(np.ones(8, dtype=np.float64), np.zeros(8))
+    c.same(out, np.full(8, float(n)), "grouped temporaries")
+    try:
+        with oxccl.group():
+            comm.iall_reduce(np.ones(4, dtype=np.float32))
+        c.check(False, "an async call inside a group was accepted")
+    except oxccl.OxcclError as e:
+        c.check(e.code == 5 and "inside a group" in str(e), "async in a group: %s" % e)
+    # Pre-multiplied sums: each input scaled once, the same bits on every rank.
+    op = comm.premul_sum(0.37, np.float32)
+    x = ((np.arange(1001) * 31 + r * 17) % 97).astype(np.float32) / np.float32(7.3)
+    y = comm.all_reduce(x, np.zeros_like(x), op=op)
+    first = comm.broadcast(y.copy(), root=0)
+    c.same(y, first, "premul sum bitwise equal on every rank")
+    opi = comm.premul_sum(-3, np.int32)
+    yi = comm.all_reduce(np.arange(10, dtype=np.int32) + r, np.zeros(10, dtype=np.int32), op=opi)
+    want = sum(-3 * (np.arange(10, dtype=np.int32) + q) for q in range(n))
+    c.same(yi, want.astype(np.int32), "premul sum int32")
+    try:
+        comm.all_reduce(np.ones(4, dtype=np.int32), op=op)
+        c.check(False, "a float premul op accepted for int32")
+    except oxccl.OxcclError as e:
+        c.check(e.code == 4 and "used with int32" in str(e), "premul type: %s" % e)
+    op.destroy()
+    opi.destroy()
+    # Settings per communicator, and a split with its own.
+    uid = comm.broadcast(np.frombuffer(oxccl.unique_id() if r == 0 else bytes(128),
+                                       dtype=np.uint8).copy(), root=0)
+    named = oxccl.Comm(n, uid.tobytes(), r, timeout=30.0, channels=3, algo="ring",
+                       name="selftest")
+    s = named.all_reduce(np.ones(1000, dtype=np.float32))
+    c.check(s[999] == n, "configured communicator")
+    t = named.split(0, algo="tree")
+    c.check(t.all_reduce(np.ones(3, dtype=np.int64))[2] == n, "split with settings")
+    try:
+        named.split(0, channels=0)
+        c.check(False, "a split with 0 channels accepted")
+    except oxccl.OxcclError as e:
+        c.check(e.code == 4 and "nChannels 0" in str(e), "bad split setting: %s" % e)
+    t.destroy()
+    named.destroy()
+
+
 def main():
     t0 = time.time()
     comm = oxccl.Comm.from_env()
@@ -448,6 +506,7 @@ def main():
     structure(comm, c)
     collectives(comm, c)
     exchanges(comm, c)
+    grouped(comm, c)
     comm.barrier()
     comm.destroy()
     # One write per line: ranks share the output file, and unbuffered output

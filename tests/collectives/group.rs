@@ -126,29 +126,36 @@ fn groups_run_every_call_and_fuse_small_allreduces() {
 }
 
 #[test]
-fn groups_that_differ_between_ranks_fail_with_invalid_usage() {
-    let res = run(2, Net::Tcp, config(None, 10), |c| {
+fn groups_that_differ_between_ranks_fail_with_invalid_usage_on_every_rank() {
+    let res = run(3, Net::Tcp, config(None, 60), |c| {
         let mut a = vec![1.0f32; 64];
         let mut b = vec![1.0f32; 64];
         let mut d = vec![1.0f32; 64];
         let three = c.rank() == 0;
-        c.group(|g| {
+        let r = c.group(|g| {
             g.all_reduce_in_place(&mut a, ReduceOp::Sum)?;
             g.all_reduce_in_place(&mut b, ReduceOp::Sum)?;
             if three {
                 g.all_reduce_in_place(&mut d, ReduceOp::Sum)?;
             }
             Ok(())
-        })
+        });
+        // A rank whose group went through fails at its next call.
+        r.and_then(|()| c.barrier())
     });
-    let errs: Vec<Error> = res.into_iter().filter_map(|r| r.err()).collect();
-    assert_eq!(errs.len(), 2, "both ranks must fail: {errs:?}");
-    assert!(
-        errs.iter().any(|e| e.kind() == ErrorKind::InvalidUsage
-            && e.to_string().contains("count 192")
-            && e.to_string().contains("count 128")),
-        "{errs:?}"
-    );
+    let errs: Vec<Error> = res
+        .into_iter()
+        .enumerate()
+        .map(|(r, x)| x.expect_err(&format!("rank {r} must fail")))
+        .collect();
+    for e in &errs {
+        assert_eq!(e.kind(), ErrorKind::InvalidUsage, "{errs:?}");
+        // The fused allreduce of rank 0 holds 192 elements, the others' 128.
+        assert!(
+            e.to_string().contains("count 192") && e.to_string().contains("count 128"),
+            "{errs:?}"
+        );
+    }
 }
 
 #[test]

@@ -65,6 +65,36 @@ static inline double now_s(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+static int g_completions = 0;
+
+/* This process's rank and the size of `comm` (which may differ from the world's). */
+static inline void who(oxcclComm_t comm, int *rank, int *size) {
+    OK(oxcclCommUserRank(comm, rank));
+    OK(oxcclCommCount(comm, size));
+}
+
+/* Finishes a request, alternately with oxcclWait and by polling oxcclTest. */
+static inline void complete(oxcclRequest_t req) {
+    if (g_completions++ % 2 == 0) {
+        OK(oxcclWait(req));
+        return;
+    }
+    int done = 0;
+    double t0 = now_s();
+    while (!done) {
+        oxcclResult_t r = oxcclTest(req, &done);
+        if (r != oxcclSuccess) {
+            OK(r);
+        }
+        if (!done && now_s() - t0 > 120) {
+            FAIL("request not done after 120 s");
+            exit(2);
+        }
+    }
+    /* The call that saw completion released the request. */
+    CHECK(oxcclTest(req, &done) == oxcclInvalidUsage, "a released request is still live");
+}
+
 /* Every data type (oxcclNumTypes of them). */
 static const oxcclDataType_t ALL_TYPES[] = {
     oxcclInt8,    oxcclUint8,   oxcclInt32,    oxcclUint32,     oxcclInt64,      oxcclUint64,

@@ -14,35 +14,6 @@
 static const size_t COUNTS[] = {0, 1, 7, 1023, 40001};
 #define NCOUNTS ((int)(sizeof(COUNTS) / sizeof(COUNTS[0])))
 
-static int g_completions = 0;
-
-/* This process's rank and the size of `comm` (which may differ from the world's). */
-static void who(oxcclComm_t comm, int *rank, int *size) {
-    OK(oxcclCommUserRank(comm, rank));
-    OK(oxcclCommCount(comm, size));
-}
-
-/* Finishes a request, alternately with oxcclWait and by polling oxcclTest. */
-static void complete(oxcclRequest_t req) {
-    if (g_completions++ % 2 == 0) {
-        OK(oxcclWait(req));
-        return;
-    }
-    int done = 0;
-    double t0 = now_s();
-    while (!done) {
-        oxcclResult_t r = oxcclTest(req, &done);
-        if (r != oxcclSuccess) {
-            OK(r);
-        }
-        if (!done && now_s() - t0 > 120) {
-            FAIL("request not done after 120 s");
-            exit(2);
-        }
-    }
-    /* The call that saw completion released the request. */
-    CHECK(oxcclTest(req, &done) == oxcclInvalidUsage, "a released request is still live");
-}
 
 /* "allreduce float/sum count 7 in-place async", for messages. */
 static const char *desc(const char *what, oxcclDataType_t t, oxcclRedOp_t op, size_t count,

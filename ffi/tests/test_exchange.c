@@ -16,33 +16,6 @@ static const size_t COUNTS[] = {0, 1, 7, 1023};
 
 #define SENTINEL 0xa5
 
-static int g_completions = 0;
-
-static void who(oxcclComm_t comm, int *rank, int *size) {
-    OK(oxcclCommUserRank(comm, rank));
-    OK(oxcclCommCount(comm, size));
-}
-
-/* Finishes a request, alternately with oxcclWait and by polling oxcclTest. */
-static void complete(oxcclRequest_t req) {
-    if (g_completions++ % 2 == 0) {
-        OK(oxcclWait(req));
-        return;
-    }
-    int done = 0;
-    double t0 = now_s();
-    while (!done) {
-        oxcclResult_t r = oxcclTest(req, &done);
-        if (r != oxcclSuccess) {
-            OK(r);
-        }
-        if (!done && now_s() - t0 > 120) {
-            FAIL("request not done after 120 s");
-            exit(2);
-        }
-    }
-    CHECK(oxcclTest(req, &done) == oxcclInvalidUsage, "a released request is still live");
-}
 
 /* Runs oxcclXxx(args...) blocking, or oxcclXxxAsync(args..., &req) finished by complete(). */
 #define RUN(async, fn, ...)                                                                 \

@@ -4,6 +4,7 @@
 //! in-place layouts.
 
 use super::sim::{run, SimRank, SplitMix};
+use super::tests::fold;
 use super::*;
 use crate::reduce::{DataType, ReduceOp};
 use proptest::prelude::*;
@@ -13,22 +14,6 @@ const UNTOUCHED: u8 = 0xEE;
 
 fn input(rank: usize, i: usize) -> i32 {
     ((rank * 13 + i * 5) % 17) as i32 - 6
-}
-
-fn fold(op: ReduceOp, vals: impl Iterator<Item = i32>, n: usize) -> i32 {
-    let v: Vec<i32> = vals.collect();
-    let r = v[1..].iter().fold(v[0], |a, &b| match op.step_op() {
-        ReduceOp::Sum => a.wrapping_add(b),
-        ReduceOp::Prod => a.wrapping_mul(b),
-        ReduceOp::Max => a.max(b),
-        ReduceOp::Min => a.min(b),
-        _ => unreachable!(),
-    });
-    if op == ReduceOp::Avg {
-        r / n as i32
-    } else {
-        r
-    }
 }
 
 #[derive(Debug, Clone)]

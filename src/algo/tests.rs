@@ -11,7 +11,8 @@ fn input(rank: usize, i: usize) -> i32 {
     ((rank * 7 + i * 3) % 11) as i32 - 3
 }
 
-fn fold(op: ReduceOp, vals: impl Iterator<Item = i32>, n: usize) -> i32 {
+/// The serial reference of a reduction of i32 values (shared with `exchange_tests`).
+pub(super) fn fold(op: ReduceOp, vals: impl Iterator<Item = i32>, n: usize) -> i32 {
     let mut it = vals;
     let first = it.next().unwrap_or(0);
     let r = it.fold(first, |a, b| match op.step_op() {

@@ -26,6 +26,7 @@ mod tests;
 
 pub use client::StoreClient;
 pub use ifaddr::{list_interfaces, pick_interface};
+pub(crate) use proto::{kind_code, kind_from_code};
 pub use proto::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use server::{StoreServer, NEWS};
 pub use unique_id::{random_secret, UniqueId, UNIQUE_ID_BYTES};

@@ -241,7 +241,8 @@ impl Reply {
     }
 }
 
-fn kind_code(k: ErrorKind) -> u8 {
+/// An error kind's number on the wire (store replies, news items).
+pub(crate) fn kind_code(k: ErrorKind) -> u8 {
     match k {
         ErrorKind::System => 1,
         ErrorKind::Remote => 2,
@@ -252,7 +253,8 @@ fn kind_code(k: ErrorKind) -> u8 {
     }
 }
 
-fn kind_from_code(c: u8) -> ErrorKind {
+/// The kind numbered `c` (an unknown number reads as Remote).
+pub(crate) fn kind_from_code(c: u8) -> ErrorKind {
     match c {
         1 => ErrorKind::System,
         3 => ErrorKind::InvalidArgument,

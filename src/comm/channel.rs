@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{StoreClient, NEWS};
+use crate::bootstrap::{kind_code, kind_from_code, StoreClient, NEWS};
 use crate::engine::News;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -34,19 +34,9 @@ pub(crate) struct Channel {
     handle: Option<JoinHandle<()>>,
 }
 
-const KINDS: [ErrorKind; 6] = [
-    ErrorKind::System,
-    ErrorKind::Remote,
-    ErrorKind::InvalidArgument,
-    ErrorKind::InvalidUsage,
-    ErrorKind::Timeout,
-    ErrorKind::Internal,
-];
-
 /// `C<rank>|<kind>|<message>`: a failure posted by a rank.
 fn encode(rank: usize, e: &Error) -> Vec<u8> {
-    let k = KINDS.iter().position(|k| *k == e.kind()).unwrap_or(5);
-    format!("C{rank}|{k}|{}", e.message()).into_bytes()
+    format!("C{rank}|{}|{}", kind_code(e.kind()), e.message()).into_bytes()
 }
 
 enum Item {
@@ -61,7 +51,7 @@ fn decode(v: &[u8]) -> Option<Item> {
     }
     let mut it = s.strip_prefix('C')?.splitn(3, '|');
     let rank = it.next()?.parse().ok()?;
-    let kind = *KINDS.get(it.next()?.parse::<usize>().ok()?)?;
+    let kind = kind_from_code(it.next()?.parse().ok()?);
     Some(Item::Cause(rank, Error::new(kind, it.next()?.to_string())))
 }
 

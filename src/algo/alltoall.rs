@@ -36,9 +36,10 @@ fn exchange(
     (from, rblk): (usize, Block),
     words: Option<(u64, u64)>,
     after: Option<u32>,
-) -> Option<u32> {
+) -> (Option<u32>, Option<u32>) {
     let ce = p.chunk_elems();
     let ns = nchunks(sblk.len, ce);
+    let mut first = None;
     for j in 0..ns {
         let id = b.send(
             to,
@@ -46,6 +47,7 @@ fn exchange(
             b.channel(j),
             &[after],
         );
+        first = first.or(Some(id));
         if let Some((w, _)) = words {
             b.set_word(id, w);
         }
@@ -64,7 +66,7 @@ fn exchange(
         }
         last = Some(id);
     }
-    last
+    (first, last)
 }
 
 /// Pairwise exchange over per-rank blocks (`send[j]` goes to rank j, `recv[i]` comes from
@@ -80,15 +82,8 @@ pub(super) fn pairwise_blocks(
     let (Some(&own_s), Some(&own_r)) = (send.get(r), recv.get(r)) else {
         return;
     };
-    if own_s.len > 0 {
-        let l = own_s.len.min(own_r.len);
-        b.copy(
-            bytes(p, BufId::Send, own_s, (0, l)),
-            bytes(p, BufId::Recv, own_r, (0, l)),
-            &[],
-        );
-    }
     let mut recvs: Vec<Option<u32>> = Vec::with_capacity(n);
+    let mut first_send = None;
     for k in 1..n {
         let (to, from) = partners(r, n, k);
         let (sb, rb) = (send[to], recv[from]);
@@ -103,7 +98,19 @@ pub(super) fn pairwise_blocks(
         } else {
             None
         };
-        recvs.push(exchange(p, b, (to, sb), (from, rb), words, after));
+        let (sent, got) = exchange(p, b, (to, sb), (from, rb), words, after);
+        first_send = first_send.or(sent);
+        recvs.push(got);
+    }
+    // The own block is copied once the first message is on its way: the engine runs ready
+    // local steps before it posts, and a large copy first would delay every send.
+    if own_s.len > 0 {
+        let l = own_s.len.min(own_r.len);
+        b.copy(
+            bytes(p, BufId::Send, own_s, (0, l)),
+            bytes(p, BufId::Recv, own_r, (0, l)),
+            &[first_send],
+        );
     }
 }
 
@@ -157,4 +164,71 @@ pub fn bruck(p: &Plan, b: &mut ScheduleBuilder) {
         let dst = Span::new(BufId::Recv, ((r + n - i) % n) * bb, bb);
         b.copy(slot(i), dst, &[*l]);
     }
+}
+
+/// Direct reduce-scatter over per-rank blocks (`send[j]` is rank j's block of the input):
+/// in round k send block `to` to its owner and receive-reduce this rank's block from `from`
+/// (the partners of the pairwise exchange), each block in its own chunks. Every rank moves
+/// (n-1)/n of the data as in the ring, but in one step of latency instead of n-1: each block
+/// is reduced where it ends, in the order the rounds give (each result is computed by one
+/// rank only, so no two ranks need agree on the order).
+pub(super) fn reduce_scatter_blocks(p: &Plan, b: &mut ScheduleBuilder, send: &[Block]) {
+    let (n, r) = (p.size, p.rank);
+    let Some(&mine) = send.get(r) else {
+        return;
+    };
+    let ce = p.chunk_elems();
+    let nch = nchunks(mine.len, ce);
+    let own = Block {
+        off: 0,
+        len: mine.len,
+    };
+    let mut last: Vec<Option<u32>> = vec![None; nch];
+    if n == 1 {
+        let id = b.copy(
+            bytes(p, BufId::Send, mine, (0, mine.len)),
+            bytes(p, BufId::Recv, own, (0, mine.len)),
+            &[],
+        );
+        last = vec![Some(id); nch];
+    }
+    for k in 1..n {
+        let (to, from) = partners(r, n, k);
+        let blk = send[to];
+        let ns = nchunks(blk.len, ce);
+        for j in 0..ns {
+            let src = bytes(p, BufId::Send, blk, part(blk.len, ns, j));
+            b.send(to, src, b.channel(j), &[]);
+        }
+        for (j, l) in last.iter_mut().enumerate() {
+            let c = part(mine.len, nch, j);
+            let dst = bytes(p, BufId::Recv, own, c);
+            // The first partial sum starts from this rank's own input.
+            let local = if k == 1 {
+                bytes(p, BufId::Send, mine, c)
+            } else {
+                dst
+            };
+            *l = Some(b.recv_reduce(from, dst, local, b.channel(j), &[*l]));
+        }
+    }
+    if p.avg {
+        for (j, l) in last.iter().enumerate() {
+            let c = part(mine.len, nch, j);
+            if c.1 > 0 {
+                b.finalize(bytes(p, BufId::Recv, own, c), &[*l]);
+            }
+        }
+    }
+}
+
+/// Direct reduce-scatter of `count` elements per rank (see [`reduce_scatter_blocks`]).
+pub fn reduce_scatter_direct(p: &Plan, b: &mut ScheduleBuilder) {
+    let blocks: Vec<Block> = (0..p.size)
+        .map(|j| Block {
+            off: j * p.count,
+            len: p.count,
+        })
+        .collect();
+    reduce_scatter_blocks(p, b, &blocks);
 }

@@ -310,7 +310,10 @@ impl Algo {
             ),
             Algo::Tree => matches!(kind, AllReduce | Broadcast | Reduce | Gather | Scatter),
             Algo::RecursiveDoubling => matches!(kind, AllReduce | AllGather | Barrier | AllToAll),
-            Algo::Pairwise => matches!(kind, AllToAll | AllToAllV | Gather | Scatter),
+            Algo::Pairwise => matches!(
+                kind,
+                AllToAll | AllToAllV | Gather | Scatter | ReduceScatter | ReduceScatterV
+            ),
             Algo::Chain => matches!(kind, Broadcast | Reduce),
             Algo::Direct => matches!(kind, Send | Recv),
             Algo::Hier | Algo::HierTree => matches!(kind, AllReduce),
@@ -384,6 +387,7 @@ impl Plan {
             (Kind::Scatter, Algo::Tree) => gather::scatter_binomial(self, &mut b),
             (Kind::Scatter, _) => gather::scatter_linear(self, &mut b),
             (Kind::AllReduce, Algo::Ring) => ring::allreduce(self, &mut b),
+            (Kind::ReduceScatter, Algo::Pairwise) => alltoall::reduce_scatter_direct(self, &mut b),
             (Kind::ReduceScatter, _) => ring::reduce_scatter(self, &mut b),
             (Kind::AllGather, Algo::RecursiveDoubling) => allgather::bruck(self, &mut b),
             (Kind::AllGather, _) => allgather::ring(self, &mut b),

@@ -5,10 +5,10 @@
 //! the number of messages whatever the counts, and a disagreement about counts shows as a
 //! message of the wrong size or count word instead of a hang.
 
-use super::alltoall::pairwise_blocks;
+use super::alltoall::{pairwise_blocks, reduce_scatter_blocks};
 use super::chunks::{nchunks, part};
 use super::ring::RingView;
-use super::{Block, BufId, Kind, Plan, ScheduleBuilder, Span};
+use super::{Algo, Block, BufId, Kind, Plan, ScheduleBuilder, Span};
 
 /// Builds the schedule of an uneven-count call.
 pub fn build(p: &Plan, b: &mut ScheduleBuilder) {
@@ -18,6 +18,9 @@ pub fn build(p: &Plan, b: &mut ScheduleBuilder) {
             pairwise_blocks(p, b, &p.blocks.send, &p.blocks.recv, true)
         }
         Kind::AllGatherV if ok(&p.blocks.recv) => allgatherv(p, b, &p.blocks.recv),
+        Kind::ReduceScatterV if ok(&p.blocks.send) && p.algo == Algo::Pairwise => {
+            reduce_scatter_blocks(p, b, &p.blocks.send)
+        }
         Kind::ReduceScatterV if ok(&p.blocks.send) => reduce_scatterv(p, b, &p.blocks.send),
         _ => {}
     }

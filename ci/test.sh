@@ -6,6 +6,8 @@
 # ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip);
 # libfabric1 is installed here for the fabric backend's tests (which skip without it, except
 # under CI).
+# The PyTorch backend (ci/torch-test.sh) runs in a venv outside the checkout
+# (/var/tmp/oxccl-torch-venv), made once with torch from ../shared/torch and reused.
 # The verbs backend's suite and benchmark, and the fabric backend on libfabric's verbs
 # provider, run inside a SoftRoCE VM (ci/verbs.sh, which installs qemu, rdma-core and
 # perftest with apt-get when run as root).
@@ -41,6 +43,8 @@ echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
 echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"
 ci/ffi-test.sh
+echo "== PyTorch backend: pip packages, every op against gloo, DDP (venv reused when it survives)"
+ci/torch-test.sh
 echo "== verbs backend on SoftRoCE in a VM (tests, then oxccl-perf beside ib_write_bw)"
 ci/verbs.sh
 echo "== topology-aware mapping on two emulated hosts (rankrun --map-by node, 1 Gbit/s veth)"

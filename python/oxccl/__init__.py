@@ -32,11 +32,29 @@ import threading
 
 import numpy as np
 
+def _checkout_version():
+    """The version in the checkout's ffi/Cargo.toml, for a package used in place."""
+    import os
+    import re
+    toml = os.path.join(os.path.dirname(__file__), "..", "..", "ffi", "Cargo.toml")
+    try:
+        with open(toml) as f:
+            m = re.search(r'^version = "([^"]+)"', f.read(), re.M)
+        return m.group(1) if m else "unknown"
+    except OSError:
+        return "unknown"
+
+
+try:  # written by `pip install ./python` (python/setup.py) from the crate's version
+    from ._version import __version__
+except ImportError:
+    __version__ = _checkout_version()
+
 from ._lib import (CONFIG_MAGIC, CONFIG_UNDEF_INT, UNIQUE_ID_BYTES, ConfigStruct, UniqueIdStruct,
                    load)
 
 __all__ = [
-    "Comm", "Request", "OxcclError", "PreMulSum", "group", "unique_id", "version",
+    "Comm", "Request", "OxcclError", "PreMulSum", "group", "unique_id", "version", "__version__",
     "INT8", "UINT8", "INT32", "UINT32", "INT64", "UINT64",
     "FLOAT16", "FLOAT32", "FLOAT64", "BFLOAT16", "FLOAT8_E4M3", "FLOAT8_E5M2",
     "SUM", "PROD", "MAX", "MIN", "AVG", "BAND", "BOR", "BXOR", "UNIQUE_ID_BYTES",

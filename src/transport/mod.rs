@@ -172,6 +172,9 @@ pub trait Transport: Send + 'static {
     ) -> Result<Option<Self::Request>>;
 
     /// Posts a receive of at most `len` bytes into `data`. `None`: no room now, retry.
+    /// A longer message is a call mismatch: the tcp and mem backends complete the receive
+    /// with the message's length and tag, writing nothing, so that the engine names both
+    /// calls (and fail the connection after); the others fail it with InvalidUsage.
     ///
     /// # Safety
     /// `data..data+len` must stay valid, and be written by no one else, until `test`

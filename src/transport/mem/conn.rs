@@ -263,10 +263,9 @@ impl Conn {
                             "endpoint {receiver} rejected a message of {len} bytes: \
                              its posted receive holds {room}"
                         )))),
-                        Some(Err(Error::invalid_usage(format!(
-                            "message of {len} bytes from endpoint {sender} exceeds the \
-                             posted receive of {room} bytes"
-                        )))),
+                        // The receive reports what came, nothing written, so that the
+                        // engine names the peer's call (as tcp does).
+                        Some(Ok(Completion { bytes: len, tag })),
                     );
                 }
                 if len > 0 {

@@ -425,6 +425,14 @@ impl RecvConnState {
                     }
                     let m = self.parse_header();
                     if m.len > op.cap {
+                        // The peer is in another call (or passed another count). The
+                        // receive completes with the message's length and tag, nothing
+                        // written, so that the engine names both calls; the stream cannot
+                        // be read further.
+                        self.ring.finish_head(Completion {
+                            bytes: m.len,
+                            tag: m.tag,
+                        });
                         return Err(Error::invalid_usage(format!(
                             "tcp: message of {} bytes from {} exceeds the posted receive of {} bytes",
                             m.len, self.peer, op.cap

@@ -548,8 +548,12 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     }
 }
 
-/// How long a rank that lost a peer waits for the job's news to say why.
+/// How long a rank whose own call failed waits for the job's news to carry the first cause
+/// (its own post, or an earlier one of another rank).
 const CAUSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a rank that lost a peer waits for the news that says why: a posted cause takes
+/// a few tens of milliseconds; a rank that died need not hold the survivors up.
+const ECHO_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Shared {
     /// Makes every rank end with the same cause. This rank's own failure (a mismatch, a
@@ -569,7 +573,7 @@ impl Shared {
             return e;
         }
         drop(chan);
-        let end = std::time::Instant::now() + CAUSE_GRACE;
+        let end = std::time::Instant::now() + if own { CAUSE_GRACE } else { ECHO_GRACE };
         let settled = |n: &crate::engine::News| {
             if own {
                 n.cause().is_some()

@@ -51,9 +51,10 @@ for prov in tcp shm; do
     done
 
     name="fabric($prov): rank 2 SIGKILLed mid-allreduce"
-    # --linger 3: the survivors get time to notice and report the death themselves on a
-    # loaded machine before rankrun stops them.
-    OXCCL_FABRIC_PROVIDER=$prov "$RANKRUN" -n 4 --linger 3 --tag-output "$CHECK" --loop 120 \
+    # --linger 6: the survivors get time to notice and report the death themselves on a
+    # loaded machine (twice, with other jobs busy on both cores, shm survivors needed more
+    # than 3 s) before rankrun stops them; they normally end within 0.2 s.
+    OXCCL_FABRIC_PROVIDER=$prov "$RANKRUN" -n 4 --linger 6 --tag-output "$CHECK" --loop 120 \
         --count 100000 >"$D/kill.out" 2>"$D/kill.err" &
     JOB=$!
     for _ in $(seq 300); do
@@ -87,7 +88,7 @@ for prov in tcp shm; do
     done
     # rankrun removes the shm region a killed rank could not (16 MiB of memory each).
     leftover=$(ls /dev/shm 2>/dev/null | grep -c "^$pid:" || true)
-    if [ "$(echo "$took < 5" | bc)" = 1 ] && [ $named = 1 ] && [ "$leftover" = 0 ] &&
+    if [ "$(echo "$took < 8" | bc)" = 1 ] && [ $named = 1 ] && [ "$leftover" = 0 ] &&
         grep -q "rank 2 (pid $pid on localhost) was killed by signal 9" "$D/kill.err"; then
         ok "$name (ended after ${took}s)"
         grep "collectives_check:" "$D/kill.err" | sed 's/^/    /'

@@ -103,7 +103,12 @@ for n in 2 4; do
         "$rankrun" -n "$n" --timeout 900 "$py" -W ignore python/torch/tests/test_ops.py
     run_suite "test_ddp, $n ranks" \
         "$rankrun" -n "$n" --timeout 900 "$py" -W ignore python/torch/tests/test_ddp.py
+    run_suite "test_fsdp, $n ranks" \
+        "$rankrun" -n "$n" --timeout 900 "$py" -W ignore python/torch/tests/test_fsdp.py
 done
+# A rank SIGKILLed mid-training: rankrun would end the job, so the script starts its 3 ranks.
+run_suite "test_kill, 3 ranks (its own launcher)" \
+    timeout 600 "$py" -W ignore python/torch/tests/test_kill.py
 check "examples/ddp_train.py under rankrun -n 2 (equal to gloo)" \
     bash -c "'$rankrun' -n 2 --timeout 300 '$py' -W ignore python/torch/examples/ddp_train.py --steps 100 --check-gloo | tee /dev/stderr | grep -q 'difference from the gloo run: 0$'"
 check "examples/ddp_train.py under torchrun --nproc-per-node 2" \

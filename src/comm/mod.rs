@@ -548,6 +548,36 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     }
 }
 
+/// `e` with the ranks the store saw leave the job named, where its message does not name
+/// them yet (a survivor's error may have come from another survivor).
+fn named_departed(e: Error, departed: &[usize]) -> Error {
+    let missing: Vec<String> = departed
+        .iter()
+        .filter(|&&r| !names(e.message(), r))
+        .map(|r| format!("rank {r}"))
+        .collect();
+    if missing.is_empty() {
+        return e;
+    }
+    let m = format!(
+        "{}; left the job (store connection closed without a goodbye): {}",
+        e.message(),
+        missing.join(", ")
+    );
+    Error::new(e.kind(), m)
+}
+
+/// Whether `msg` names `rank r` (not `rank r0`...).
+fn names(msg: &str, r: usize) -> bool {
+    let k = format!("rank {r}");
+    msg.match_indices(&k).any(|(i, _)| {
+        !msg[i + k.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
 /// How long a rank whose own call failed waits for the job's news to carry the first cause
 /// (its own post, or an earlier one of another rank).
 const CAUSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -585,6 +615,7 @@ impl Shared {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         match self.news.cause() {
+            None => named_departed(e, &self.news.departed()),
             Some((r, _)) if r == self.rank => e,
             Some((r, cause)) => Error::new(
                 cause.kind(),
@@ -595,7 +626,6 @@ impl Shared {
                     e.message()
                 ),
             ),
-            None => e,
         }
     }
 }

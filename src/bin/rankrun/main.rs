@@ -124,8 +124,26 @@ fn root_addr(opt: Option<&str>, all_local: bool) -> Result<SocketAddr, String> {
 }
 
 /// A port that was free a moment ago, for MASTER_PORT (the program's own use, e.g.
-/// torch.distributed's env:// store).
+/// torch.distributed's env:// store). Taken below the kernel's ephemeral range where it
+/// can: a port from that range can be given to some process's outgoing connection before
+/// the program binds it (EADDRINUSE, seen once in three runs of the torch tests).
 fn free_port(ip: IpAddr) -> Result<u16, String> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    // Start somewhere that depends on this process, so concurrent launches differ.
+    let span = low.saturating_sub(20000).min(10000);
+    if span > 0 {
+        let start = std::process::id() % span;
+        for k in 0..span.min(200) {
+            let port = 20000 + (start + k * 37) % span;
+            if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, port as u16)) {
+                drop(l);
+                return Ok(port as u16);
+            }
+        }
+    }
     TcpListener::bind(SocketAddr::new(ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

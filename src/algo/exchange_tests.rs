@@ -4,7 +4,7 @@
 //! in-place layouts.
 
 use super::sim::{run, SimRank, SplitMix};
-use super::tests::fold;
+use super::tests::{fold, supported};
 use super::*;
 use crate::reduce::{DataType, ReduceOp};
 use proptest::prelude::*;
@@ -260,22 +260,14 @@ fn check(c: &Case) -> Result<(), String> {
 }
 
 fn kinds() -> Vec<(Kind, Algo)> {
-    let mut v = Vec::new();
-    for k in [
+    supported(&[
         Kind::AllToAll,
         Kind::AllToAllV,
         Kind::Gather,
         Kind::Scatter,
         Kind::AllGatherV,
         Kind::ReduceScatterV,
-    ] {
-        for a in Algo::ALL {
-            if a.supports(k) {
-                v.push((k, a));
-            }
-        }
-    }
-    v
+    ])
 }
 
 fn in_place_ok(k: Kind) -> bool {

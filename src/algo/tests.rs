@@ -148,23 +148,28 @@ fn check(c: &Case) -> Result<(), String> {
     Ok(())
 }
 
+/// Every (kind, algorithm) pair the algorithms support, for `kinds` (shared with
+/// `exchange_tests`).
+pub(super) fn supported(ks: &[Kind]) -> Vec<(Kind, Algo)> {
+    ks.iter()
+        .flat_map(|&k| {
+            Algo::ALL
+                .into_iter()
+                .filter(move |a| a.supports(k))
+                .map(move |a| (k, a))
+        })
+        .collect()
+}
+
 fn kinds() -> Vec<(Kind, Algo)> {
-    let mut v = Vec::new();
-    for k in [
+    supported(&[
         Kind::AllReduce,
         Kind::AllGather,
         Kind::ReduceScatter,
         Kind::Broadcast,
         Kind::Reduce,
         Kind::Barrier,
-    ] {
-        for a in Algo::ALL {
-            if a.supports(k) {
-                v.push((k, a));
-            }
-        }
-    }
-    v
+    ])
 }
 
 #[test]

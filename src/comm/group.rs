@@ -214,10 +214,7 @@ impl Communicator {
         recv: &mut [T],
         scale: T,
     ) -> Result<()> {
-        let mut c = self.checked(Kind::AllReduce, ReduceOp::Sum, 0, send.len(), send, recv)?;
-        c.scale = Some(scalar(scale));
-        // SAFETY: lengths checked; the borrows keep both buffers alive and unaliased.
-        unsafe { self.run_blocking(c) }
+        self.premul(Kind::AllReduce, 0, send.len(), send, recv, scale)
     }
 
     /// [`Communicator::reduce_scatter`] of a pre-multiplied sum.
@@ -227,17 +224,7 @@ impl Communicator {
         recv: &mut [T],
         scale: T,
     ) -> Result<()> {
-        let mut c = self.checked(
-            Kind::ReduceScatter,
-            ReduceOp::Sum,
-            0,
-            recv.len(),
-            send,
-            recv,
-        )?;
-        c.scale = Some(scalar(scale));
-        // SAFETY: as above.
-        unsafe { self.run_blocking(c) }
+        self.premul(Kind::ReduceScatter, 0, recv.len(), send, recv, scale)
     }
 
     /// [`Communicator::reduce`] of a pre-multiplied sum.
@@ -248,9 +235,22 @@ impl Communicator {
         scale: T,
         root: usize,
     ) -> Result<()> {
-        let mut c = self.checked(Kind::Reduce, ReduceOp::Sum, root, send.len(), send, recv)?;
+        self.premul(Kind::Reduce, root, send.len(), send, recv, scale)
+    }
+
+    /// Checks and runs a pre-multiplied sum of `kind`.
+    fn premul<T: Element>(
+        &self,
+        kind: Kind,
+        root: usize,
+        count: usize,
+        send: &[T],
+        recv: &mut [T],
+        scale: T,
+    ) -> Result<()> {
+        let mut c = self.checked(kind, ReduceOp::Sum, root, count, send, recv)?;
         c.scale = Some(scalar(scale));
-        // SAFETY: as above.
+        // SAFETY: lengths checked; the borrows keep both buffers alive and unaliased.
         unsafe { self.run_blocking(c) }
     }
 

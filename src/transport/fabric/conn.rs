@@ -345,6 +345,9 @@ pub(super) struct SendConn {
     pub failed: Option<Error>,
     /// The receiving end closed.
     pub closed: Option<Error>,
+    /// The receiving end closed holding every message before this one: those sends are
+    /// complete even if their own completion never comes (the peer may be gone).
+    pub delivered: u64,
     pub ops: Ring<SendOp>,
     /// Descriptors that came before their send was posted.
     pub cts: Vec<(u64, Cts)>,
@@ -357,6 +360,7 @@ impl SendConn {
             remote: None,
             failed: None,
             closed: None,
+            delivered: 0,
             ops: Ring::new(),
             cts: Vec::new(),
         }

@@ -278,7 +278,10 @@ impl FabricTransport {
         if let Some(e) = op.error.take() {
             return Err(e);
         }
-        if op.state == SendState::Done {
+        // A receiver that closed holding this message makes the send complete: its own
+        // completion may come after the close (shm completes a write once the receiver
+        // answers) or never (the receiver's process may be gone).
+        if op.state == SendState::Done || seq < c.delivered {
             let (len, tag) = (op.len, op.tag);
             if let Some(m) = c.ops.remove(seq).and_then(|op| op.mr) {
                 self.ep.release(m);
@@ -641,11 +644,20 @@ impl Transport for FabricTransport {
     }
 
     fn close_recv(&mut self, conn: FabricRecvConn) -> Result<()> {
-        let c = self
+        let mut c = self
             .recvs
             .remove(conn.0)
             .ok_or_else(|| listen::stale("receive connection"))?;
-        self.say_close(c.peer, Header::new(Kind::CloseToSend, c.remote));
+        // Tell the sender how many messages arrived whole, so that its sends of those
+        // complete even when their own completions come after this `Close`.
+        let next = c.ops.next;
+        let mut h = Header::new(Kind::CloseToSend, c.remote);
+        h.seq = (c.ops.iter_mut())
+            .filter(|(_, op)| !op.done())
+            .map(|(seq, _)| seq)
+            .min()
+            .unwrap_or(next);
+        self.say_close(c.peer, h);
         let mut ops = c.ops;
         for (_, op) in ops.iter_mut() {
             if let Some(m) = op.mr.take() {

@@ -302,6 +302,7 @@ impl FabricTransport {
                 let e = self.prov_err(ErrorKind::Remote, "the peer closed the connection".into());
                 if let Some(c) = self.sends.get_mut(Id::unpack(h.dst)) {
                     c.closed.get_or_insert(e);
+                    c.delivered = c.delivered.max(h.seq);
                 }
             }
             Kind::CloseToRecv => {

@@ -228,6 +228,72 @@ fn a_closed_receiver_fails_the_sender_with_remote() {
     assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
 }
 
+/// A receiver that closes right after its last receive completed: the sender's write of
+/// that message completes even if its own completion comes after the receiver's `Close`
+/// (shm completes a write only once the receiver answers, so a rank that ends its job
+/// first could fail the peer's last send), and a message the receiver never took fails.
+fn closing_receiver_keeps_what_it_received(provider: &str) {
+    let Some((mut a, mut b)) = pair(provider) else {
+        return;
+    };
+    let (mut s, mut r) = connect(&mut a, &mut b);
+    let big = pattern(1 << 20, 3);
+    let mut dst = vec![0u8; big.len()];
+    let mut rr = unsafe { b.irecv(&mut r, dst.as_mut_ptr(), dst.len(), None) }
+        .unwrap()
+        .unwrap();
+    let mut first = unsafe { a.isend(&mut s, big.as_ptr(), big.len(), [1; 3], None) }
+        .unwrap()
+        .unwrap();
+    let mut second = unsafe { a.isend(&mut s, big.as_ptr(), big.len(), [2; 3], None) }
+        .unwrap()
+        .unwrap();
+    until(&mut a, &mut b, |_, b| b.test(&mut rr));
+    assert!(dst == big);
+    // The sender has not seen its write complete yet (as when the answer is still on its
+    // way): the write's completion is taken back.
+    if let Some(op) = a.sends.get_mut(s.0).and_then(|c| c.ops.get_mut(0)) {
+        op.state = SendState::Writing;
+    }
+    b.close_recv(r).unwrap();
+    let t0 = Instant::now();
+    let (mut done, mut failed) = (None, None);
+    while done.is_none() || failed.is_none() {
+        b.progress().unwrap();
+        if done.is_none() {
+            done = a
+                .test(&mut first)
+                .expect("the received message's send")
+                .map(|c| c.bytes);
+        }
+        if failed.is_none() {
+            match a.test(&mut second) {
+                Ok(None) => {}
+                Ok(Some(_)) => panic!("{provider}: a send the receiver never took completed"),
+                Err(e) => failed = Some(e),
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{provider}: no outcome in 5 s"
+        );
+    }
+    assert_eq!(done, Some(big.len()));
+    let e = failed.unwrap();
+    assert_eq!(e.kind(), ErrorKind::Remote, "{e}");
+    assert!(e.to_string().contains("closed the connection"), "{e}");
+}
+
+#[test]
+fn tcp_closing_receiver_keeps_what_it_received() {
+    closing_receiver_keeps_what_it_received("tcp");
+}
+
+#[test]
+fn shm_closing_receiver_keeps_what_it_received() {
+    closing_receiver_keeps_what_it_received("shm");
+}
+
 #[test]
 fn only_rxm_over_verbs_drains_before_close() {
     assert!(super::close::rxm_over_verbs("verbs;ofi_rxm"));

@@ -21,10 +21,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod algo;
+mod auth;
 pub mod bootstrap;
 mod coll;
 mod comm;
 pub mod config;
+pub mod debug;
 pub mod engine;
 mod error;
 pub mod launch;

@@ -2,6 +2,8 @@
 //! against a serial reference, with bitwise equality across ranks; and the failure cases:
 //! mismatched calls, abort, timeout and a dead peer.
 
+#[path = "collectives/abuse.rs"]
+mod abuse;
 #[path = "collectives/channel.rs"]
 mod channel;
 mod common;

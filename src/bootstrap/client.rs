@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use super::proto::{
     self, millis, preamble, read_frame, read_full, ReadFail, Reply, Request, ACK_BAD_MAGIC,
-    ACK_BAD_SECRET, ACK_OK, MAX_KEY_BYTES, MAX_MISSING_LISTED, MAX_VALUE_BYTES, TICK,
+    ACK_BAD_SECRET, ACK_OK, CHALLENGE_BYTES, MAX_KEY_BYTES, MAX_MISSING_LISTED, MAX_VALUE_BYTES,
+    TICK,
 };
+use crate::auth::{self, Key, NONCE_BYTES};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Time `Drop` gives the goodbye of a client that was not closed explicitly.
@@ -93,39 +95,61 @@ impl StoreClient {
     }
 
     fn handshake(&mut self, secret: &[u8; 32], rank: u32, size: u32) -> Result<()> {
+        let key = Key::derive(secret, auth::STORE);
+        let client = auth::nonce()?;
         self.stream
-            .write_all(&preamble(secret))
+            .write_all(&preamble(&client))
             .map_err(|e| write_error(e, self.io_timeout))?;
-        let mut ack = [0u8; 1];
-        read_full(
-            &mut self.stream,
-            &mut ack,
-            proto::after(self.io_timeout),
-            &never,
-        )
-        .map_err(|e| read_error(e, self.io_timeout))?;
-        match ack[0] {
+        match self.read_ack()? {
             ACK_OK => {}
-            ACK_BAD_SECRET => {
-                return Err(Error::invalid_usage(
-                    "the store rejected the job secret: this unique id belongs to another job",
-                ))
-            }
             ACK_BAD_MAGIC => {
                 return Err(Error::invalid_usage(
                     "the store speaks another protocol version (mixed oxccl versions?)",
                 ))
             }
-            b => {
-                return Err(Error::remote(format!(
-                    "unexpected answer {b:#04x} to the handshake: is this an oxccl store?"
-                )))
+            b => return Err(not_a_store(b)),
+        }
+        let mut challenge = [0u8; CHALLENGE_BYTES];
+        self.read_exact(&mut challenge)?;
+        let (server, proof) = challenge.split_at(NONCE_BYTES);
+        let mut sn = [0u8; NONCE_BYTES];
+        sn.copy_from_slice(server);
+        if !proto::check_server_proof(&key, &client, &sn, proof) {
+            return Err(Error::invalid_usage(
+                "the store could not prove it holds this job's secret: this unique id belongs \
+                 to another job",
+            ));
+        }
+        self.stream
+            .write_all(&proto::answer(&key, &client, &sn, rank, size))
+            .map_err(|e| write_error(e, self.io_timeout))?;
+        match self.read_ack()? {
+            ACK_OK => {}
+            ACK_BAD_SECRET => {
+                return Err(Error::invalid_usage(
+                    "the store rejected this rank's proof of the job secret: this unique id \
+                     belongs to another job",
+                ))
             }
+            b => return Err(not_a_store(b)),
         }
         match self.round_trip(&Request::Hello { rank, size }, Duration::ZERO)? {
             Reply::Ok => Ok(()),
             r => Err(unexpected(&r)),
         }
+    }
+
+    /// One ack byte of the handshake.
+    fn read_ack(&mut self) -> Result<u8> {
+        let mut ack = [0u8; 1];
+        self.read_exact(&mut ack)?;
+        Ok(ack[0])
+    }
+
+    /// Exactly `buf.len()` bytes of the handshake, within the I/O timeout.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        read_full(&mut self.stream, buf, proto::after(self.io_timeout), &never)
+            .map_err(|e| read_error(e, self.io_timeout))
     }
 
     /// Stores `value` under `key`, replacing any earlier value.
@@ -471,6 +495,12 @@ fn check_value(value: &[u8]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn not_a_store(b: u8) -> Error {
+    Error::remote(format!(
+        "unexpected answer {b:#04x} to the handshake: is this an oxccl store?"
+    ))
 }
 
 fn unexpected(r: &Reply) -> Error {

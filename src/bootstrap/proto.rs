@@ -6,14 +6,23 @@
 //!
 //! # Connection
 //!
-//! 1. Preamble, client to server, 44 bytes: magic `oxcclkv\0` (8), protocol version (u32), job
-//!    secret (32). The server reads exactly these bytes and nothing more before checking them,
-//!    so a stranger learns nothing and costs nothing.
-//! 2. Ack, server to client, 1 byte: [`ACK_OK`], [`ACK_BAD_MAGIC`] (wrong magic or version) or
-//!    [`ACK_BAD_SECRET`]. On anything but `ACK_OK` the server closes the connection. The client
-//!    waits for the ack before sending more, so a rejection is never lost to a reset.
-//! 3. `HELLO` frame (rank, size), answered by `OK` or `ERROR` (then closed).
-//! 4. Requests, each answered in order; `GOODBYE` ends the connection.
+//! A challenge-response in both directions: the job secret never travels, and a recorded
+//! handshake is worthless because both sides contribute a fresh nonce. Proofs are
+//! HMAC-SHA256 under the store key derived from the secret ([`crate::auth`]).
+//!
+//! 1. Preamble, client to server, 44 bytes: magic `oxcclkv\0` (8), protocol version (u32),
+//!    the client's nonce (32). The server reads exactly these bytes and nothing more
+//!    before checking them.
+//! 2. Challenge, server to client: one ack byte, [`ACK_OK`] or [`ACK_BAD_MAGIC`] (wrong magic
+//!    or version, then the server closes); after `ACK_OK`, the server's nonce (32) and its
+//!    proof over (`"server"`, both nonces) (32), so that a client learns at once when the
+//!    store belongs to another job.
+//! 3. Answer, client to server, 40 bytes: its proof over (`"client"`, both nonces, rank,
+//!    size), then rank and size (u32 each).
+//! 4. Verdict, server to client, 1 byte: [`ACK_OK`] or [`ACK_BAD_SECRET`] (then closed). The
+//!    client waits for it before sending more, so a rejection is never lost to a reset.
+//! 5. `HELLO` frame (rank, size, as proven), answered by `OK` or `ERROR` (then closed).
+//! 6. Requests, each answered in order; `GOODBYE` ends the connection.
 //!
 //! # Frames
 //!
@@ -48,19 +57,24 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::auth::{Key, Nonce, Proof, NONCE_BYTES, PROOF_BYTES};
 use crate::error::ErrorKind;
 
 /// First eight bytes a client sends.
 pub(crate) const MAGIC: [u8; 8] = *b"oxcclkv\0";
-/// Protocol version sent after the magic.
-pub(crate) const VERSION: u32 = 1;
-/// Length of the client's preamble: magic, version, secret.
-pub(crate) const PREAMBLE_BYTES: usize = 8 + 4 + 32;
-/// Ack byte: the preamble was accepted.
+/// Protocol version sent after the magic (2: challenge-response; 1 sent the secret).
+pub(crate) const VERSION: u32 = 2;
+/// Length of the client's preamble: magic, version, nonce.
+pub(crate) const PREAMBLE_BYTES: usize = 8 + 4 + NONCE_BYTES;
+/// Length of the server's challenge after its ack byte: nonce, proof.
+pub(crate) const CHALLENGE_BYTES: usize = NONCE_BYTES + PROOF_BYTES;
+/// Length of the client's answer: proof, rank, size.
+pub(crate) const ANSWER_BYTES: usize = PROOF_BYTES + 8;
+/// Ack byte: the preamble (or the answer) was accepted.
 pub(crate) const ACK_OK: u8 = 0;
 /// Ack byte: wrong magic or protocol version.
 pub(crate) const ACK_BAD_MAGIC: u8 = 1;
-/// Ack byte: wrong job secret.
+/// Ack byte: the client's proof is wrong (it does not hold the job secret).
 pub(crate) const ACK_BAD_SECRET: u8 = 2;
 
 /// Largest value the store keeps (16 MiB).
@@ -90,35 +104,65 @@ const RE_VALUES: u8 = 0x84;
 const RE_TIMEOUT: u8 = 0x85;
 const RE_ERROR: u8 = 0x86;
 
-/// The client's preamble for `secret`.
-pub(crate) fn preamble(secret: &[u8; 32]) -> [u8; PREAMBLE_BYTES] {
+/// The client's preamble carrying its nonce.
+pub(crate) fn preamble(nonce: &Nonce) -> [u8; PREAMBLE_BYTES] {
     let mut p = [0u8; PREAMBLE_BYTES];
     p[..8].copy_from_slice(&MAGIC);
     p[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    p[12..].copy_from_slice(secret);
+    p[12..].copy_from_slice(nonce);
     p
 }
 
-/// Checks a received preamble; returns the ack byte to send.
-pub(crate) fn check_preamble(p: &[u8; PREAMBLE_BYTES], secret: &[u8; 32]) -> u8 {
+/// The client's nonce in a preamble with the right magic and version.
+pub(crate) fn check_preamble(p: &[u8; PREAMBLE_BYTES]) -> Option<Nonce> {
     if p[..8] != MAGIC || p[8..12] != VERSION.to_le_bytes() {
-        return ACK_BAD_MAGIC;
+        return None;
     }
-    if ct_eq(&p[12..], secret) {
-        ACK_OK
-    } else {
-        ACK_BAD_SECRET
-    }
+    let mut n = [0u8; NONCE_BYTES];
+    n.copy_from_slice(&p[12..]);
+    Some(n)
 }
 
-/// Compares in time independent of where the first difference is, so that response timing
-/// does not leak the secret byte by byte.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// The server's proof: it holds the key, for these nonces.
+pub(crate) fn server_proof(key: &Key, client: &Nonce, server: &Nonce) -> Proof {
+    key.prove(&[b"server", client, server])
+}
+
+/// Whether `proof` is the server's proof for these nonces (constant time).
+pub(crate) fn check_server_proof(key: &Key, client: &Nonce, server: &Nonce, proof: &[u8]) -> bool {
+    key.verify(&[b"server", client, server], proof)
+}
+
+/// The client's answer: its proof for these nonces, rank and size, then rank and size.
+pub(crate) fn answer(
+    key: &Key,
+    client: &Nonce,
+    server: &Nonce,
+    rank: u32,
+    size: u32,
+) -> [u8; ANSWER_BYTES] {
+    let (r, n) = (rank.to_le_bytes(), size.to_le_bytes());
+    let mut a = [0u8; ANSWER_BYTES];
+    a[..PROOF_BYTES].copy_from_slice(&key.prove(&[b"client", client, server, &r, &n]));
+    a[PROOF_BYTES..PROOF_BYTES + 4].copy_from_slice(&r);
+    a[PROOF_BYTES + 4..].copy_from_slice(&n);
+    a
+}
+
+/// The (rank, size) a client's answer proves, or `None` if its proof is wrong.
+pub(crate) fn check_answer(
+    key: &Key,
+    client: &Nonce,
+    server: &Nonce,
+    a: &[u8; ANSWER_BYTES],
+) -> Option<(u32, u32)> {
+    let (proof, rest) = a.split_at(PROOF_BYTES);
+    let (r, n) = rest.split_at(4);
+    if !key.verify(&[b"client", client, server, r, n], proof) {
+        return None;
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    Some((word(r), word(n)))
 }
 
 /// A client request.
@@ -598,19 +642,36 @@ mod tests {
     }
 
     #[test]
-    fn preamble_checks_magic_version_and_secret() {
-        let s = [7u8; 32];
-        let mut p = preamble(&s);
-        assert_eq!(check_preamble(&p, &s), ACK_OK);
-        assert_eq!(check_preamble(&p, &[8u8; 32]), ACK_BAD_SECRET);
-        p[31] ^= 1;
-        assert_eq!(check_preamble(&p, &s), ACK_BAD_SECRET);
-        let mut v = preamble(&s);
-        v[8] = 99;
-        assert_eq!(check_preamble(&v, &s), ACK_BAD_MAGIC);
-        let mut m = preamble(&s);
+    fn preamble_checks_magic_and_version() {
+        let n = [7u8; 32];
+        let p = preamble(&n);
+        assert_eq!(check_preamble(&p), Some(n));
+        let mut v = preamble(&n);
+        v[8] = 1; // version 1 sent the secret itself
+        assert_eq!(check_preamble(&v), None);
+        let mut m = preamble(&n);
         m[0] = b'X';
-        assert_eq!(check_preamble(&m, &s), ACK_BAD_MAGIC);
+        assert_eq!(check_preamble(&m), None);
+    }
+
+    #[test]
+    fn answers_prove_nonces_rank_and_size() {
+        let k = Key::derive(&[3; 32], crate::auth::STORE);
+        let (c, s) = ([1u8; 32], [2u8; 32]);
+        let a = answer(&k, &c, &s, 5, 8);
+        assert_eq!(check_answer(&k, &c, &s, &a), Some((5, 8)));
+        // A recorded answer is worthless against a fresh server nonce.
+        assert_eq!(check_answer(&k, &c, &[9u8; 32], &a), None);
+        // Rank and size cannot be changed after the proof.
+        let mut b = a;
+        b[PROOF_BYTES] = 6;
+        assert_eq!(check_answer(&k, &c, &s, &b), None);
+        let other = Key::derive(&[4; 32], crate::auth::STORE);
+        assert_eq!(check_answer(&other, &c, &s, &a), None);
+        // The server's proof is not a client's answer (labels differ).
+        let mut forged = a;
+        forged[..PROOF_BYTES].copy_from_slice(&server_proof(&k, &c, &s));
+        assert_eq!(check_answer(&k, &c, &s, &forged), None);
     }
 
     #[test]

@@ -24,9 +24,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::proto::{
-    self, check_preamble, read_frame, read_full, ReadFail, Reply, Request, ACK_OK,
-    MAX_MISSING_LISTED, PREAMBLE_BYTES, TICK,
+    self, check_preamble, read_frame, read_full, ReadFail, Reply, Request, ACK_BAD_MAGIC,
+    ACK_BAD_SECRET, ACK_OK, ANSWER_BYTES, CHALLENGE_BYTES, MAX_MISSING_LISTED, PREAMBLE_BYTES,
+    TICK,
 };
+use crate::auth::{self, Key, NONCE_BYTES};
 use crate::error::{Error, Result};
 
 /// Time a new connection has to send its preamble and hello.
@@ -72,7 +74,8 @@ pub struct StoreServer {
 }
 
 struct Shared {
-    secret: [u8; 32],
+    /// The store key derived from the job secret (the secret itself is not kept).
+    key: Key,
     stop: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
@@ -146,7 +149,7 @@ impl StoreServer {
             .set_nonblocking(true)
             .map_err(|e| Error::io(&what, e))?;
         let shared = Arc::new(Shared {
-            secret,
+            key: Key::derive(&secret, auth::STORE),
             stop: AtomicBool::new(false),
             state: Mutex::new(State {
                 kv: HashMap::new(),
@@ -380,14 +383,37 @@ impl Conn {
         let deadline = proto::after(HANDSHAKE_TIMEOUT);
         let mut pre = [0u8; PREAMBLE_BYTES];
         read_full(&mut self.stream, &mut pre, deadline, &cancel)?;
-        let ack = check_preamble(&pre, &self.shared.secret);
-        self.stream.write_all(&[ack])?;
-        if ack != ACK_OK {
+        let Some(client) = check_preamble(&pre) else {
+            self.stream.write_all(&[ACK_BAD_MAGIC])?;
+            self.reject("not an oxccl store client of this protocol version");
             return Err(End);
-        }
+        };
+        let server = auth::nonce().map_err(|_| End)?;
+        let mut challenge = [0u8; 1 + CHALLENGE_BYTES];
+        challenge[0] = ACK_OK;
+        challenge[1..1 + NONCE_BYTES].copy_from_slice(&server);
+        challenge[1 + NONCE_BYTES..].copy_from_slice(&proto::server_proof(
+            &self.shared.key,
+            &client,
+            &server,
+        ));
+        self.stream.write_all(&challenge)?;
+        let mut answer = [0u8; ANSWER_BYTES];
+        read_full(&mut self.stream, &mut answer, deadline, &cancel)?;
+        let Some(proven) = proto::check_answer(&self.shared.key, &client, &server, &answer) else {
+            self.stream.write_all(&[ACK_BAD_SECRET])?;
+            self.reject("its proof of the job secret is wrong");
+            return Err(End);
+        };
+        self.stream.write_all(&[ACK_OK])?;
         let body = read_frame(&mut self.stream, deadline, HANDSHAKE_TIMEOUT, &cancel)?;
         let result = match Request::decode(&body) {
-            Ok(Request::Hello { rank, size }) => self.register(rank as usize, size as usize),
+            Ok(Request::Hello { rank, size }) if (rank, size) == proven => {
+                self.register(rank as usize, size as usize)
+            }
+            Ok(Request::Hello { .. }) => Err(Error::invalid_usage(
+                "HELLO names another rank or size than the handshake proved",
+            )),
             Ok(_) => Err(Error::invalid_usage("the first request must be HELLO")),
             Err(m) => Err(Error::invalid_argument(m)),
         };
@@ -398,6 +424,16 @@ impl Conn {
                 Err(End)
             }
         }
+    }
+
+    /// Logs a client the handshake turned away.
+    fn reject(&self, why: &str) {
+        let from = self.stream.peer_addr().map(|a| a.to_string());
+        tracing::warn!(
+            target: "oxccl::BOOTSTRAP",
+            "store: rejected a connection from {}: {why}",
+            from.unwrap_or_else(|_| "an unknown address".into())
+        );
     }
 
     fn register(&mut self, rank: usize, size: usize) -> Result<()> {

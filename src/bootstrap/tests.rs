@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::proto::{self, Reply, Request};
 use super::*;
+use crate::auth::{self, Key};
 use crate::ErrorKind;
 
 const T: Duration = Duration::from_secs(5);
@@ -44,14 +45,36 @@ fn read_body(s: &mut TcpStream) -> Vec<u8> {
     b
 }
 
-/// A registered connection made by hand, to misbehave with.
-fn raw_hello(addr: SocketAddr, secret: &[u8; 32], rank: u32, size: u32) -> TcpStream {
+/// The handshake by hand up to the verdict: (stream, client nonce, server nonce, verdict).
+fn raw_handshake(
+    addr: SocketAddr,
+    secret: &[u8; 32],
+    rank: u32,
+    size: u32,
+    replay: Option<&[u8; proto::ANSWER_BYTES]>,
+) -> (TcpStream, [u8; proto::ANSWER_BYTES], u8) {
+    let key = Key::derive(secret, auth::STORE);
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    s.write_all(&proto::preamble(secret)).unwrap();
-    let mut ack = [0u8; 1];
-    s.read_exact(&mut ack).unwrap();
-    assert_eq!(ack[0], proto::ACK_OK);
+    let cn = auth::nonce().unwrap();
+    s.write_all(&proto::preamble(&cn)).unwrap();
+    let mut ch = [0u8; 1 + proto::CHALLENGE_BYTES];
+    s.read_exact(&mut ch).unwrap();
+    assert_eq!(ch[0], proto::ACK_OK);
+    let mut sn = [0u8; 32];
+    sn.copy_from_slice(&ch[1..33]);
+    assert!(proto::check_server_proof(&key, &cn, &sn, &ch[33..]));
+    let answer = proto::answer(&key, &cn, &sn, rank, size);
+    s.write_all(replay.unwrap_or(&answer)).unwrap();
+    let mut verdict = [0u8; 1];
+    s.read_exact(&mut verdict).unwrap();
+    (s, answer, verdict[0])
+}
+
+/// A registered connection made by hand, to misbehave with.
+fn raw_hello(addr: SocketAddr, secret: &[u8; 32], rank: u32, size: u32) -> TcpStream {
+    let (mut s, _, verdict) = raw_handshake(addr, secret, rank, size, None);
+    assert_eq!(verdict, proto::ACK_OK);
     s.write_all(&Request::Hello { rank, size }.encode().unwrap())
         .unwrap();
     assert_eq!(Reply::decode(&read_body(&mut s)).unwrap(), Reply::Ok);
@@ -222,13 +245,53 @@ fn wrong_secret_is_rejected_and_the_server_keeps_serving() {
     assert_eq!(back, vec![proto::ACK_BAD_MAGIC]);
     // A half-sent preamble, then a hang-up.
     let mut half = TcpStream::connect(addr).unwrap();
-    half.write_all(&proto::preamble(&secret)[..10]).unwrap();
+    half.write_all(&proto::preamble(&[0; 32])[..10]).unwrap();
     drop(half);
 
     let mut c = client(&s, &secret, 0, 1);
     assert_eq!(c.all_gather("a", b"ok", T).unwrap(), vec![b"ok".to_vec()]);
     c.goodbye().unwrap();
     assert!(s.wait_finished(T));
+}
+
+#[test]
+fn a_recorded_handshake_cannot_be_replayed_and_the_secret_never_travels() {
+    let (s, secret) = server();
+    let addr = s.local_addr();
+    let mut keep = client(&s, &secret, 0, 2);
+    // A real rank's handshake, recorded, then replayed on a new connection: the server's
+    // fresh nonce makes the recorded answer wrong.
+    let (mut real, recorded, verdict) = raw_handshake(addr, &secret, 1, 2, None);
+    assert_eq!(verdict, proto::ACK_OK);
+    real.write_all(&Request::Hello { rank: 1, size: 2 }.encode().unwrap())
+        .unwrap();
+    assert_eq!(Reply::decode(&read_body(&mut real)).unwrap(), Reply::Ok);
+    let (mut replayed, _, verdict) = raw_handshake(addr, &secret, 1, 2, Some(&recorded));
+    assert_eq!(verdict, proto::ACK_BAD_SECRET);
+    let mut rest = Vec::new();
+    let _ = replayed.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "the server said more after rejecting: {rest:?}"
+    );
+    // Nothing a client sends contains the secret or the key.
+    let (_, answer, _) = raw_handshake(addr, &secret, 1, 2, None);
+    let key = Key::derive(&secret, auth::STORE);
+    for needle in [&secret[..], &format!("{key:?}").into_bytes()[..]] {
+        assert!(!answer.windows(needle.len()).any(|w| w == needle));
+    }
+    assert!(!proto::preamble(&[0; 32]).windows(32).any(|w| w == secret));
+    // A HELLO for another rank than the one proven is refused.
+    let (mut liar, _, verdict) = raw_handshake(addr, &secret, 1, 2, None);
+    assert_eq!(verdict, proto::ACK_OK);
+    liar.write_all(&Request::Hello { rank: 0, size: 2 }.encode().unwrap())
+        .unwrap();
+    assert!(matches!(
+        Reply::decode(&read_body(&mut liar)).unwrap(),
+        Reply::Error { .. }
+    ));
+    drop(real);
+    keep.set("k", b"v").unwrap();
 }
 
 #[test]

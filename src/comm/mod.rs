@@ -31,7 +31,7 @@ use crate::algo::{Kind, Plan};
 use crate::bootstrap::{StoreClient, UniqueId};
 use crate::coll::{choose, Tuning};
 use crate::config::Config;
-use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Part};
+use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Greeter, Part};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reduce::{DataType, ReduceOp};
 use crate::transport::fabric::{FabricConfig, FabricTransport};
@@ -247,6 +247,7 @@ impl Communicator {
         make: impl FnOnce(IpAddr) -> Result<T>,
     ) -> Result<Communicator> {
         check_rank(rank, size)?;
+        crate::debug::init_from_env();
         let ctx = |e: Error| e.context(format!("rank {rank} of {size}: init"));
         let mut store = StoreClient::connect(id.root_addr(), id.secret(), rank, size, cfg.timeout)
             .map_err(ctx)?;
@@ -260,8 +261,16 @@ impl Communicator {
             )))
         })?;
         let (handle, listener) = transport.listen(0).map_err(ctx)?;
-        let placed = placement::exchange(&mut store, &cfg, (rank, size), bind_ip, &handle, place)
-            .map_err(ctx)?;
+        let nonce = Greeter::listener_nonce().map_err(ctx)?;
+        let placed = placement::exchange(
+            &mut store,
+            &cfg,
+            (rank, size),
+            bind_ip,
+            (&handle, &nonce),
+            place,
+        )
+        .map_err(ctx)?;
         // The store connection stays open as the job-wide error channel.
         let news = Arc::new(crate::engine::News::default());
         let chan = channel::Channel::start(store, rank, size, news.clone()).ok();
@@ -291,13 +300,20 @@ impl Communicator {
             .find(|h| h.contains(&rank))
             .map_or(1, |h| h.len());
         let idle = cfg.idle_for(local_ranks);
+        log_init((rank, size), transport.name(), &dev, bind_ip, &placed, &cfg);
         let mut engine = Engine::new(
             transport,
             rank,
             size,
             placed.handles,
             listener,
-            token(id.secret()),
+            Greeter::new(
+                id.secret(),
+                id.root_addr().to_string().as_bytes(),
+                rank,
+                nonce,
+                placed.nonces,
+            ),
             EngineConfig {
                 timeout: cfg.timeout,
                 spin: idle.spin,
@@ -427,6 +443,59 @@ impl Drop for Communicator {
     }
 }
 
+/// What NCCL_DEBUG=INFO prints at init: version, transport, device, rings, configuration.
+fn log_init(
+    (rank, size): (usize, usize),
+    transport: &str,
+    dev: &crate::transport::DeviceProps,
+    bind_ip: IpAddr,
+    placed: &placement::Placement,
+    cfg: &Config,
+) {
+    if !tracing::enabled!(target: "oxccl::INIT", tracing::Level::INFO) {
+        return;
+    }
+    if rank == 0 {
+        tracing::info!(target: "oxccl::INIT", "oxccl version {}", env!("CARGO_PKG_VERSION"));
+    }
+    tracing::info!(
+        target: "oxccl::INIT",
+        "rank {rank} of {size}: transport {transport}, device {} ({} Mb/s, {:.1} us{}{}{}), \
+         address {bind_ip}",
+        dev.name,
+        dev.speed_mbps,
+        dev.latency_us,
+        dev.gid_index.map(|g| format!(", GID index {g}")).unwrap_or_default(),
+        dev.port.map(|p| format!(", port {p}")).unwrap_or_default(),
+        dev.numa_node.map(|n| format!(", NUMA node {n}")).unwrap_or_default(),
+    );
+    if rank == 0 {
+        tracing::info!(target: "oxccl::INIT", "ring {:?}; hosts {:?}", placed.ring, placed.hosts);
+        // Host leaders (the first rank of each host) joined by the hierarchical allreduce's
+        // double binary tree; within a host and for reduce/broadcast, binomial trees.
+        let leaders: Vec<usize> = placed
+            .hosts
+            .iter()
+            .filter_map(|h| h.first().copied())
+            .collect();
+        for (t, tree) in crate::topo::tree::double_btree(leaders.len())
+            .iter()
+            .enumerate()
+        {
+            let edges: Vec<String> = (tree.parent.iter().enumerate())
+                .filter_map(|(i, p)| p.map(|p| format!("{}->{}", leaders[i], leaders[p])))
+                .collect();
+            tracing::info!(
+                target: "oxccl::INIT",
+                "tree {t} over host leaders: root {}, edges [{}]",
+                leaders.get(tree.root).copied().unwrap_or(0),
+                edges.join(" ")
+            );
+        }
+        tracing::info!(target: "oxccl::ENV", "configuration {cfg:?}");
+    }
+}
+
 fn check_rank(rank: usize, size: usize) -> Result<()> {
     if size == 0 {
         return Err(Error::invalid_argument(
@@ -439,18 +508,6 @@ fn check_rank(rank: usize, size: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The connection token: a mix of the job secret, so the secret itself never travels on
-/// data connections.
-fn token(secret: &[u8; 32]) -> u64 {
-    let mut h = 0x6f78_6363_6c00_0001u64;
-    for c in secret.chunks(8) {
-        let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-        h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^= h >> 29;
-    }
-    h
 }
 
 /// The in-process fabric for `id`: ranks of one process that join with the same id share it.
@@ -511,6 +568,8 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     for call in calls {
         calls::buffer_bytes(call, rank, sh.size)?;
     }
+    let t0 = tracing::enabled!(target: "oxccl::COLL", tracing::Level::TRACE)
+        .then(std::time::Instant::now);
     // SAFETY: forwarded from the caller.
     let staged = unsafe { stage::stage(calls, rank, sh.size) }?;
     let mut r = Ok(());
@@ -538,10 +597,19 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
         Ok(()) => {
             // SAFETY: the callers' buffers are valid for the whole call.
             unsafe { staged.finish() };
+            if let Some(t0) = t0 {
+                tracing::trace!(
+                    target: "oxccl::COLL",
+                    "rank {rank}: {} call(s) done in {:.1} us",
+                    calls.len(),
+                    t0.elapsed().as_secs_f64() * 1e6
+                );
+            }
             Ok(())
         }
         Err(e) => {
             let e = sh.explain(e);
+            tracing::warn!(target: "oxccl::COLL", "{e}");
             sh.fail(st, e.clone());
             Err(e)
         }
@@ -697,6 +765,15 @@ fn prepare(
     } else {
         1
     };
+    tracing::trace!(
+        target: "oxccl::COLL",
+        "rank {rank}: {} of {} {:?} ({bytes} bytes, root {}): {} over {nchannels} channel(s)",
+        crate::engine::kind_name(call.kind),
+        call.count,
+        call.dtype,
+        call.root,
+        algo.name()
+    );
     let key = PlanKey {
         kind: call.kind,
         algo,

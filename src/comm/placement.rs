@@ -25,6 +25,8 @@ const FAILED: u8 = 0xff;
 pub(super) struct Placement {
     /// Every rank's connect handle.
     pub handles: Vec<ConnectHandle>,
+    /// Every rank's listener nonce (the challenge its greetings must answer).
+    pub nonces: Vec<[u8; 32]>,
     /// This rank's published record (a communicator made by `split` publishes it again).
     pub info: RankInfo,
     /// Ring order.
@@ -42,7 +44,7 @@ pub(super) fn exchange(
     cfg: &Config,
     (rank, size): (usize, usize),
     bind_ip: IpAddr,
-    handle: &ConnectHandle,
+    (handle, nonce): (&ConnectHandle, &[u8; 32]),
     place: Option<RankInfo>,
 ) -> Result<Placement> {
     let info = match place {
@@ -65,9 +67,11 @@ pub(super) fn exchange(
     let mut mine = Vec::with_capacity(1 + h.len() + 256);
     mine.push(h.len() as u8); // at most MAX_HANDLE_BYTES (128)
     mine.extend_from_slice(h);
+    mine.extend_from_slice(nonce);
     mine.extend_from_slice(&file::rank_info_bytes(&info));
     let all = store.all_gather("oxccl/handle", &mine, cfg.timeout)?;
     let mut handles = Vec::with_capacity(size);
+    let mut nonces = Vec::with_capacity(size);
     let mut infos = Vec::with_capacity(size);
     for (r, b) in all.iter().enumerate() {
         let bad =
@@ -84,7 +88,11 @@ pub(super) fn exchange(
             .get(1..1 + len)
             .ok_or_else(|| bad(format!("{} bytes, handle of {len}", b.len())))?;
         handles.push(ConnectHandle::new(hb)?);
-        infos.push(file::rank_info_from_bytes(&b[1 + len..]).map_err(bad)?);
+        let nb = b
+            .get(1 + len..1 + len + 32)
+            .ok_or_else(|| bad(format!("{} bytes, no listener nonce", b.len())))?;
+        nonces.push(nb.try_into().map_err(|_| bad("short nonce".into()))?);
+        infos.push(file::rank_info_from_bytes(&b[1 + len + 32..]).map_err(bad)?);
     }
     let mut t = Topology::from_infos(&infos);
     let m = Mapping::new(&t, cfg.topo_aware);
@@ -107,6 +115,7 @@ pub(super) fn exchange(
     };
     Ok(Placement {
         handles,
+        nonces,
         info,
         ring: m.ring,
         hosts: m.hosts,

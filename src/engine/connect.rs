@@ -1,15 +1,21 @@
-//! Opening connections to peers on first use, and the greeting that proves a connection
-//! belongs to this job: the first message on every connection is (token, rank, channel),
-//! checked before anything else is read from it.
+//! Opening connections to peers on first use, and accepting theirs: the greeting
+//! (`greet.rs`) that proves a connection belongs to this communicator is sent and checked
+//! here, and strangers (scanners, junk, floods, idle connections) are dropped without
+//! costing the job anything: at most [`MAX_UNGREETED`] wait for their greeting, each at
+//! most [`GREETING_WAIT`], and nothing a stranger does fails a call.
 
 use std::time::{Duration, Instant};
 
+use super::greet::{Greeter, HELLO};
 use super::tag::HELLO_TAG;
 use super::{ConnMap, Engine};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::transport::Transport;
 
-const HELLO: usize = 24;
+/// Longest wait for the greeting of an accepted connection.
+pub(super) const GREETING_WAIT: Duration = Duration::from_secs(5);
+/// Most accepted connections waiting for their greeting; the oldest go first beyond it.
+pub(super) const MAX_UNGREETED: usize = 64;
 
 /// Established and half-established connections.
 pub(super) struct Conns<T: Transport> {
@@ -49,6 +55,7 @@ pub(super) enum Pending<T: Transport> {
         conn: T::RecvConn,
         req: Option<T::Request>,
         hello: Box<[u8; HELLO]>,
+        since: Instant,
     },
 }
 
@@ -168,7 +175,7 @@ impl<T: Transport> Engine<T> {
             transport: &mut self.transport,
             conns: &mut self.conns,
             listener: &mut self.listener,
-            token: self.token,
+            greeter: &mut self.greeter,
             rank: self.rank,
             size: self.size,
         }
@@ -182,7 +189,7 @@ pub(super) struct Link<'a, T: Transport> {
     pub transport: &'a mut T,
     pub conns: &'a mut Conns<T>,
     pub listener: &'a mut Option<T::Listener>,
-    pub token: u64,
+    pub greeter: &'a mut Greeter,
     pub rank: usize,
     pub size: usize,
 }
@@ -190,22 +197,7 @@ pub(super) struct Link<'a, T: Transport> {
 impl<T: Transport> Link<'_, T> {
     /// Advances every half-open connection and accepts new ones; true if anything moved.
     pub(super) fn progress_pending(&mut self, what: &dyn std::fmt::Display) -> Result<bool> {
-        let mut moved = false;
-        if let Some(l) = self.listener.as_mut() {
-            while let Some(conn) = self.transport.accept(l).map_err(|e| {
-                e.context(format!(
-                    "rank {}: {what}: accepting a connection",
-                    self.rank
-                ))
-            })? {
-                self.conns.pending.push(Pending::Accepted {
-                    conn,
-                    req: None,
-                    hello: Box::new([0; HELLO]),
-                });
-                moved = true;
-            }
-        }
+        let mut moved = self.accept_new(what)?;
         let pending = std::mem::take(&mut self.conns.pending);
         let mut keep = Vec::with_capacity(pending.len());
         for p in pending {
@@ -214,7 +206,77 @@ impl<T: Transport> Link<'_, T> {
             keep.extend(back);
         }
         self.conns.pending.extend(keep);
+        self.drop_strangers();
         Ok(moved)
+    }
+
+    /// Accepts what waits on the listener, reading each greeting at once (a real peer's is
+    /// usually there already, so a flood cannot push it out before it is read).
+    fn accept_new(&mut self, what: &dyn std::fmt::Display) -> Result<bool> {
+        let mut moved = false;
+        loop {
+            let Some(l) = self.listener.as_mut() else {
+                return Ok(moved);
+            };
+            let conn = match self.transport.accept(l) {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(moved),
+                Err(e) => {
+                    // Accepting is never fatal: a stranger may have reset its connection,
+                    // or the process may be out of descriptors for a moment.
+                    tracing::warn!(
+                        target: "oxccl::NET",
+                        "rank {}: {what}: accepting a connection: {e}",
+                        self.rank
+                    );
+                    return Ok(moved);
+                }
+            };
+            moved = true;
+            let p = Pending::Accepted {
+                conn,
+                req: None,
+                hello: Box::new([0; HELLO]),
+                since: Instant::now(),
+            };
+            let (back, _) = self.advance(p, what)?;
+            self.conns.pending.extend(back);
+            self.drop_strangers();
+        }
+    }
+
+    /// Closes accepted connections whose greeting is overdue, and the oldest beyond
+    /// [`MAX_UNGREETED`].
+    fn drop_strangers(&mut self) {
+        let waiting = |p: &Pending<T>| matches!(p, Pending::Accepted { .. });
+        let mut n = self.conns.pending.iter().filter(|p| waiting(p)).count();
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let pending = std::mem::take(&mut self.conns.pending);
+        for p in pending {
+            match p {
+                Pending::Accepted { conn, since, .. }
+                    if n > MAX_UNGREETED || now.duration_since(since) >= GREETING_WAIT =>
+                {
+                    n -= 1;
+                    self.reject(&conn, "no greeting in time");
+                    let _ = self.transport.close_recv(conn);
+                }
+                p => self.conns.pending.push(p),
+            }
+        }
+    }
+
+    /// Logs a connection turned away.
+    fn reject(&self, conn: &T::RecvConn, why: &str) {
+        tracing::warn!(
+            target: "oxccl::NET",
+            "rank {}: rejected a connection from {}: {why}",
+            self.rank,
+            self.transport.recv_peer(conn)
+        );
     }
 
     /// One step of one pending connection: the entry back if it is not done yet.
@@ -232,10 +294,7 @@ impl<T: Transport> Link<'_, T> {
                 match t.poll_connect(&mut c).map_err(ctx)? {
                     None => Ok((Some(Pending::Connecting { peer, ch, c }), false)),
                     Some(conn) => {
-                        let mut hello = Box::new([0u8; HELLO]);
-                        hello[..8].copy_from_slice(&self.token.to_le_bytes());
-                        hello[8..16].copy_from_slice(&(rank as u64).to_le_bytes());
-                        hello[16..].copy_from_slice(&u64::from(ch).to_le_bytes());
+                        let hello = self.greeter.hello(peer, ch).map_err(ctx)?;
                         Ok((
                             Some(Pending::Greeting {
                                 peer,
@@ -291,6 +350,7 @@ impl<T: Transport> Link<'_, T> {
                 mut conn,
                 mut req,
                 mut hello,
+                since,
             } => {
                 let got = (|| -> Result<Option<crate::transport::Completion>> {
                     if req.is_none() {
@@ -302,39 +362,48 @@ impl<T: Transport> Link<'_, T> {
                         None => Ok(None),
                     }
                 })();
-                match got {
-                    Ok(None) => Ok((Some(Pending::Accepted { conn, req, hello }), false)),
-                    Ok(Some(c)) => {
-                        let word = |i: usize| {
-                            u64::from_le_bytes(hello[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
+                let c = match got {
+                    Ok(None) => {
+                        let p = Pending::Accepted {
+                            conn,
+                            req,
+                            hello,
+                            since,
                         };
-                        let (peer, ch) = (word(1) as usize, word(2));
-                        let valid = c.tag == HELLO_TAG
-                            && c.bytes == HELLO
-                            && word(0) == self.token
-                            && peer < self.size
-                            && ch <= u64::from(u16::MAX)
-                            && !self.conns.recv.contains_key(&(peer, ch as u16));
-                        if valid {
-                            if t.duplex() {
-                                let back = t.reverse_send(&conn).map_err(|e| {
-                                    e.context(format!("rank {rank}: {what}: answering rank {peer}"))
-                                })?;
-                                self.conns.send.insert((peer, ch as u16), back);
-                            }
-                            self.conns.recv.insert((peer, ch as u16), conn);
-                        } else {
-                            // Not one of ours (another job, a port scanner): drop it unread.
-                            let _ = t.close_recv(conn);
-                        }
-                        Ok((None, true))
+                        return Ok((Some(p), false));
                     }
-                    Err(e) if e.kind() == ErrorKind::Remote => {
-                        let _ = t.close_recv(conn);
-                        Ok((None, true))
+                    Ok(Some(c)) => c,
+                    Err(e) => {
+                        // Junk, a reset, an over-long "message": never this call's failure.
+                        self.reject(&conn, &e.to_string());
+                        let _ = self.transport.close_recv(conn);
+                        return Ok((None, true));
                     }
-                    Err(e) => Err(e.context(format!("rank {rank}: {what}: reading a greeting"))),
+                };
+                let recv = &self.conns.recv;
+                let checked = if c.tag != HELLO_TAG || c.bytes != HELLO {
+                    Err("not an oxccl greeting")
+                } else {
+                    self.greeter
+                        .check(&hello[..], self.size, |p, ch| recv.contains_key(&(p, ch)))
+                };
+                let (peer, ch) = match checked {
+                    Ok(k) => k,
+                    Err(why) => {
+                        self.reject(&conn, why);
+                        let _ = self.transport.close_recv(conn);
+                        return Ok((None, true));
+                    }
+                };
+                let t = &mut *self.transport;
+                if t.duplex() {
+                    let back = t.reverse_send(&conn).map_err(|e| {
+                        e.context(format!("rank {rank}: {what}: answering rank {peer}"))
+                    })?;
+                    self.conns.send.insert((peer, ch), back);
                 }
+                self.conns.recv.insert((peer, ch), conn);
+                Ok((None, true))
             }
         }
     }

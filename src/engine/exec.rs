@@ -387,7 +387,7 @@ impl<T: Transport> Engine<T> {
             abort,
             size,
             listener,
-            token,
+            greeter,
             news,
             ..
         } = self;
@@ -403,7 +403,6 @@ impl<T: Transport> Engine<T> {
             })
             .then(|| (parts[0].desc.seq, what.to_string()));
         let mut stalled = false;
-        let token = *token;
         let size = *size;
         let mut stage = Staging {
             pool: staging,
@@ -519,7 +518,7 @@ impl<T: Transport> Engine<T> {
                     transport: &mut *transport,
                     conns: &mut *conns,
                     listener: &mut *listener,
-                    token,
+                    greeter: &mut *greeter,
                     rank,
                     size,
                 };
@@ -722,6 +721,20 @@ impl<T: Transport> Engine<T> {
                             |k| conns.send.contains_key(k)
                         )
                     )));
+                }
+                if all_connected {
+                    // A stranger waiting on the listener (a scanner, an idle connection)
+                    // would wake the wait below at once, every time: accept it, so that it
+                    // is read, timed out and dropped.
+                    Link {
+                        transport: &mut *transport,
+                        conns: &mut *conns,
+                        listener: &mut *listener,
+                        greeter: &mut *greeter,
+                        rank,
+                        size,
+                    }
+                    .progress_pending(&what)?;
                 }
                 transport
                     .wait_activity(Duration::from_millis(1).min(cfg.timeout - waited))

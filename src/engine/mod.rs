@@ -1,6 +1,6 @@
 //! The progress engine: the only code that drives a transport.
 //!
-//! Owns: connections to peers (opened lazily, greeted with the job token), running a
+//! Owns: connections to peers (opened lazily, greeted with a proof of the job secret), running a
 //! [`Schedule`](crate::algo::Schedule) over them — posting sends and receives as their
 //! dependencies allow, keeping several chunks in flight per connection, reducing received
 //! chunks on arrival — and turning every failure into an error that names this rank, the
@@ -8,10 +8,12 @@
 
 mod connect;
 mod exec;
+mod greet;
 mod news;
 mod tag;
 
 pub use exec::{Buffers, Part};
+pub use greet::Greeter;
 pub use news::News;
 pub use tag::{kind_name, CallDesc};
 
@@ -44,8 +46,8 @@ pub struct Engine<T: Transport> {
     /// Every rank's connect handle, in rank order.
     handles: Vec<ConnectHandle>,
     listener: Option<T::Listener>,
-    /// Proves to peers that a connection belongs to this job.
-    token: u64,
+    /// Proves to peers that a connection belongs to this communicator, and checks theirs.
+    greeter: Greeter,
     cfg: EngineConfig,
     abort: Arc<AtomicBool>,
     conns: connect::Conns<T>,
@@ -65,7 +67,7 @@ impl<T: Transport> Engine<T> {
         size: usize,
         handles: Vec<ConnectHandle>,
         listener: T::Listener,
-        token: u64,
+        greeter: Greeter,
         cfg: EngineConfig,
         abort: Arc<AtomicBool>,
     ) -> Self {
@@ -75,7 +77,7 @@ impl<T: Transport> Engine<T> {
             size,
             handles,
             listener: Some(listener),
-            token,
+            greeter,
             cfg,
             abort,
             conns: connect::Conns::default(),

@@ -246,6 +246,13 @@ pub trait Transport: Send + 'static {
         )))
     }
 
+    /// Where an accepted connection comes from, for logs ("an unknown peer" where the
+    /// backend cannot tell).
+    fn recv_peer(&self, conn: &Self::RecvConn) -> String {
+        let _ = conn;
+        "an unknown peer".to_string()
+    }
+
     /// Reports whether the peer of an idle sending connection has gone (`Remote`), so that a
     /// rank waiting on that peer for something else learns of it without a timeout. Called
     /// by the engine only while it is idle; backends that cannot tell return `Ok`.

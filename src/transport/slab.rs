@@ -36,6 +36,13 @@ impl<T> Slab<T> {
         }
     }
 
+    pub(crate) fn get(&self, id: Id) -> Option<&T> {
+        match self.slots.get(id.index as usize) {
+            Some((gen, Some(v))) if *gen == id.gen => Some(v),
+            _ => None,
+        }
+    }
+
     pub(crate) fn get_mut(&mut self, id: Id) -> Option<&mut T> {
         match self.slots.get_mut(id.index as usize) {
             Some((gen, Some(v))) if *gen == id.gen => Some(v),

@@ -51,6 +51,8 @@ const RESERVED: [&str; 12] = [
 ];
 
 fn main() -> ExitCode {
+    // The store rankrun serves logs (rejected connections) under OXCCL_DEBUG too.
+    oxccl::debug::init_from_env();
     let mut argv = Vec::new();
     for (i, a) in std::env::args_os().skip(1).enumerate() {
         match a.into_string() {

@@ -319,6 +319,13 @@ impl Transport for TcpTransport {
         self.duplex
     }
 
+    fn recv_peer(&self, conn: &TcpRecvConn) -> String {
+        self.recvs.get(conn.0).map_or_else(
+            || "a closed connection".to_string(),
+            |c| c.peer().to_string(),
+        )
+    }
+
     fn reverse_recv(&mut self, conn: &TcpSendConn) -> Result<TcpRecvConn> {
         let c = self
             .sends

@@ -293,6 +293,13 @@ pub(super) fn open(lib: &'static Lib, cfg: &VerbsConfig) -> Result<Device> {
     }
     let channel = Channel::own(lib, ch);
     set_nonblocking(channel.fd())?;
+    tracing::info!(
+        target: "oxccl::NET",
+        "verbs: device {} port {num}, GID index {gid_index}, {}, active MTU {} bytes, LID {lid}",
+        o.name,
+        if roce { "RoCE" } else { "InfiniBand" },
+        128u32 << mtu.min(5)
+    );
     Ok(Device {
         name: o.name,
         port: num,

@@ -51,7 +51,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' ffi/Cargo.toml | head -n1)
 if [ "$(pkg-config --modversion oxccl)" = "$version" ]; then pass "oxccl.pc (version $version)"; else fail "oxccl.pc"; fi
 
 echo "== ffi: compile the C tests (gcc -Wall -Wextra -Werror)"
-cflags="-std=c11 -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wpedantic -O1 -g $(pkg-config --cflags oxccl)"
+cflags="-std=c11 -pthread -D_DEFAULT_SOURCE -Wall -Wextra -Werror -Wpedantic -O1 -g $(pkg-config --cflags oxccl)"
 static_libs="$work/prefix/lib/liboxccl.a $(pkg-config --libs-only-l --static oxccl | sed 's/-loxccl//')"
 tests="test_bad_input test_api test_exchange test_group"
 for t in $tests; do

@@ -23,6 +23,20 @@ t0=$(date +%s)
 RUST_BACKTRACE=1 "$tests" --include-ignored --test-threads 1 || rc=1
 echo "== verbs tests took $(( $(date +%s) - t0 ))s"
 
+echo "== OXCCL_DEBUG=INFO of a 2-process verbs job (rank r on rxe(r % 2))"
+if OXCCL_TRANSPORT=verbs OXCCL_DEBUG=INFO OXCCL_TIMEOUT=60 timeout 120 "$rankrun" -n 2 \
+    --root 10.99.0.1 bash -c 'OXCCL_SOCKET_IFNAME=veth$((OXCCL_RANK % 2)) exec "$0" "$@"' \
+    "$check" --count 1000 --iters 1 > /tmp/debug.log 2>&1 &&
+    grep -q "2 ranks OK" /tmp/debug.log && grep -q "oxccl INFO NET verbs: device" /tmp/debug.log &&
+    grep -q "oxccl INFO INIT rank 1 of 2: transport verbs" /tmp/debug.log; then
+    grep "oxccl INFO" /tmp/debug.log | sed 's/^/    /'
+    echo "ok: OXCCL_DEBUG=INFO shows the version, the verbs devices (GID index, MTU) and the ring"
+else
+    cat /tmp/debug.log
+    echo "FAILED: OXCCL_DEBUG=INFO of a verbs job"
+    rc=1
+fi
+
 echo "== fabric backend on verbs;ofi_rxm (libfabric $(fi_info --version | sed -n 's/^libfabric: //p'))"
 t0=$(date +%s)
 # fabric_job N PROGRAM ARGS...: N processes, rank r bound to veth(r % 2), that is rxe(r % 2).

@@ -37,7 +37,7 @@ pub mod transport;
 pub use algo::{Block, Blocks};
 pub use bootstrap::UniqueId;
 pub use coll::{Algorithm, CollKind};
-pub use comm::{AbortHandle, Communicator, Group, RawCall, Request};
+pub use comm::{AbortHandle, Communicator, Group, RawCall, Request, Scope};
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use launch::{LaunchEnv, Launcher};

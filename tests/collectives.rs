@@ -108,9 +108,11 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize], ops: &[ReduceOp])
         let prev = (me + n - 1) % n;
         let out: Vec<T> = (0..1003).map(|i| T::v(((i + me) % 5) as f64)).collect();
         let mut got = vec![T::default(); 1003];
-        let rq = c.irecv(&mut got, prev)?;
-        c.send(&out, next)?;
-        rq.wait()?;
+        c.scope(|s| -> Result<()> {
+            let rq = s.irecv(&mut got, prev)?;
+            c.send(&out, next)?;
+            rq.wait()
+        })?;
         for (i, x) in got.iter().enumerate() {
             if x.f() != ((i + prev) % 5) as f64 {
                 return Err(fail(c, format!("recv from {prev} [{i}]")));
@@ -453,16 +455,34 @@ fn nonblocking_calls_and_split() {
         let a = vec![c.rank() as f32; 5000];
         let mut b = vec![0.0f32; 5000];
         let mut x = vec![0i64; 8];
-        let mut r1 = c.iall_reduce(&a, &mut b, ReduceOp::Sum)?;
         let mine = [c.rank() as i64; 2];
-        let r2 = c.iall_gather(&mine, &mut x)?;
-        while !r1.test()? {
-            std::thread::yield_now();
-        }
-        r2.wait()?;
-        drop(r1);
+        let (mut f, mut g) = (vec![0f64; 3000], vec![0u8; 3]);
+        let peer = c.rank() ^ 1;
+        let mut got = vec![0u32; 100];
+        let sent = vec![c.rank() as u32; 100];
+        c.scope(|s| -> Result<()> {
+            let mut r1 = s.iall_reduce(&a, &mut b, ReduceOp::Sum)?;
+            let r2 = s.iall_gather(&mine, &mut x)?;
+            // Forgotten requests: the scope still waits for their calls before it ends.
+            std::mem::forget(s.ibroadcast(&mut f, 3)?);
+            std::mem::forget(s.ireduce_scatter(&[1u8; 12], &mut g, ReduceOp::Sum)?);
+            let rs = s.isend(&sent, peer)?;
+            let rr = s.irecv(&mut got, peer)?;
+            while !r1.test()? {
+                std::thread::yield_now();
+            }
+            r2.wait()?;
+            rs.wait()?;
+            rr.wait()
+        })?;
         if b.iter().any(|&v| v != 6.0) || x != [0, 0, 1, 1, 2, 2, 3, 3] {
             return Err(fail(c, format!("nonblocking results {:?} {x:?}", &b[..2])));
+        }
+        if g != [4, 4, 4] || got.iter().any(|&v| v != peer as u32) {
+            return Err(fail(
+                c,
+                format!("forgotten/p2p results {g:?} {:?}", &got[..2]),
+            ));
         }
         let sub = c
             .split((c.rank() % 2) as i32, -(c.rank() as i32))?

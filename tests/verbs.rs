@@ -160,9 +160,11 @@ fn all_collectives<T: Val>(c: &Communicator, counts: &[usize]) -> Result<u64> {
     let (next, prev) = ((me + 1) % n, (me + n - 1) % n);
     let out: Vec<T> = (0..5003).map(|i| T::v(((i + me) % 5) as f64)).collect();
     let mut got = vec![T::default(); 5003];
-    let rq = c.irecv(&mut got, prev)?;
-    c.send(&out, next)?;
-    rq.wait()?;
+    c.scope(|s| -> Result<()> {
+        let rq = s.irecv(&mut got, prev)?;
+        c.send(&out, next)?;
+        rq.wait()
+    })?;
     if got
         .iter()
         .enumerate()

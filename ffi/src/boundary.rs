@@ -15,6 +15,9 @@ use crate::types::{code_of, oxcclResult_t};
 thread_local! {
     /// The message of the calling thread's last failed call (`oxcclGetLastError(NULL)`).
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// This thread's copy of a communicator's last error (`oxcclGetLastError(comm)`): another
+    /// thread's failure on the communicator replaces the communicator's string, never this.
+    static COMM_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
 /// What an entry point learned before failing: the communicator whose last error the
@@ -79,14 +82,18 @@ pub(crate) fn thread_last_error() -> *const c_char {
     LAST_ERROR.with(|l| l.borrow().as_ptr())
 }
 
-/// The communicator's last error message; valid until the next failing call on it, or its
-/// destruction.
+/// The communicator's last error message, copied for the calling thread: valid until this
+/// thread's next `oxcclGetLastError(comm)`, whatever other threads do meanwhile.
 pub(crate) fn comm_last_error(entry: &CommEntry) -> *const c_char {
-    entry
+    let c = entry
         .last_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .as_ptr()
+        .clone();
+    COMM_ERROR.with(|l| {
+        *l.borrow_mut() = c;
+        l.borrow().as_ptr()
+    })
 }
 
 /// Checks that an out-parameter is not NULL (before any work is done).

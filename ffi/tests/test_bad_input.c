@@ -8,7 +8,11 @@
  * documented code and leave a message in oxcclGetLastError that explains it; none may
  * crash, and none may disturb the communicator (a collective afterwards still works), except
  * the alltoallv disagreement, which fails its own communicator as every failed call does.
+ * Last, one thread reads the communicator's last error while another keeps failing calls on
+ * it (under AddressSanitizer: the string read must never be one the other thread freed).
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "harness.h"
@@ -166,6 +170,21 @@ static void overflow_and_ranges(oxcclComm_t comm) {
     EXPECT(oxcclReduceScatter(x, x, SIZE_MAX / 4 + 1, oxcclFloat32, oxcclSum, comm), A, "overflows", comm);
     EXPECT(oxcclBroadcast(x, x, SIZE_MAX, oxcclUint8, 0, comm), A, "overflows", comm);
     EXPECT(oxcclSend(x, SIZE_MAX / 3, oxcclUint64, 0, comm), A, "overflows", comm);
+    /* Counts no buffer can have, refused before anything is built for them. */
+    float y[8] = {0};
+    EXPECT(oxcclAllReduce(x, y, PTRDIFF_MAX / 64, oxcclFloat32, oxcclSum, comm), A,
+           "cannot exist", comm);
+    EXPECT(oxcclAllReduce(x, y, (size_t)1 << 36, oxcclFloat32, oxcclSum, comm), A,
+           "cannot exist (its last byte is not mapped): is the count right?", comm);
+    EXPECT(oxcclBroadcast(y, y, (size_t)1 << 40, oxcclUint8, 0, comm), A, "cannot exist", comm);
+    /* Buffers overlapping outside the in-place layout (same address is in place). */
+    float z[16] = {0};
+    EXPECT(oxcclAllReduce(z, z + 1, 8, oxcclFloat32, oxcclSum, comm), A,
+           "the send and receive buffers overlap, and not in the in-place layout", comm);
+    EXPECT(oxcclAllGather(z + 1, z, 8, oxcclFloat32, comm), A, "overlap", comm); /* never in place */
+    if (g_size == 1) { /* elsewhere only the root's buffers overlap */
+        EXPECT(oxcclBroadcast(z, z + 2, 8, oxcclFloat32, 0, comm), A, "overlap", comm);
+    }
     /* A buffer that would wrap around the end of the address space. */
     EXPECT(oxcclAllReduce((void *)(UINTPTR_MAX - 15), (void *)(UINTPTR_MAX - 15), 8, oxcclFloat32,
                           oxcclSum, comm), A, "overflows the address space", comm);
@@ -545,8 +564,47 @@ static void use_after_destroy(oxcclComm_t world) {
     EXPECT(oxcclWait(req), U, "is not live", NOCOMM);
 }
 
+struct failer {
+    oxcclComm_t comm;
+    int calls;
+    atomic_int done;
+};
+
+/* Fails calls on the communicator with messages of changing lengths (the count is in them). */
+static void *fail_calls(void *arg) {
+    struct failer *f = arg;
+    float x[1];
+    for (int i = 0; i < f->calls; i++) {
+        size_t count = (size_t)1 << (i % 40);
+        (void)oxcclAllReduce(NULL, x, count, oxcclFloat32, oxcclSum, f->comm);
+    }
+    atomic_store(&f->done, 1);
+    return NULL;
+}
+
+static void last_error_from_two_threads(oxcclComm_t comm) {
+    struct failer f = {comm, 20000, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, fail_calls, &f) == 0, "pthread_create");
+    size_t reads = 0, seen = 0;
+    /* Read while the other thread fails calls (and at least 20000 times). */
+    while (!atomic_load(&f.done) || reads < 20000) {
+        const char *m = oxcclGetLastError(comm);
+        size_t n = strlen(m);
+        reads++;
+        if (n > 0) {
+            CHECK(strstr(m, "oxcclAllReduce: invalid argument") == m,
+                  "last error read while another thread fails calls: '%s'", m);
+            seen++;
+        }
+    }
+    CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+    CHECK(seen > 0, "no message seen in %zu reads", reads);
+}
+
 int main(void) {
     oxcclComm_t comm = init_from_env();
+    last_error_from_two_threads(comm);
     null_pointers(comm);
     invalid_enums(comm);
     overflow_and_ranges(comm);

@@ -203,7 +203,7 @@ pub fn random_secret() -> Result<[u8; 32]> {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    crate::config::vars::text(name).ok().flatten()
 }
 
 /// `OXCCL_ROOT_ADDR`: `ip`, `ip:port` or `[ipv6]:port`; no port means any.
@@ -227,15 +227,9 @@ fn parse_root_addr(v: &str) -> Result<SocketAddr> {
 
 /// The idle timeout of a store started by [`UniqueId::new`]: `OXCCL_TIMEOUT`, default 300 s.
 pub(crate) fn timeout_from_env() -> Result<Duration> {
-    let Some(v) = env("OXCCL_TIMEOUT") else {
-        return Ok(Duration::from_secs(300));
-    };
-    match v.trim().parse::<f64>() {
-        Ok(s) if s > 0.0 && s.is_finite() && s < 1e12 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(Error::invalid_argument(format!(
-            "OXCCL_TIMEOUT='{v}' is not valid: expected a positive number of seconds"
-        ))),
-    }
+    // One parser for OXCCL_TIMEOUT: the registry's (the same bounds as `Config`'s).
+    let s = crate::config::vars::seconds("OXCCL_TIMEOUT")?;
+    Ok(s.map_or(Duration::from_secs(300), Duration::from_secs_f64))
 }
 
 #[cfg(test)]

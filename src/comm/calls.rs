@@ -1,6 +1,6 @@
 //! The typed collective calls on slices, their checks, and the byte sizes each kind implies.
 
-use super::{Call, Communicator, Request};
+use super::{Call, Communicator};
 use crate::algo::Kind;
 use crate::engine::kind_name;
 use crate::error::{Error, Result};
@@ -268,97 +268,6 @@ impl Communicator {
         };
         // SAFETY: no buffers.
         unsafe { self.run_blocking(c) }
-    }
-
-    /// Non-blocking [`Communicator::all_reduce`]: the buffers stay borrowed until the
-    /// request is waited on (or dropped, which waits).
-    pub fn iall_reduce<'a, T: Element>(
-        &'a self,
-        send: &'a [T],
-        recv: &'a mut [T],
-        op: ReduceOp,
-    ) -> Result<Request<'a>> {
-        let c = self.checked(Kind::AllReduce, op, 0, send.len(), send, recv)?;
-        // SAFETY: the request borrows the buffers for 'a.
-        unsafe { self.submit(c) }
-    }
-
-    /// Non-blocking [`Communicator::all_gather`].
-    pub fn iall_gather<'a, T: Element>(
-        &'a self,
-        send: &'a [T],
-        recv: &'a mut [T],
-    ) -> Result<Request<'a>> {
-        let c = self.checked(Kind::AllGather, ReduceOp::Sum, 0, send.len(), send, recv)?;
-        // SAFETY: as above.
-        unsafe { self.submit(c) }
-    }
-
-    /// Non-blocking [`Communicator::reduce_scatter`].
-    pub fn ireduce_scatter<'a, T: Element>(
-        &'a self,
-        send: &'a [T],
-        recv: &'a mut [T],
-        op: ReduceOp,
-    ) -> Result<Request<'a>> {
-        let c = self.checked(Kind::ReduceScatter, op, 0, recv.len(), send, recv)?;
-        // SAFETY: as above.
-        unsafe { self.submit(c) }
-    }
-
-    /// Non-blocking [`Communicator::broadcast`].
-    pub fn ibroadcast<'a, T: Element>(
-        &'a self,
-        buf: &'a mut [T],
-        root: usize,
-    ) -> Result<Request<'a>> {
-        self.check_root(Kind::Broadcast, root, "root")?;
-        let p = buf.as_mut_ptr();
-        // SAFETY: as above.
-        unsafe { self.submit(self.call(Kind::Broadcast, ReduceOp::Sum, root, buf.len(), p, p)) }
-    }
-
-    /// Non-blocking [`Communicator::reduce`].
-    pub fn ireduce<'a, T: Element>(
-        &'a self,
-        send: &'a [T],
-        recv: &'a mut [T],
-        op: ReduceOp,
-        root: usize,
-    ) -> Result<Request<'a>> {
-        let c = self.checked(Kind::Reduce, op, root, send.len(), send, recv)?;
-        // SAFETY: as above.
-        unsafe { self.submit(c) }
-    }
-
-    /// Non-blocking [`Communicator::send`].
-    pub fn isend<'a, T: Element>(&'a self, buf: &'a [T], peer: usize) -> Result<Request<'a>> {
-        self.check_peer(Kind::Send, peer)?;
-        let c = self.call(
-            Kind::Send,
-            ReduceOp::Sum,
-            peer,
-            buf.len(),
-            buf.as_ptr(),
-            std::ptr::null_mut(),
-        );
-        // SAFETY: as above.
-        unsafe { self.submit(c) }
-    }
-
-    /// Non-blocking [`Communicator::recv`].
-    pub fn irecv<'a, T: Element>(&'a self, buf: &'a mut [T], peer: usize) -> Result<Request<'a>> {
-        self.check_peer(Kind::Recv, peer)?;
-        let c = self.call(
-            Kind::Recv,
-            ReduceOp::Sum,
-            peer,
-            buf.len(),
-            std::ptr::null(),
-            buf.as_mut_ptr(),
-        );
-        // SAFETY: as above.
-        unsafe { self.submit(c) }
     }
 
     pub(super) fn check_peer(&self, kind: Kind, peer: usize) -> Result<()> {

@@ -90,6 +90,23 @@ pub(crate) fn uneven_bytes(call: &Call, rank: usize, size: usize) -> Result<(usi
     }
 }
 
+/// Buffers at least this large are checked to exist (their last byte mapped) before
+/// anything is built for them: a count no buffer can have (from C, where a pointer and a
+/// count are all there is) would otherwise grow a schedule until memory runs out. One
+/// `mincore` call, against a transfer of milliseconds.
+const CHECK_MAPPED_BYTES: usize = 16 << 20;
+
+/// Whether the page holding byte `addr` is mapped in this process.
+fn mapped(addr: usize) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let base = addr & !(page.max(1) - 1);
+    let mut v = 0u8;
+    // SAFETY: mincore only reads the mapping state of [base, base + 1) and writes one byte
+    // to `v`; an unmapped range is its ENOMEM, not a fault.
+    unsafe { libc::mincore(base as *mut libc::c_void, 1, &mut v) == 0 }
+}
+
 /// Whether two byte ranges share a byte.
 fn overlap(a: *const u8, alen: usize, b: *const u8, blen: usize) -> bool {
     let (a, b) = (a as usize, b as usize);
@@ -143,9 +160,15 @@ pub(crate) fn check_call(call: &Call, rank: usize, lens: (usize, usize)) -> Resu
         ("send", call.send as usize, s),
         ("receive", call.recv as usize, r),
     ] {
-        if len > 0 && p.checked_add(len).is_none() {
+        if len > 0 && (p.checked_add(len).is_none() || len > isize::MAX as usize) {
             return Err(bad(format!(
                 "the {what} buffer of {len} bytes would wrap the address space"
+            )));
+        }
+        if len >= CHECK_MAPPED_BYTES && !mapped(p + len - 1) {
+            return Err(bad(format!(
+                "the {what} buffer of {len} bytes at {p:#x} cannot exist (its last byte is not \
+                 mapped): is the count right?"
             )));
         }
     }
@@ -160,7 +183,10 @@ pub(crate) fn check_call(call: &Call, rank: usize, lens: (usize, usize)) -> Resu
         Kind::ReduceScatterV => call.recv as usize == at(call.send, b.send[rank].off),
         // No in-place form: a block received could overwrite one not yet sent.
         Kind::AllToAll | Kind::AllToAllV => false,
-        _ => return Ok(()),
+        Kind::AllReduce | Kind::Reduce | Kind::Broadcast => std::ptr::eq(call.send, call.recv),
+        Kind::AllGather => call.send as usize == at(call.recv, rank * call.count),
+        Kind::ReduceScatter => call.recv as usize == at(call.send, rank * call.count),
+        Kind::Send | Kind::Recv | Kind::Barrier => return Ok(()),
     };
     if in_place {
         return Ok(());

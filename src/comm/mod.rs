@@ -13,12 +13,14 @@ mod group;
 mod placement;
 mod raw;
 mod request;
+mod scope;
 mod split;
 mod stage;
 
 pub use group::Group;
 pub use raw::RawCall;
 pub use request::Request;
+pub use scope::Scope;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -522,9 +524,10 @@ fn mem_fabric(id: &UniqueId) -> Arc<MemFabric> {
     {
         return f;
     }
-    let seed = std::env::var("OXCCL_MEM_SEED")
+    // Checked by `Config::from_env` (the mem backend is chosen through it).
+    let seed = crate::config::vars::int("OXCCL_MEM_SEED")
         .ok()
-        .and_then(|s| s.parse().ok())
+        .flatten()
         .unwrap_or(0);
     let f = MemFabric::new(seed, MemFaults::default());
     all.push((id.root_addr(), Arc::downgrade(&f)));

@@ -1,5 +1,6 @@
 //! Non-blocking calls: a background worker per communicator runs them in the order issued,
-//! and a [`Request`] borrows the buffers until the call is over.
+//! and a [`Request`] reports one. Safe code issues them in a [`Scope`](super::Scope), which
+//! waits for all of them; the C ABI and Python issue raw calls whose buffers they keep.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,6 +118,11 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// Where the call's outcome lands (a scope waits on it at its end).
+    pub(crate) fn slot(&self) -> Arc<Slot> {
+        self.slot.clone()
+    }
+
     /// Blocks until the call is over and returns its result.
     pub fn wait(mut self) -> Result<()> {
         self.finished = true;
@@ -147,8 +153,19 @@ impl Drop for Request<'_> {
 }
 
 impl Communicator {
-    /// Hands `calls` to the worker as one job.
+    /// Hands `calls` to the worker as one job. On failure the slots get the error, so
+    /// that nothing waits for a call that never started.
     fn enqueue(&self, calls: Vec<Call>, slots: Vec<Arc<Slot>>) -> Result<()> {
+        let r = self.try_enqueue(calls, &slots);
+        if let Err(e) = &r {
+            for s in &slots {
+                s.put(Err(e.clone()));
+            }
+        }
+        r
+    }
+
+    fn try_enqueue(&self, calls: Vec<Call>, slots: &[Arc<Slot>]) -> Result<()> {
         let mut w = self.worker.lock().unwrap_or_else(|p| p.into_inner());
         if w.is_none() {
             *w = Some(Worker::start(self.shared.clone(), self.state.clone())?);
@@ -157,7 +174,11 @@ impl Communicator {
             .as_ref()
             .ok_or_else(|| Error::internal("worker missing"))?;
         worker.pending.fetch_add(1, Ordering::SeqCst);
-        if worker.tx.send(Job { calls, slots }).is_err() {
+        let job = Job {
+            calls,
+            slots: slots.to_vec(),
+        };
+        if worker.tx.send(job).is_err() {
             worker.pending.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::internal(format!(
                 "rank {}: the worker thread is gone",

@@ -60,6 +60,16 @@ fn new_ports(before: &HashSet<u16>, n: usize) -> Vec<u16> {
     }
 }
 
+/// Resident memory of the process, in KiB.
+fn rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
@@ -141,7 +151,14 @@ fn strangers_on_every_port_cost_the_job_nothing() {
     let before = listening_ports();
     let stop = Arc::new(AtomicBool::new(false));
     let max_fds = Arc::new(AtomicUsize::new(0));
-    let (stop2, max2, before2) = (stop.clone(), max_fds.clone(), before.clone());
+    let max_rss = Arc::new(AtomicUsize::new(0));
+    let rss0 = rss_kib();
+    let (stop2, max2, rss2, before2) = (
+        stop.clone(),
+        max_fds.clone(),
+        max_rss.clone(),
+        before.clone(),
+    );
     let abuser = std::thread::spawn(move || {
         // The store and three data listeners.
         let ports = new_ports(&before2, 4);
@@ -157,6 +174,7 @@ fn strangers_on_every_port_cost_the_job_nothing() {
                 let wave: Vec<TcpStream> = (0..250).filter_map(|_| connect(p)).collect();
                 flood += wave.len();
                 max2.fetch_max(open_fds(), Ordering::Relaxed);
+                rss2.fetch_max(rss_kib(), Ordering::Relaxed);
             }
             if held.len() > 200 {
                 held.drain(..100);
@@ -197,11 +215,14 @@ fn strangers_on_every_port_cost_the_job_nothing() {
         ports.len()
     );
     let peak = max_fds.load(Ordering::Relaxed);
+    let grew = max_rss.load(Ordering::Relaxed).saturating_sub(rss0);
     eprintln!(
         "abuse: {} ports, {rounds} rounds of junk, {flood} flood connections; peak open \
-         descriptors of the process (attacker included) {peak}",
+         descriptors of the process (attacker included) {peak}; resident memory grew by at \
+         most {grew} KiB",
         ports.len()
     );
+    assert!(grew < 256 << 10, "resident memory grew by {grew} KiB");
     // The attacker holds up to 250 + 200 of them; each rank at most 64 ungreeted.
     assert!(peak < 900, "descriptors grew to {peak}");
 }

@@ -41,9 +41,13 @@ fn run(mut a: Args) -> oxccl::Result<usize> {
         Some(n) => n,
         None => {
             // One rank per process, started by a launcher (rankrun, torchrun, srun, mpirun).
-            let comm = Communicator::from_env().map_err(|e| {
-                e.context("without --threads, oxccl-perf runs as one rank of a launched job")
-            })?;
+            // Without a launcher's variables the hint says how else to run it.
+            if let Err(e) = oxccl::LaunchEnv::from_env() {
+                return Err(
+                    e.context("without --threads, oxccl-perf runs as one rank of a launched job")
+                );
+            }
+            let comm = Communicator::from_env()?;
             a.ranks_are = "processes";
             return bench::all_points(&comm, &a);
         }

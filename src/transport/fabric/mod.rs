@@ -99,10 +99,9 @@ impl FabricConfig {
     /// `OXCCL_FABRIC_PROVIDER` from the environment, and `bind_ip`.
     pub fn from_env(bind_ip: IpAddr) -> FabricConfig {
         FabricConfig {
-            provider: std::env::var("OXCCL_FABRIC_PROVIDER")
+            provider: crate::config::vars::text("OXCCL_FABRIC_PROVIDER")
                 .ok()
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty()),
+                .flatten(),
             bind_ip: Some(bind_ip),
         }
     }

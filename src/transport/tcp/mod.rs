@@ -114,7 +114,7 @@ impl TcpTransport {
             sends: Slab::new(),
             recvs: Slab::new(),
             pollfds: Vec::new(),
-            duplex: std::env::var("OXCCL_TCP_DUPLEX").map_or(true, |v| v.trim() != "0"),
+            duplex: crate::config::vars::flag("OXCCL_TCP_DUPLEX")?.unwrap_or(true),
         })
     }
 

@@ -49,8 +49,12 @@ const INFO_MAGIC: [u8; 4] = *b"oxiq";
 pub(super) const MAX_QPS: usize = 16;
 const INFO_BYTES: usize = 60 + MAX_QPS * 8;
 const READY: u8 = 0x5a;
-/// Half-done incoming set-ups a listener keeps; more are refused (closed).
-const MAX_ACCEPTING: usize = 256;
+/// Half-done incoming set-ups a listener keeps; beyond it the oldest is dropped, so that a
+/// flood of strangers cannot shut out a real peer (whose set-up finishes at once).
+const MAX_ACCEPTING: usize = 64;
+/// Longest an incoming set-up may take; a stranger that connects and says nothing (or
+/// stops half-way) is dropped after it.
+const SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a handle says about the listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,7 +295,8 @@ impl Listener {
             match self.sock.accept() {
                 Ok((s, addr)) => {
                     if self.accepting.len() >= MAX_ACCEPTING {
-                        continue; // dropped: the peer sees the connection close
+                        let old = self.accepting.remove(0);
+                        drop_setup(&old, "too many set-ups at once; the oldest goes");
                     }
                     s.set_nonblocking(true)
                         .and_then(|()| s.set_nodelay(true))
@@ -306,23 +311,39 @@ impl Listener {
         }
         let mut i = 0;
         while i < self.accepting.len() {
+            if self.accepting[i].since.elapsed() >= SETUP_WAIT {
+                let old = self.accepting.swap_remove(i);
+                drop_setup(&old, "no set-up in time");
+                continue;
+            }
             match self.accepting[i].step(env) {
                 Ok(None) => i += 1,
                 Ok(Some(c)) => {
                     self.accepting.swap_remove(i);
                     return Ok(Some(c));
                 }
-                Err(e) if e.kind() == ErrorKind::Remote => {
-                    self.accepting.swap_remove(i);
-                }
-                Err(e) => {
+                Err(e) if e.kind() == ErrorKind::System || e.kind() == ErrorKind::Internal => {
                     self.accepting.swap_remove(i);
                     return Err(e);
+                }
+                Err(e) => {
+                    // The peer botched it (closed, sent garbage, an impossible path).
+                    let old = self.accepting.swap_remove(i);
+                    drop_setup(&old, &e.to_string());
                 }
             }
         }
         Ok(None)
     }
+}
+
+/// Logs an incoming set-up dropped before it finished.
+fn drop_setup(a: &Accepting, why: &str) {
+    tracing::warn!(
+        target: "oxccl::NET",
+        "verbs: dropped a side-channel connection from {}: {why}",
+        a.peer
+    );
 }
 
 /// Reads into `buf[*got..]`; true once full. EOF is a Remote error.
@@ -391,6 +412,7 @@ enum AcceptPhase {
 struct Accepting {
     sock: TcpStream,
     peer: SocketAddr,
+    since: std::time::Instant,
     buf: Box<[u8; INFO_BYTES]>,
     got: usize,
     phase: AcceptPhase,
@@ -401,6 +423,7 @@ impl Accepting {
         Accepting {
             sock,
             peer,
+            since: std::time::Instant::now(),
             buf: Box::new([0; INFO_BYTES]),
             got: 0,
             phase: AcceptPhase::Info,

@@ -103,44 +103,30 @@ impl VerbsConfig {
     /// an `InvalidArgument` error naming the variable.
     pub fn from_env(bind_ip: IpAddr, rank: usize) -> Result<VerbsConfig> {
         let mut c = VerbsConfig::new(bind_ip, rank);
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
-        fn num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
-            name: &str,
-            v: &str,
-            lo: T,
-            hi: T,
-        ) -> Result<T> {
-            v.trim()
-                .parse::<T>()
-                .ok()
-                .filter(|x| *x >= lo && *x <= hi)
-                .ok_or_else(|| {
-                    Error::invalid_argument(format!(
-                        "{name}='{v}' is not valid: expected a number from {lo} to {hi}"
-                    ))
-                })
-        }
-        if let Some(v) = var("OXCCL_IB_HCA") {
+        use crate::config::vars;
+        // Ranges are declared in the registry; narrowing cannot fail within them.
+        let int = |n: &str| -> Result<Option<u64>> { vars::int(n) };
+        if let Some(v) = vars::text("OXCCL_IB_HCA")? {
             device::HcaSpec::parse(&v)?;
             c.hca = Some(v);
         }
-        if let Some(v) = var("OXCCL_IB_GID_INDEX") {
-            c.gid_index = Some(num("OXCCL_IB_GID_INDEX", &v, 0, 255)?);
+        if let Some(n) = int("OXCCL_IB_GID_INDEX")? {
+            c.gid_index = Some(n as u32);
         }
-        if let Some(v) = var("OXCCL_IB_TC") {
-            c.traffic_class = num("OXCCL_IB_TC", &v, 0, 255)?;
+        if let Some(n) = int("OXCCL_IB_TC")? {
+            c.traffic_class = n as u8;
         }
-        if let Some(v) = var("OXCCL_IB_SL") {
-            c.service_level = num("OXCCL_IB_SL", &v, 0, 15)?;
+        if let Some(n) = int("OXCCL_IB_SL")? {
+            c.service_level = n as u8;
         }
-        if let Some(v) = var("OXCCL_IB_QPS_PER_CONNECTION") {
-            c.qps_per_connection = num("OXCCL_IB_QPS_PER_CONNECTION", &v, 1, listen::MAX_QPS)?;
+        if let Some(n) = int("OXCCL_IB_QPS_PER_CONNECTION")? {
+            c.qps_per_connection = (n as usize).min(listen::MAX_QPS);
         }
-        if let Some(v) = var("OXCCL_IB_TIMEOUT") {
-            c.timeout = num("OXCCL_IB_TIMEOUT", &v, 1, 31)?;
+        if let Some(n) = int("OXCCL_IB_TIMEOUT")? {
+            c.timeout = n as u8;
         }
-        if let Some(v) = var("OXCCL_IB_RETRY_CNT") {
-            c.retry_cnt = num("OXCCL_IB_RETRY_CNT", &v, 0, 7)?;
+        if let Some(n) = int("OXCCL_IB_RETRY_CNT")? {
+            c.retry_cnt = n as u8;
         }
         Ok(c)
     }

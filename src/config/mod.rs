@@ -1,7 +1,13 @@
 //! Run-time settings, read from `OXCCL_*` environment variables or set in code.
 //!
-//! Every variable is documented in `docs/environment.md`; a malformed value is an
-//! `InvalidArgument` error naming the variable, never silently ignored.
+//! Every variable is declared once in [`vars`] (what it accepts, its default) and documented
+//! in `docs/environment.md` (a test keeps the two equal); a malformed or out-of-range value
+//! is an `InvalidArgument` error naming the variable, its value and what is accepted, never
+//! silently ignored.
+
+#[cfg(test)]
+mod tests;
+pub mod vars;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -107,70 +113,55 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults overridden by the `OXCCL_*` environment variables that are set.
+    /// Defaults overridden by the `OXCCL_*` environment variables that are set, each
+    /// checked against its declaration in [`vars`]; `OXCCL_*` variables oxccl does not
+    /// know are reported (at `OXCCL_DEBUG=WARN`), since a typo would otherwise go unseen.
     pub fn from_env() -> Result<Config> {
         let mut c = Config::default();
-        if let Some(v) = var("OXCCL_TRANSPORT") {
-            c.transport = v.to_ascii_lowercase();
+        if let Some(v) = vars::text("OXCCL_TRANSPORT")? {
+            c.transport = v;
         }
-        if let Some(v) = var("OXCCL_TIMEOUT") {
-            let secs: f64 = parse("OXCCL_TIMEOUT", &v)?;
-            if !(secs > 0.0 && secs.is_finite()) {
-                return Err(bad("OXCCL_TIMEOUT", &v, "a positive number of seconds"));
-            }
-            c.timeout = Duration::from_secs_f64(secs);
+        if let Some(s) = vars::seconds("OXCCL_TIMEOUT")? {
+            c.timeout = Duration::from_secs_f64(s);
         }
-        if let Some(v) = var("OXCCL_ALGO") {
-            c.algo = Some(v.to_ascii_lowercase());
+        c.algo = vars::text("OXCCL_ALGO")?.map(|v| v.to_ascii_lowercase());
+        c.nchannels = vars::int("OXCCL_NCHANNELS")?.map(|n| n as usize);
+        if let Some(n) = vars::byte_count("OXCCL_CHUNK_SIZE")? {
+            c.chunk_bytes = n;
         }
-        if let Some(v) = var("OXCCL_NCHANNELS") {
-            let n: usize = parse("OXCCL_NCHANNELS", &v)?;
-            if !(1..=64).contains(&n) {
-                return Err(bad("OXCCL_NCHANNELS", &v, "1..=64"));
-            }
-            c.nchannels = Some(n);
+        if let Some(n) = vars::byte_count("OXCCL_CHANNEL_THRESHOLD")? {
+            c.channel_threshold = n;
         }
-        if let Some(v) = var("OXCCL_CHUNK_SIZE") {
-            c.chunk_bytes = parse_bytes("OXCCL_CHUNK_SIZE", &v)?;
-            if c.chunk_bytes < 64 {
-                return Err(bad("OXCCL_CHUNK_SIZE", &v, "at least 64 bytes"));
-            }
+        if let Some(n) = vars::byte_count("OXCCL_SOCKET_BUFSIZE")? {
+            c.socket_buf_bytes = n;
         }
-        if let Some(v) = var("OXCCL_CHANNEL_THRESHOLD") {
-            c.channel_threshold = parse_bytes("OXCCL_CHANNEL_THRESHOLD", &v)?;
+        c.spin = vars::int("OXCCL_SPIN")?.map(|n| n as u32);
+        c.yield_when_idle = vars::flag("OXCCL_YIELD_WHEN_IDLE")?;
+        c.topo_file = vars::text("OXCCL_TOPO_FILE")?.map(PathBuf::from);
+        c.topo_dump_file = vars::text("OXCCL_TOPO_DUMP_FILE")?.map(PathBuf::from);
+        if let Some(b) = vars::flag("OXCCL_TOPO_AWARE")? {
+            c.topo_aware = b;
         }
-        if let Some(v) = var("OXCCL_SOCKET_BUFSIZE") {
-            c.socket_buf_bytes = parse_bytes("OXCCL_SOCKET_BUFSIZE", &v)?;
+        c.name = vars::text("OXCCL_COMM_NAME")?;
+        // Checked here so that a bad value fails init rather than passing unseen.
+        for name in ["OXCCL_TCP_DUPLEX", "OXCCL_MEM_SEED", "OXCCL_DEBUG"] {
+            vars::get(name)?;
         }
-        if let Some(v) = var("OXCCL_SPIN") {
-            c.spin = Some(parse("OXCCL_SPIN", &v)?);
+        crate::debug::Settings::parse(
+            vars::text("OXCCL_DEBUG")?.as_deref(),
+            vars::text("OXCCL_DEBUG_SUBSYS")?.as_deref(),
+            None,
+        )
+        .map_err(Error::invalid_argument)?;
+        for name in vars::unknown_in_env() {
+            tracing::warn!(target: "oxccl::ENV", "{name} is set but is not an oxccl variable");
         }
-        if let Some(v) = var("OXCCL_YIELD_WHEN_IDLE") {
-            c.yield_when_idle = Some(parse_flag("OXCCL_YIELD_WHEN_IDLE", &v)?);
-        }
-        c.topo_file = var("OXCCL_TOPO_FILE").map(PathBuf::from);
-        c.topo_dump_file = var("OXCCL_TOPO_DUMP_FILE").map(PathBuf::from);
-        if let Some(v) = var("OXCCL_TOPO_AWARE") {
-            c.topo_aware = parse_flag("OXCCL_TOPO_AWARE", &v)?;
-        }
-        c.name = var("OXCCL_COMM_NAME");
         Ok(c)
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 fn bad(name: &str, value: &str, want: &str) -> Error {
     Error::invalid_argument(format!("{name}='{value}' is not valid: expected {want}"))
-}
-
-fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| bad(name, value, "a number"))
 }
 
 /// Parses `0` or `1`.
@@ -197,42 +188,4 @@ pub fn parse_bytes(name: &str, value: &str) -> Result<usize> {
         .map_err(|_| bad(name, value, "a byte count such as 4096, 64K, 1M or 2G"))?;
     n.checked_mul(mult)
         .ok_or_else(|| bad(name, value, "a byte count that fits in memory"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranks_yield_when_they_outnumber_cpus() {
-        let auto = Config::default();
-        let alone = IdlePolicy {
-            spin: SPIN_DEFAULT,
-            yield_when_idle: false,
-        };
-        let crowded = IdlePolicy {
-            spin: SPIN_OVERSUBSCRIBED,
-            yield_when_idle: true,
-        };
-        assert_eq!(auto.idle_for(1), alone);
-        assert_eq!(auto.idle_for(usize::MAX), crowded);
-        let set = Config {
-            spin: Some(7),
-            yield_when_idle: Some(false),
-            ..Config::default()
-        };
-        for n in [1, usize::MAX] {
-            let p = set.idle_for(n);
-            assert_eq!((p.spin, p.yield_when_idle), (7, false));
-        }
-    }
-
-    #[test]
-    fn flags_are_zero_or_one() {
-        assert!(parse_flag("OXCCL_TOPO_AWARE", " 1 ").unwrap());
-        assert!(!parse_flag("OXCCL_TOPO_AWARE", "0").unwrap());
-        let e = parse_flag("OXCCL_TOPO_AWARE", "yes").unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
-        assert!(e.to_string().contains("OXCCL_TOPO_AWARE='yes'"), "{e}");
-    }
 }

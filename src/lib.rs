@@ -29,6 +29,7 @@ pub mod config;
 pub mod debug;
 pub mod engine;
 mod error;
+mod fuzz;
 pub mod launch;
 pub mod reduce;
 pub mod topo;

@@ -280,43 +280,54 @@ pub fn get(name: &str) -> Result<Option<Value>> {
     }
 }
 
+/// Variable `name` as `T`, through `pick` (which selects the declared kind's value).
+fn typed<T>(name: &str, pick: impl FnOnce(Value) -> Option<T>) -> Result<Option<T>> {
+    Ok(get(name)?.and_then(pick))
+}
+
 /// A whole-number variable.
 pub fn int(name: &str) -> Result<Option<u64>> {
-    Ok(match get(name)? {
-        Some(Value::Int(n)) => Some(n),
-        _ => None,
-    })
+    typed(name, |v| if let Value::Int(n) = v { Some(n) } else { None })
 }
 
 /// A flag variable.
 pub fn flag(name: &str) -> Result<Option<bool>> {
-    Ok(match get(name)? {
-        Some(Value::Flag(b)) => Some(b),
-        _ => None,
+    typed(name, |v| {
+        if let Value::Flag(b) = v {
+            Some(b)
+        } else {
+            None
+        }
     })
 }
 
 /// A byte-count variable.
 pub fn byte_count(name: &str) -> Result<Option<usize>> {
-    Ok(match get(name)? {
-        Some(Value::Bytes(n)) => Some(n),
-        _ => None,
-    })
-}
-
-/// A text or choice variable (a choice in its declared spelling).
-pub fn text(name: &str) -> Result<Option<String>> {
-    Ok(match get(name)? {
-        Some(Value::Text(s)) => Some(s),
-        Some(Value::Word(w)) => Some(w.to_string()),
-        _ => None,
+    typed(name, |v| {
+        if let Value::Bytes(n) = v {
+            Some(n)
+        } else {
+            None
+        }
     })
 }
 
 /// A seconds variable.
 pub fn seconds(name: &str) -> Result<Option<f64>> {
-    Ok(match get(name)? {
-        Some(Value::Seconds(s)) => Some(s),
+    typed(name, |v| {
+        if let Value::Seconds(s) = v {
+            Some(s)
+        } else {
+            None
+        }
+    })
+}
+
+/// A text or choice variable (a choice in its declared spelling).
+pub fn text(name: &str) -> Result<Option<String>> {
+    typed(name, |v| match v {
+        Value::Text(s) => Some(s),
+        Value::Word(w) => Some(w.to_string()),
         _ => None,
     })
 }

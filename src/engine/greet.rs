@@ -156,6 +156,18 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_greetings_are_refused_unless_sent_by_the_peer() {
+        let (a, _) = pair();
+        let real = a.hello(1, 2).unwrap().to_vec();
+        let (_, mut b) = pair();
+        for g in crate::fuzz::inputs(std::slice::from_ref(&real), 20_000, 41) {
+            if b.check(&g, 2, |_, _| false).is_ok() {
+                assert_eq!(g, real, "a changed greeting was accepted");
+            }
+        }
+    }
+
+    #[test]
     fn any_changed_byte_or_secret_is_refused() {
         let (a, _) = pair();
         let h = a.hello(1, 0).unwrap();

@@ -420,6 +420,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fuzz_json_and_topologies_parse_or_refuse() {
+        let topo = br#"{"ranks":[{"host":0,"numa":1,"rail":0},{"host":1}],
+            "links":{"intra_gbps":20.5,"inter_gbps":1,"inter_latency_us":25}}"#;
+        let corpus = vec![
+            topo.to_vec(),
+            br#"{"a":[1,-2.5e3,"x\u00e9\n",true,null,{}]}"#.to_vec(),
+        ];
+        let mut parsed = 0;
+        for b in crate::fuzz::inputs(&corpus, 30_000, 61) {
+            let Ok(text) = std::str::from_utf8(&b) else {
+                continue;
+            };
+            if let Ok(v) = parse(text) {
+                parsed += 1;
+                assert_eq!(parse(&v.to_text()).unwrap(), v, "{text}");
+                let _ = crate::topo::file::topology_from_json(&v);
+            }
+        }
+        assert!(parsed > 1000, "only {parsed} inputs parsed");
+        // Nesting far past the limit is an error, not a stack overflow.
+        let deep = "[".repeat(100_000);
+        assert!(parse(&deep).is_err());
+    }
+
+    #[test]
     fn values_round_trip() {
         let v = Json::obj(vec![
             ("name", Json::Str("a \"b\"\n\u{1}é".into())),

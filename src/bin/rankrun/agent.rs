@@ -173,7 +173,7 @@ pub fn run() -> ! {
                 lifeline_open = false;
                 signals::to_group(pgid, libc::SIGTERM);
                 if kill_at.is_none() && give_up_at.is_none() {
-                    kill_at = Some(Instant::now() + p.grace);
+                    kill_at = Instant::now().checked_add(p.grace);
                 }
             }
         }

@@ -90,6 +90,10 @@ impl Payload {
                 }
                 (Some("grace"), Some(ms), None) => {
                     let ms: u64 = ms.parse().map_err(|_| format!("bad grace '{ms}'"))?;
+                    // A deadline this far out would overflow the clock.
+                    if ms > MAX_GRACE_MS {
+                        return Err(format!("grace {ms} ms exceeds {MAX_GRACE_MS} ms"));
+                    }
                     p.grace = Duration::from_millis(ms);
                 }
                 (Some("cwd"), Some(h), None) => p.cwd = os(h)?,
@@ -102,9 +106,62 @@ impl Payload {
     }
 }
 
+/// The longest grace period a payload may ask for (a day).
+const MAX_GRACE_MS: u64 = 86_400_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_payloads_decode_or_refuse_and_round_trip() {
+        let p = Payload {
+            grace: Duration::from_millis(1500),
+            cwd: "/tmp".into(),
+            env: vec![("A".into(), "b c".into())],
+            argv: vec!["prog".into(), "x".into()],
+        };
+        let valid = p.encode().into_bytes();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut b = valid.clone();
+            for _ in 0..1 + rnd(3) {
+                if b.is_empty() {
+                    break;
+                }
+                let at = rnd(b.len());
+                match rnd(3) {
+                    0 => b[at] = [b'\n', b' ', b'9', 0xff, b'-'][rnd(5)],
+                    1 => b.truncate(at),
+                    _ => b
+                        .splice(at..at, b"18446744073709551615".iter().copied())
+                        .for_each(drop),
+                }
+            }
+            if let Ok(d) = Payload::decode(&String::from_utf8_lossy(&b)) {
+                assert!(d.grace <= Duration::from_millis(MAX_GRACE_MS));
+                assert_eq!(Payload::decode(&d.encode()).unwrap(), d);
+            }
+        }
+        let huge = valid_with_grace(u64::MAX);
+        assert!(Payload::decode(&huge).unwrap_err().contains("exceeds"));
+    }
+
+    fn valid_with_grace(ms: u64) -> String {
+        let p = Payload {
+            grace: Duration::ZERO,
+            cwd: "/".into(),
+            env: vec![],
+            argv: vec!["p".into()],
+        };
+        p.encode().replacen("grace 0", &format!("grace {ms}"), 1)
+    }
 
     #[test]
     fn round_trip_any_bytes() {

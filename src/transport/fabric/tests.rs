@@ -326,3 +326,18 @@ fn stale_shm_names_of_this_pid_are_removed_and_no_others() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(left, ["42420:0:0", "4242:", "4242:x", "424:0:0"]);
 }
+
+#[test]
+fn fuzz_headers_decode_or_refuse_and_round_trip() {
+    let mut h = Header::new(Kind::Rhdr, 7);
+    (h.src, h.seq, h.len, h.w) = (3, 99, 1 << 20, [1, 2, 3]);
+    let mut valid = vec![0u8; HDR];
+    h.encode(&mut valid);
+    for b in crate::fuzz::inputs(&[valid], 30_000, 31) {
+        if let Some(d) = Header::decode(&b) {
+            let mut again = vec![0u8; HDR];
+            d.encode(&mut again);
+            assert_eq!(Header::decode(&again), Some(d));
+        }
+    }
+}

@@ -777,3 +777,57 @@ fn exchange_like_allreduce_1mib() {
         );
     }
 }
+
+/// Random and mutated byte streams from a stranger's socket into a receiving end with
+/// receives posted: every receive completes, fails, or waits for more bytes; nothing
+/// panics, and a completed receive never reports more bytes than its buffer holds.
+#[test]
+fn fuzz_streams_into_a_receiving_end() {
+    use std::io::Write;
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut t = transport(lo, 0);
+    let (h, mut l) = t.listen(0).unwrap();
+    let addr = listen::decode_handle(&h).unwrap();
+    let mut frame = Vec::new();
+    for w in [7u64, 8, 9, 40] {
+        frame.extend_from_slice(&w.to_le_bytes());
+    }
+    frame.extend_from_slice(&[5u8; 40]);
+    let mut two = frame.clone();
+    two.extend_from_slice(&frame);
+    for (k, b) in crate::fuzz::inputs(&[frame, two], 300, 71).enumerate() {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(&b).unwrap();
+        // Every other stream ends after its bytes (a Remote error where a receive waits);
+        // the rest stay open (a receive waits for more, up to 20 ms here).
+        let _open = (k % 2 == 1).then_some(s);
+        let t0 = Instant::now();
+        let mut r = loop {
+            if let Some(r) = t.accept(&mut l).unwrap() {
+                break r;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "no connection");
+        };
+        let mut bufs = [vec![0u8; 48], vec![0u8; 48]];
+        for buf in bufs.iter_mut() {
+            let Ok(Some(mut q)) = (unsafe { t.irecv(&mut r, buf.as_mut_ptr(), buf.len(), None) })
+            else {
+                break;
+            };
+            let t1 = Instant::now();
+            loop {
+                match t.test(&mut q) {
+                    Ok(Some(c)) => {
+                        // An over-long message completes with its length, nothing written.
+                        assert!(c.bytes <= buf.len() || buf.iter().all(|&x| x == 0));
+                        break;
+                    }
+                    Err(_) => break,
+                    Ok(None) if t1.elapsed() > Duration::from_millis(20) => break,
+                    Ok(None) => {}
+                }
+            }
+        }
+        t.close_recv(r).unwrap();
+    }
+}

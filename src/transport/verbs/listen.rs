@@ -47,7 +47,7 @@ const HANDLE_BYTES: usize = 44;
 const INFO_MAGIC: [u8; 4] = *b"oxiq";
 /// Most queue pairs per connection (`OXCCL_IB_QPS_PER_CONNECTION`).
 pub(super) const MAX_QPS: usize = 16;
-const INFO_BYTES: usize = 60 + MAX_QPS * 8;
+pub(super) const INFO_BYTES: usize = 60 + MAX_QPS * 8;
 const READY: u8 = 0x5a;
 /// Half-done incoming set-ups a listener keeps; beyond it the oldest is dropped, so that a
 /// flood of strangers cannot shut out a real peer (whose set-up finishes at once).

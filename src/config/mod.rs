@@ -143,9 +143,11 @@ impl Config {
             c.topo_aware = b;
         }
         c.name = vars::text("OXCCL_COMM_NAME")?;
-        // Checked here so that a bad value fails init rather than passing unseen.
-        for name in ["OXCCL_TCP_DUPLEX", "OXCCL_MEM_SEED", "OXCCL_DEBUG"] {
-            vars::get(name)?;
+        // Every declared variable that is set is checked here, also those this
+        // configuration does not read (an `OXCCL_IB_TC=abc` beside `OXCCL_TRANSPORT=tcp`),
+        // so that a bad value fails init rather than passing unseen.
+        for v in vars::VARS {
+            vars::get(v.name)?;
         }
         crate::debug::Settings::parse(
             vars::text("OXCCL_DEBUG")?.as_deref(),

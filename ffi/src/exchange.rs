@@ -75,39 +75,27 @@ fn uneven(
     let ctx_err =
         |x: Error| Error::invalid_argument(format!("rank {rank}: {what}: {}", x.message()));
     drop(e);
-    // SAFETY (all three): the C caller passes one entry per rank, as the API says.
+    let read = |p: *const usize, what: &str| {
+        // SAFETY: the C caller passes one entry per rank in each array, as the API says.
+        unsafe { per_rank(p, n, what) }.map_err(ctx_err)
+    };
     a.blocks = match v {
         Vectors::AllToAllV {
             sendcounts,
             sdispls,
             recvcounts,
             rdispls,
-        } => unsafe {
-            Blocks {
-                send: blocks(
-                    &per_rank(sendcounts, n, "sendcounts").map_err(ctx_err)?,
-                    &per_rank(sdispls, n, "sdispls").map_err(ctx_err)?,
-                ),
-                recv: blocks(
-                    &per_rank(recvcounts, n, "recvcounts").map_err(ctx_err)?,
-                    &per_rank(rdispls, n, "rdispls").map_err(ctx_err)?,
-                ),
-            }
+        } => Blocks {
+            send: blocks(&read(sendcounts, "sendcounts")?, &read(sdispls, "sdispls")?),
+            recv: blocks(&read(recvcounts, "recvcounts")?, &read(rdispls, "rdispls")?),
         },
-        Vectors::AllGatherV { recvcounts, displs } => unsafe {
-            Blocks {
-                send: Vec::new(),
-                recv: blocks(
-                    &per_rank(recvcounts, n, "recvcounts").map_err(ctx_err)?,
-                    &per_rank(displs, n, "displs").map_err(ctx_err)?,
-                ),
-            }
+        Vectors::AllGatherV { recvcounts, displs } => Blocks {
+            send: Vec::new(),
+            recv: blocks(&read(recvcounts, "recvcounts")?, &read(displs, "displs")?),
         },
-        Vectors::ReduceScatterV { recvcounts } => unsafe {
-            Blocks {
-                send: packed(&per_rank(recvcounts, n, "recvcounts").map_err(ctx_err)?),
-                recv: Vec::new(),
-            }
+        Vectors::ReduceScatterV { recvcounts } => Blocks {
+            send: packed(&read(recvcounts, "recvcounts")?),
+            recv: Vec::new(),
         },
     };
     crate::coll::run(ctx, comm, a, request)

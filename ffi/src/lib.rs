@@ -14,6 +14,20 @@
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Outside tests nothing may panic on its own account, and every unsafe block says why it
+// is sound.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::undocumented_unsafe_blocks
+    )
+)]
 // C names: NCCL's spelling is the point of this crate.
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
 // Entry points are called from C, where every function is "unsafe": the contract on the

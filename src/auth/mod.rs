@@ -60,23 +60,24 @@ impl Key {
 
     /// Whether `proof` is the proof over `parts`, compared in constant time.
     pub fn verify(&self, parts: &[&[u8]], proof: &[u8]) -> bool {
-        mac(&self.0, parts).verify_slice(proof).is_ok()
+        mac(&self.0, parts).is_some_and(|m| m.verify_slice(proof).is_ok())
     }
 }
 
-fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
-    // HMAC takes keys of any length: this cannot fail.
-    let mut m = <HmacSha256 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+/// HMAC-SHA256 over `parts` under `key` (`None` only if HMAC refused the key, which it
+/// never does: it takes keys of any length).
+fn mac(key: &[u8], parts: &[&[u8]]) -> Option<HmacSha256> {
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).ok()?;
     for p in parts {
         m.update(&(p.len() as u64).to_le_bytes());
         m.update(p);
     }
-    m
+    Some(m)
 }
 
 fn tag(key: &[u8], parts: &[&[u8]]) -> Proof {
-    mac(key, parts).finalize().into_bytes().into()
+    // A refused key (impossible) would give a tag no `verify` accepts.
+    mac(key, parts).map_or([0; PROOF_BYTES], |m| m.finalize().into_bytes().into())
 }
 
 /// A fresh nonce from the operating system's random source.

@@ -149,6 +149,7 @@ impl Communicator {
         let p = buf.as_mut_ptr();
         // SAFETY: the send block lies inside the receive buffer at the rank's slot.
         let s = unsafe { p.add(self.rank() * count) };
+        // SAFETY: both pointers lie in `buf`, borrowed mutably for the whole call.
         unsafe { self.run_blocking(self.call(Kind::AllGather, ReduceOp::Sum, 0, count, s, p)) }
     }
 
@@ -171,6 +172,7 @@ impl Communicator {
         let p = buf.as_mut_ptr();
         // SAFETY: the receive block lies inside the send buffer at the rank's slot.
         let r = unsafe { p.add(self.rank() * count) };
+        // SAFETY: both pointers lie in `buf`, borrowed mutably for the whole call.
         unsafe { self.run_blocking(self.call(Kind::ReduceScatter, op, 0, count, p, r)) }
     }
 

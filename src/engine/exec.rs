@@ -617,8 +617,8 @@ impl<T: Transport> Engine<T> {
                             let Some(conn) = conns.recv.get_mut(&key) else {
                                 break;
                             };
-                            // SAFETY: in bounds, and only this receive writes it until done.
                             let r = region_of(i, &dst).map(|k| &regions[k]);
+                            // SAFETY: in bounds, and only this receive writes it until done.
                             unsafe { transport.irecv(conn, ptr(i, &dst), dst.len, r) }
                                 .map_err(ctx)?
                                 .map(|r| (r, None))

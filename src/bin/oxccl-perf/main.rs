@@ -1,6 +1,20 @@
 //! oxccl-perf: the nccl-tests of oxccl. Runs collectives over a size range and prints
 //! nccl-tests' table (or, with --csv, the peer comparison suite's CSV lines).
 
+// Outside tests nothing may panic on its own account, and every unsafe block says why it
+// is sound.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::undocumented_unsafe_blocks
+    )
+)]
 mod args;
 mod bench;
 mod data;

@@ -4,6 +4,20 @@
 //! time. The cluster comes from options (hosts x ranks, rails, NUMA nodes, numbering) or a
 //! topology file; link figures from options, the file, or oxccl-perf measurements.
 
+// Outside tests nothing may panic on its own account, and every unsafe block says why it
+// is sound.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::undocumented_unsafe_blocks
+    )
+)]
 mod args;
 mod calib;
 mod report;

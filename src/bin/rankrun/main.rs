@@ -7,6 +7,20 @@
 //! signal forwarding, failure reports by rank and cause, stopping the job on a failure or
 //! a timeout. `rankrun --agent` is the remote side, started by rankrun through `--rsh`.
 
+// Outside tests nothing may panic on its own account, and every unsafe block says why it
+// is sound.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::undocumented_unsafe_blocks
+    )
+)]
 mod agent;
 mod args;
 mod monitor;

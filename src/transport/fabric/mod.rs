@@ -37,7 +37,8 @@
     non_upper_case_globals,
     non_snake_case,
     missing_docs,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 mod bindings;
 mod close;

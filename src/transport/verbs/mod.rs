@@ -27,7 +27,8 @@
     non_upper_case_globals,
     dead_code,
     unsafe_op_in_unsafe_fn,
-    clippy::all
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
 )]
 mod bindings;
 mod conn;

@@ -570,8 +570,9 @@ const char *oxcclGetErrorString(oxcclResult_t result);
 
 /**
  * The message of the last failed call: the calling thread's when `comm` is NULL, else the
- * communicator's. Empty when there is none. The string stays valid until the next failed
- * call (of the thread, or on the communicator) or the communicator's destruction.
+ * communicator's. Empty when there is none. The string belongs to the calling thread (a
+ * communicator's message is copied for it): it stays valid until this thread's next
+ * `oxcclGetLastError` or its next failed call, whatever other threads do meanwhile.
  */
 const char *oxcclGetLastError(oxcclComm_t comm);
 

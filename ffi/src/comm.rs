@@ -265,8 +265,9 @@ pub extern "C" fn oxcclGetErrorString(result: ResultArg) -> *const c_char {
 }
 
 /// The message of the last failed call: the calling thread's when `comm` is NULL, else the
-/// communicator's. Empty when there is none. The string stays valid until the next failed
-/// call (of the thread, or on the communicator) or the communicator's destruction.
+/// communicator's. Empty when there is none. The string belongs to the calling thread (a
+/// communicator's message is copied for it): it stays valid until this thread's next
+/// `oxcclGetLastError` or its next failed call, whatever other threads do meanwhile.
 #[no_mangle]
 pub extern "C" fn oxcclGetLastError(comm: oxcclComm_t) -> *const c_char {
     guard_str(

@@ -244,27 +244,16 @@ pub fn parse(v: &Var, value: &str) -> Result<Value> {
             .filter(|n| (lo..=hi).contains(n))
             .map(Value::Int)
             .ok_or_else(|| bad(v, value)),
-        Accepts::Bytes(min) => bytes(t)
+        Accepts::Bytes(min) => super::parse_bytes(v.name, t)
+            .ok()
             .filter(|n| *n >= min)
             .map(Value::Bytes)
             .ok_or_else(|| bad(v, value)),
-        Accepts::Flag => match t {
-            "1" => Ok(Value::Flag(true)),
-            "0" => Ok(Value::Flag(false)),
-            _ => Err(bad(v, value)),
-        },
+        Accepts::Flag => super::parse_flag(v.name, t)
+            .map(Value::Flag)
+            .map_err(|_| bad(v, value)),
         Accepts::Text => Ok(Value::Text(t.to_string())),
     }
-}
-
-fn bytes(v: &str) -> Option<usize> {
-    let (num, mult) = match v.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&v[..v.len() - 1], 1usize << 10),
-        Some('M') => (&v[..v.len() - 1], 1 << 20),
-        Some('G') => (&v[..v.len() - 1], 1 << 30),
-        _ => (v, 1),
-    };
-    num.trim().parse::<usize>().ok()?.checked_mul(mult)
 }
 
 /// The value of variable `name` in the environment, checked; `None` when unset or blank.

@@ -5,7 +5,8 @@
 //!
 //! Options for launcher tests: `--loop SECS` keeps allreducing for that long (printing
 //! `rank R pid P looping` once), `--exit RANK:CODE` makes one rank exit with CODE after
-//! its checks.
+//! its checks, `--kill-after-init RANK` makes one rank SIGKILL itself right after it joined
+//! (before any peer has connected to it).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ struct Opts {
     iters: usize,
     loop_secs: Option<f64>,
     exit: Option<(usize, u8)>,
+    kill_after_init: Option<usize>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -25,6 +27,7 @@ fn parse() -> Result<Opts, String> {
         iters: 3,
         loop_secs: None,
         exit: None,
+        kill_after_init: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -47,6 +50,7 @@ fn parse() -> Result<Opts, String> {
                 let c = c.parse().map_err(|_| format!("--exit: '{v}'"))?;
                 o.exit = Some((r, c));
             }
+            "--kill-after-init" => o.kill_after_init = Some(num(val()?)?),
             _ => return Err(format!("unknown option '{a}'")),
         }
     }
@@ -108,6 +112,10 @@ fn run(o: &Opts) -> Result<usize, String> {
     let env = LaunchEnv::from_env().map_err(|e| e.to_string())?;
     let comm = Communicator::from_env().map_err(|e| e.to_string())?;
     let (r, n) = (comm.rank(), comm.size());
+    if o.kill_after_init == Some(r) {
+        // SAFETY: kill with this process's own id and a valid signal has no memory effects.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
     for iter in 0..o.iters {
         check_once(&comm, o.count, iter).map_err(|m| format!("rank {r} of {n}: {m}"))?;
     }

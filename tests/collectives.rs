@@ -11,6 +11,8 @@ mod common;
 mod exchange;
 #[path = "collectives/group.rs"]
 mod group;
+#[path = "collectives/threads.rs"]
+mod threads;
 
 use std::time::{Duration, Instant};
 

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -606,9 +607,57 @@ static void last_error_from_two_threads(oxcclComm_t comm) {
           "after the other thread's failures (%zu of %zu reads saw one): '%s'", seen, reads, last);
 }
 
+struct receiver {
+    oxcclComm_t comm;
+    int peer;
+    atomic_int started;
+    oxcclResult_t result;
+};
+
+/* A receive no rank answers: it waits inside the communicator until something ends it. */
+static void *receive_unanswered(void *arg) {
+    struct receiver *x = arg;
+    float b[4];
+    atomic_store(&x->started, 1);
+    x->result = oxcclRecv(b, 4, oxcclFloat32, x->peer, x->comm);
+    return NULL;
+}
+
+/* A call from a second thread while the first thread's call runs is refused, and the job
+ * fails with that cause: the running call ends too (on its own communicator, split off). */
+static void two_threads_on_one_communicator(oxcclComm_t world) {
+    if (g_size < 2) {
+        return;
+    }
+    oxcclComm_t c;
+    OK(oxcclCommSplit(world, 0, g_rank, &c, NULL));
+    struct receiver x = {c, (g_rank + 1) % g_size, 0, oxcclSuccess};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, receive_unanswered, &x) == 0, "pthread_create");
+    while (!atomic_load(&x.started)) {
+        usleep(1000);
+    }
+    usleep(200000);
+    float v[1000];
+    for (int i = 0; i < 1000; i++) {
+        v[i] = 1.0f;
+    }
+    oxcclResult_t r = oxcclAllReduce(v, v, 1000, oxcclFloat32, oxcclSum, c);
+    const char *m = oxcclGetLastError(c);
+    CHECK(r == oxcclInvalidUsage && strstr(m, "allreduce called while another thread's recv") != NULL,
+          "allreduce beside another thread's recv: result %d, '%s'", (int)r, m);
+    CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+    CHECK(x.result == oxcclInvalidUsage, "the running recv ended with %d", (int)x.result);
+    oxcclResult_t ae = oxcclSuccess;
+    OK(oxcclCommGetAsyncError(c, &ae));
+    CHECK(ae == oxcclInvalidUsage, "async error after concurrent calls: %d", (int)ae);
+    OK(oxcclCommDestroy(c));
+}
+
 int main(void) {
     oxcclComm_t comm = init_from_env();
     last_error_from_two_threads(comm);
+    two_threads_on_one_communicator(comm);
     null_pointers(comm);
     invalid_enums(comm);
     overflow_and_ranges(comm);

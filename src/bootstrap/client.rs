@@ -35,6 +35,8 @@ pub struct StoreClient {
     local_ip: IpAddr,
     /// A socket failure left the framing unknown: no more requests.
     broken: bool,
+    /// Slack on top of a request's own wait for the reply to come back.
+    reply_grace: Duration,
     /// Goodbye was sent (or the connection is broken): nothing for `Drop` to do.
     done: bool,
 }
@@ -84,6 +86,7 @@ impl StoreClient {
             io_timeout,
             local_ip,
             broken: false,
+            reply_grace: REPLY_GRACE,
             done: false,
         };
         c.handshake(secret, rank32, size32).map_err(|e| {
@@ -243,6 +246,17 @@ impl StoreClient {
         self.local_ip
     }
 
+    /// Sets how long past a request's own wait the reply may take (default 10 s, at most
+    /// the client's timeout); a reply later than that breaks the connection.
+    pub fn set_reply_grace(&mut self, grace: Duration) {
+        self.reply_grace = grace;
+    }
+
+    /// Whether a socket failure or a late reply broke the connection (no more requests).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// This client's rank.
     pub fn rank(&self) -> usize {
         self.rank
@@ -389,7 +403,7 @@ impl StoreClient {
         let first = if wait.is_zero() {
             self.io_timeout
         } else {
-            wait.saturating_add(self.io_timeout.min(REPLY_GRACE))
+            wait.saturating_add(self.io_timeout.min(self.reply_grace))
         };
         let body = read_frame(
             &mut self.stream,

@@ -17,6 +17,7 @@
 
 mod client;
 mod ifaddr;
+mod news;
 mod proto;
 mod server;
 mod unique_id;
@@ -26,7 +27,7 @@ mod tests;
 
 pub use client::StoreClient;
 pub use ifaddr::{list_interfaces, pick_interface};
-pub(crate) use proto::{kind_code, kind_from_code};
+pub use news::NewsItem;
 pub use proto::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use server::{StoreServer, NEWS};
 pub use unique_id::{random_secret, UniqueId, UNIQUE_ID_BYTES};

@@ -511,6 +511,17 @@ pub(crate) fn read_frame(
 ) -> Result<Vec<u8>, ReadFail> {
     let mut hdr = [0u8; 4];
     read_full(stream, &mut hdr[..1], first_deadline, cancel)?;
+    read_frame_rest(stream, hdr[0], rest, cancel)
+}
+
+/// Reads the rest of a frame whose first byte was `first`, within `rest`.
+pub(crate) fn read_frame_rest(
+    stream: &mut TcpStream,
+    first: u8,
+    rest: Duration,
+    cancel: &dyn Fn() -> bool,
+) -> Result<Vec<u8>, ReadFail> {
+    let mut hdr = [first, 0, 0, 0];
     let deadline = after(rest);
     read_full(stream, &mut hdr[1..], deadline, cancel)?;
     let n = u32::from_le_bytes(hdr) as usize;

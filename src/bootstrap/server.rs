@@ -23,10 +23,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::news::NewsItem;
 use super::proto::{
-    self, check_preamble, read_frame, read_full, ReadFail, Reply, Request, ACK_BAD_MAGIC,
-    ACK_BAD_SECRET, ACK_OK, ANSWER_BYTES, CHALLENGE_BYTES, MAX_MISSING_LISTED, PREAMBLE_BYTES,
-    TICK,
+    self, check_preamble, read_frame, read_frame_rest, read_full, ReadFail, Reply, Request,
+    ACK_BAD_MAGIC, ACK_BAD_SECRET, ACK_OK, ANSWER_BYTES, CHALLENGE_BYTES, MAX_MISSING_LISTED,
+    PREAMBLE_BYTES, TICK,
 };
 use crate::auth::{self, Key, NONCE_BYTES};
 use crate::error::{Error, Result};
@@ -43,6 +44,10 @@ const CHILD_JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Stack of a connection thread: a large job has one per rank, and they hold little.
 const CONN_STACK_BYTES: usize = 256 << 10;
+/// How long a registered rank may send nothing before the store posts it as silent (its
+/// communicator's channel asks every few tens of milliseconds: only a stopped or frozen
+/// process stays quiet this long).
+const SILENT_AFTER: Duration = Duration::from_secs(2);
 /// How often a waiting `GET`/`WAIT` checks whether its client hung up.
 const HANGUP_CHECK: Duration = Duration::from_millis(500);
 
@@ -112,6 +117,14 @@ impl Shared {
         self.changed.notify_all();
     }
 
+    /// Appends `item` to the job's news, if any.
+    fn post(&self, item: Option<NewsItem>) {
+        if let Some(item) = item {
+            post_news(&mut self.lock(), item.encode());
+            self.changed.notify_all();
+        }
+    }
+
     /// Bookkeeping when a connection ends (`rank`: the rank it registered as, if any;
     /// `graceful`: it said goodbye). A registered rank whose connection ends without a
     /// goodbye has died or was killed: that is posted as news (see [`NEWS`]).
@@ -120,7 +133,7 @@ impl Shared {
         st.conns = st.conns.saturating_sub(1);
         if let Some(r) = rank {
             if !graceful && !self.stopping() {
-                post_news(&mut st, format!("D{r}").into_bytes());
+                post_news(&mut st, NewsItem::Departed(r).encode());
             }
             st.live.remove(&r);
             if st.size.is_some_and(|(n, _)| st.seen.len() >= n) && st.live.is_empty() {
@@ -176,6 +189,21 @@ impl StoreServer {
     /// The address the server listens on (with the port chosen when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The job's news so far, in order (see [`NEWS`]): what a launcher serving the store
+    /// reports about a failed job.
+    pub fn news(&self) -> Vec<NewsItem> {
+        let st = self.shared.lock();
+        let n = st
+            .kv
+            .get(NEWS)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        (1..=n)
+            .filter_map(|k| st.kv.get(&format!("{NEWS}/{k}")))
+            .filter_map(|v| NewsItem::decode(v))
+            .collect()
     }
 
     /// Whether the server thread has ended (by itself or after [`shutdown`](Self::shutdown)).
@@ -470,8 +498,31 @@ impl Conn {
     fn serve(&mut self) -> Result<(), End> {
         let shared = Arc::clone(&self.shared);
         let cancel = || shared.stopping();
+        let mut silent = false;
         loop {
-            let body = match read_frame(&mut self.stream, None, FRAME_TIMEOUT, &cancel) {
+            // A registered rank's channel asks many times a second: a long silence means its
+            // process is stopped or frozen, which the other ranks' timeouts then name.
+            let watch = self.rank.filter(|_| !silent);
+            let mut first = [0u8; 1];
+            match read_full(
+                &mut self.stream,
+                &mut first,
+                watch.and_then(|_| proto::after(SILENT_AFTER)),
+                &cancel,
+            ) {
+                Ok(()) => {}
+                Err(ReadFail::TimedOut) if watch.is_some() => {
+                    silent = true;
+                    self.shared.post(watch.map(NewsItem::Silent));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if silent {
+                silent = false;
+                self.shared.post(self.rank.map(NewsItem::Heard));
+            }
+            let body = match read_frame_rest(&mut self.stream, first[0], FRAME_TIMEOUT, &cancel) {
                 Ok(b) => b,
                 Err(ReadFail::TooLarge(n)) => {
                     // Framing is lost: answer, then close.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::{kind_code, kind_from_code, StoreClient, NEWS};
+use crate::bootstrap::{NewsItem, StoreClient, NEWS};
 use crate::engine::News;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -24,6 +24,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// communicator's drop waits for the goodbye). 100 ms made the collective tests, which make
 /// hundreds of communicators, take 110 s instead of 65.
 const TICK: Duration = Duration::from_millis(20);
+/// How long the store may take to answer one of the channel's requests.
+const STORE_SILENT: Duration = Duration::from_secs(2);
 /// How often a stalled rank looks again at the other ranks' stalls.
 const RECHECK: Duration = Duration::from_millis(500);
 
@@ -32,27 +34,6 @@ pub(crate) struct Channel {
     stop: Arc<AtomicBool>,
     tx: Sender<Error>,
     handle: Option<JoinHandle<()>>,
-}
-
-/// `C<rank>|<kind>|<message>`: a failure posted by a rank.
-fn encode(rank: usize, e: &Error) -> Vec<u8> {
-    format!("C{rank}|{}|{}", kind_code(e.kind()), e.message()).into_bytes()
-}
-
-enum Item {
-    Cause(usize, Error),
-    Departed(usize),
-}
-
-fn decode(v: &[u8]) -> Option<Item> {
-    let s = std::str::from_utf8(v).ok()?;
-    if let Some(r) = s.strip_prefix('D') {
-        return Some(Item::Departed(r.parse().ok()?));
-    }
-    let mut it = s.strip_prefix('C')?.splitn(3, '|');
-    let rank = it.next()?.parse().ok()?;
-    let kind = kind_from_code(it.next()?.parse().ok()?);
-    Some(Item::Cause(rank, Error::new(kind, it.next()?.to_string())))
 }
 
 fn stall_key(rank: usize) -> String {
@@ -74,8 +55,10 @@ struct Watch {
 impl Watch {
     fn post(&mut self, e: &Error) -> Result<()> {
         let n = self.client.add(NEWS, 1)?;
-        self.client
-            .set(&format!("{NEWS}/{n}"), &encode(self.rank, e))
+        self.client.set(
+            &format!("{NEWS}/{n}"),
+            &NewsItem::Cause(self.rank, e.clone()).encode(),
+        )
     }
 
     /// Reads the news items that arrived, waiting up to one tick for the next.
@@ -83,7 +66,7 @@ impl Watch {
         let key = format!("{NEWS}/{}", self.next);
         match self.client.wait(&[&key], TICK) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Timeout => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Timeout && !self.client.is_broken() => return Ok(()),
             Err(e) => return Err(e),
         }
         loop {
@@ -92,9 +75,11 @@ impl Watch {
                 return Ok(());
             };
             self.next += 1;
-            match decode(&v) {
-                Some(Item::Cause(r, e)) => self.news.set_cause(r, e),
-                Some(Item::Departed(r)) => self.news.add_departed(r),
+            match NewsItem::decode(&v) {
+                Some(NewsItem::Cause(r, e)) => self.news.set_cause(r, e),
+                Some(NewsItem::Departed(r)) => self.news.add_departed(r),
+                Some(NewsItem::Silent(r)) => self.news.set_silent(r, true),
+                Some(NewsItem::Heard(r)) => self.news.set_silent(r, false),
                 None => {}
             }
         }
@@ -164,7 +149,15 @@ impl Watch {
             let r = r.and_then(|()| self.stalls()).and_then(|()| self.read());
             if r.is_err() {
                 // The store is gone (its process ended): no more news, and no harm to the
-                // communicator, whose own connections still tell it about its peers.
+                // communicator, whose own connections still tell it about its peers; where
+                // a rank's process served it, that rank is gone too (see `News`).
+                // A store that stops answering (rather than closing) is frozen with its
+                // process: the rank it belongs to, if known, is as good as stopped.
+                if r.is_err_and(|e| e.kind() == ErrorKind::Timeout) {
+                    self.news.set_host_silent();
+                } else {
+                    self.news.set_store_gone();
+                }
                 return;
             }
         }
@@ -186,6 +179,10 @@ impl Channel {
         size: usize,
         news: Arc<News>,
     ) -> Result<Channel> {
+        let mut client = client;
+        // The channel asks every few tens of milliseconds: a store that takes seconds to
+        // answer is stopped or frozen (see `News::set_host_silent`).
+        client.set_reply_grace(STORE_SILENT);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let watch = Watch {

@@ -259,9 +259,10 @@ impl Communicator {
     /// # Safety
     /// As [`Communicator::run_blocking`], for every call.
     pub(crate) unsafe fn run_blocking_group(&self, calls: Vec<Call>) -> Result<()> {
-        if calls.is_empty() {
+        let Some(first) = calls.first() else {
             return Ok(());
-        }
+        };
+        let _entry = self.shared.enter(first.kind)?;
         // SAFETY: forwarded; the slot is waited on before returning.
         if let Some(slot) = unsafe { self.submit_group_if_busy(&calls) }? {
             return slot.wait_result();

@@ -8,6 +8,7 @@
 mod calls;
 mod channel;
 mod core;
+mod entry;
 mod exchange;
 mod group;
 mod placement;
@@ -48,8 +49,10 @@ use crate::transport::Transport;
 /// Calls are collective: every rank of the communicator makes the same calls in the same
 /// order. Blocking calls run on the calling thread; non-blocking ones (`i*`) on a background
 /// worker, in the order issued. After any failure the communicator stays failed and every
-/// later call returns the first error. A `Communicator` is `Send + Sync`; [`abort`] may be
-/// called from any thread.
+/// later call returns the first error. A `Communicator` is `Send + Sync`, but takes calls
+/// from one thread at a time: a call made while another thread's call is running is
+/// refused (InvalidUsage) and fails the job, since ranks cannot agree on the order of
+/// concurrent calls. [`abort`] may be called from any thread.
 ///
 /// [`abort`]: Communicator::abort
 pub struct Communicator {
@@ -81,6 +84,8 @@ pub(crate) struct Shared {
     pub news: Arc<crate::engine::News>,
     /// The job-wide error channel (`None` once stopped, or if it could not start).
     pub channel: Mutex<Option<channel::Channel>>,
+    /// The thread inside a call, if any (see `entry`).
+    pub inside: entry::Inside,
 }
 
 impl Shared {
@@ -275,6 +280,7 @@ impl Communicator {
         .map_err(ctx)?;
         // The store connection stays open as the job-wide error channel.
         let news = Arc::new(crate::engine::News::default());
+        news.set_store_host(cfg.store_host);
         let chan = channel::Channel::start(store, rank, size, news.clone()).ok();
         let forced = match cfg.algo.as_deref() {
             None => None,
@@ -341,6 +347,7 @@ impl Communicator {
             error: Arc::new(Mutex::new(None)),
             news,
             channel: Mutex::new(chan),
+            inside: Mutex::new(None),
         };
         Ok(Communicator {
             shared: Arc::new(shared),
@@ -414,6 +421,7 @@ impl Communicator {
     /// The call's pointers must be valid for the buffer sizes its kind implies (see
     /// [`Kind`]) for the whole call.
     pub(crate) unsafe fn run_blocking(&self, call: Call) -> Result<()> {
+        let _entry = self.shared.enter(call.kind)?;
         // SAFETY: forwarded; the slot is waited on before returning.
         // (Cloning a call allocates nothing unless it carries blocks.)
         if let Some(slot) = unsafe { self.submit_if_busy(call.clone()) }? {
@@ -638,6 +646,26 @@ fn named_departed(e: Error, departed: &[usize]) -> Error {
     Error::new(e.kind(), m)
 }
 
+/// `e` with the ranks the job's store hears nothing from named (stopped or frozen): a
+/// survivor's Remote error may be the echo of a neighbour that timed out waiting for them.
+fn named_silent(e: Error, silent: &[(usize, std::time::Instant)]) -> Error {
+    let missing: Vec<String> = silent
+        .iter()
+        .filter(|&&(r, _)| !names(e.message(), r))
+        .map(|(r, _)| format!("rank {r}"))
+        .collect();
+    if missing.is_empty() {
+        return e;
+    }
+    let m = format!(
+        "{}; made no progress, answering nothing, not even the job's store (stopped or \
+         frozen): {}",
+        e.message(),
+        missing.join(", ")
+    );
+    Error::new(e.kind(), m)
+}
+
 /// Whether `msg` names `rank r` (not `rank r0`...).
 fn names(msg: &str, r: usize) -> bool {
     let k = format!("rank {r}");
@@ -686,8 +714,13 @@ impl Shared {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         match self.news.cause() {
-            None => named_departed(e, &self.news.departed()),
-            Some((r, _)) if r == self.rank => e,
+            None => named_silent(
+                named_departed(e, &self.news.departed()),
+                &self.news.silent(),
+            ),
+            // This rank's own failure, posted: it is the cause. (A cause this rank's channel
+            // posted, such as a stall mismatch, is quoted like any other rank's.)
+            Some((r, cause)) if r == self.rank && cause.message() == e.message() => e,
             Some((r, cause)) => Error::new(
                 cause.kind(),
                 format!(

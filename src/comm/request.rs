@@ -206,6 +206,7 @@ impl Communicator {
     /// The call's buffers must stay valid until the returned request is finished; the
     /// typed callers guarantee it with the request's lifetime.
     pub(crate) unsafe fn submit<'a>(&'a self, call: Call) -> Result<Request<'a>> {
+        let _entry = self.shared.enter(call.kind)?;
         let slot = Slot::new();
         if matches!(call.kind, Kind::Send | Kind::Recv) {
             self.deferred

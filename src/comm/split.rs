@@ -60,9 +60,11 @@ impl Communicator {
         // The new communicator keeps the places its ranks published here (an injected
         // topology describes this communicator's ranks, not the new one's) and leaves this
         // communicator's dump alone.
+        // The leader's process serves the new store, and the leader is the new rank 0.
         let cfg = Config {
             topo_file: None,
             topo_dump_file: None,
+            store_host: Some(0),
             ..config.unwrap_or_else(|| self.shared.cfg.clone())
         };
         let place = Some(self.shared.info.clone());

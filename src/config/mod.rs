@@ -54,6 +54,12 @@ pub struct Config {
     /// The communicator's name (`OXCCL_COMM_NAME`, or the C config's `commName`), as
     /// [`Communicator::name`](crate::Communicator::name) reports it; `None`: unnamed.
     pub name: Option<String>,
+    /// The rank whose process serves the job's store, where one does: `from_env` sets 0
+    /// under the launcher contracts in which rank 0 serves it, `split` its group's leader.
+    /// When the store closes, a rank still waiting for that rank's connection knows the
+    /// rank is gone instead of waiting for the timeout. `None`: the store runs elsewhere
+    /// (rankrun) or where is not known.
+    pub store_host: Option<usize>,
 }
 
 /// Idle polls before sleeping when each rank on the host can have a CPU of its own.
@@ -108,6 +114,7 @@ impl Default for Config {
             topo_dump_file: None,
             topo_aware: true,
             name: None,
+            store_host: None,
         }
     }
 }

@@ -60,8 +60,10 @@ pub struct Part<'a> {
 }
 
 /// How long a call makes no progress before this rank says what it is stalled in (see
-/// [`News`](super::News)).
-const STALL_NOTICE: Duration = Duration::from_secs(1);
+/// [`News`](super::News)). Ranks stalled in different calls then find out within a few
+/// store round trips, so every rank ends a mismatch no message reveals in about 0.45 s;
+/// a legitimately long wait costs one store write.
+const STALL_NOTICE: Duration = Duration::from_millis(400);
 
 /// Moves a step's scratch spans by `by` bytes.
 fn shift_scratch(a: &mut Action, by: usize) {
@@ -670,6 +672,13 @@ impl<T: Transport> Engine<T> {
                     news.set_stalled(None);
                     stalled = false;
                 }
+                // A failure posted for the job (a rank's mismatch, a call from a second
+                // thread) ends a call that still moves too: it may be paired wrongly.
+                if news.any() {
+                    if let Some(e) = news.posted(rank, &what) {
+                        return Err(e);
+                    }
+                }
                 continue;
             }
             if abort.load(std::sync::atomic::Ordering::Relaxed) {
@@ -703,12 +712,35 @@ impl<T: Transport> Engine<T> {
                     if let Some(e) = news.failure(rank, &what.to_string(), busy) {
                         return Err(e);
                     }
+                    // A rank that never connected and whose process (the store's) ended.
+                    if let Some(h) = news.host_gone().filter(|&h| h != rank) {
+                        let unconnected = need_recv
+                            .iter()
+                            .any(|k| k.0 == h && !conns.recv.contains_key(k))
+                            || need_send
+                                .iter()
+                                .any(|k| k.0 == h && !conns.send.contains_key(k));
+                        if unconnected {
+                            return Err(Error::remote(format!(
+                                "rank {rank}: {what}: rank {h} left the job: its process, which \
+                                 served the job's store, ended before it connected here"
+                            )));
+                        }
+                    }
                 }
                 if waited >= STALL_NOTICE && !stalled {
                     news.set_stalled(stall_desc.clone());
                     stalled = true;
                 }
                 if waited >= cfg.timeout {
+                    if let Some((f, _)) = news.silent().into_iter().find(|&(f, _)| f != rank) {
+                        return Err(Error::timeout(format!(
+                            "rank {f} made no progress for {:.1}s: its process answers \
+                             nothing, not even the job's store (stopped or frozen); rank \
+                             {rank} waited for it in {what}",
+                            waited.as_secs_f64()
+                        )));
+                    }
                     return Err(Error::timeout(format!(
                         "rank {rank}: {what}: no progress for {:.1}s; {}",
                         waited.as_secs_f64(),

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::error::Error;
 
@@ -20,6 +21,13 @@ pub struct News {
     departed: Mutex<Vec<usize>>,
     /// What this rank has been stalled in for a while: (sequence number, description).
     stalled: Mutex<Option<(u64, String)>>,
+    /// Ranks the store has heard nothing from for a while (stopped or frozen), and since
+    /// when this rank knows.
+    silent: Mutex<Vec<(usize, Instant)>>,
+    /// The rank whose process serves the job's store, if known.
+    store_host: Mutex<Option<usize>>,
+    /// The channel lost the store.
+    store_gone: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,6 +65,50 @@ impl News {
         lock(&self.departed).clone()
     }
 
+    /// Names the rank whose process serves the job's store (`None`: not a rank's).
+    pub fn set_store_host(&self, rank: Option<usize>) {
+        *lock(&self.store_host) = rank;
+    }
+
+    /// Records that the job's store closed.
+    pub fn set_store_gone(&self) {
+        self.store_gone.store(true, Ordering::Release);
+        self.flag.store(true, Ordering::Release);
+    }
+
+    /// The rank whose process served the job's store, once the store has closed: that
+    /// process ended.
+    pub fn host_gone(&self) -> Option<usize> {
+        if self.store_gone.load(Ordering::Acquire) {
+            *lock(&self.store_host)
+        } else {
+            None
+        }
+    }
+
+    /// Records that the job's store stopped answering: the rank whose process serves it,
+    /// if known, is taken as silent (stopped or frozen).
+    pub fn set_host_silent(&self) {
+        let host = *lock(&self.store_host);
+        if let Some(h) = host {
+            self.set_silent(h, true);
+        }
+    }
+
+    /// Records that the store hears nothing from `rank` (`true`), or hears it again.
+    pub fn set_silent(&self, rank: usize, silent: bool) {
+        let mut s = lock(&self.silent);
+        s.retain(|&(r, _)| r != rank);
+        if silent {
+            s.push((rank, Instant::now()));
+        }
+    }
+
+    /// The ranks the store hears nothing from, with when this rank learned it.
+    pub fn silent(&self) -> Vec<(usize, Instant)> {
+        lock(&self.silent).clone()
+    }
+
     /// Says this rank is stalled in call `seq` (`what`), or no longer (`None`).
     pub fn set_stalled(&self, s: Option<(u64, String)>) {
         *lock(&self.stalled) = s;
@@ -65,6 +117,18 @@ impl News {
     /// What this rank is stalled in, if anything.
     pub fn stalled(&self) -> Option<(u64, String)> {
         lock(&self.stalled).clone()
+    }
+
+    /// The posted failure a call of `rank` (described by `what`) must end with, if any.
+    pub fn posted(&self, rank: usize, what: &dyn std::fmt::Display) -> Option<Error> {
+        let (r, e) = self.cause()?;
+        Some(Error::new(
+            e.kind(),
+            format!(
+                "rank {rank}: {what}: the job failed at rank {r}: {}",
+                e.message()
+            ),
+        ))
     }
 
     /// The failure a call of `rank` (described by `what`) must end with, given the news:
@@ -78,14 +142,8 @@ impl News {
         if !self.any() {
             return None;
         }
-        if let Some((r, e)) = self.cause() {
-            return Some(Error::new(
-                e.kind(),
-                format!(
-                    "rank {rank}: {what}: the job failed at rank {r}: {}",
-                    e.message()
-                ),
-            ));
+        if let Some(e) = self.posted(rank, &what) {
+            return Some(e);
         }
         let gone: Vec<usize> = self
             .departed()

@@ -215,7 +215,8 @@ impl Communicator {
                 env.launcher.name()
             ))
         })?;
-        Communicator::init_with_config(&id, env.rank, env.size, cfg)
+        let store_host = cfg.store_host.or((env.serves_root).then_some(0));
+        Communicator::init_with_config(&id, env.rank, env.size, Config { store_host, ..cfg })
     }
 }
 

@@ -286,7 +286,7 @@ fn launch(a: Args) -> Result<u8, String> {
         grace: a.grace,
         linger: a.linger,
     };
-    let code = monitor::supervise(&mut ranks, &wake, &lim, start, cause);
+    let code = monitor::supervise(&mut ranks, &wake, &lim, start, cause, &|| store.news());
     output::join(copiers, Instant::now() + OUTPUT_DRAIN);
     // The store thread ends with the process; waiting for it would only add latency.
     store.detach();

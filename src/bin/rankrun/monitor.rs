@@ -6,6 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, ExitStatus};
 use std::time::{Duration, Instant};
 
+use oxccl::bootstrap::NewsItem;
+
 use crate::signals::{self, describe, Wakeup};
 
 /// After SIGKILL, how long to wait for ranks before leaving them behind.
@@ -144,6 +146,7 @@ pub fn supervise(
     lim: &Limits,
     start: Instant,
     cause: Option<(u8, String)>,
+    news: &dyn Fn() -> Vec<NewsItem>,
 ) -> u8 {
     let mut phase = Phase::Running;
     let mut failures: Vec<Failure> = Vec::new();
@@ -235,6 +238,7 @@ pub fn supervise(
         }
         if phase == Phase::Running {
             if !failures.is_empty() {
+                report_stopped(ranks);
                 eprintln!(
                     "rankrun: stopping the other {n_live} rank{} (SIGTERM unless they end within \
                      {:?}, SIGKILL {:?} later)",
@@ -296,11 +300,54 @@ pub fn supervise(
     }
     match pick(&failures) {
         Some(f) => {
-            eprintln!("rankrun: job failed: {}", f.line);
+            match first_cause(&news()).filter(|_| f.from_rank && !f.by_signal) {
+                // A rank that exited with an error often only echoes another's failure:
+                // the job's first posted cause says what went wrong.
+                Some((r, e)) => eprintln!(
+                    "rankrun: job failed: {e} (reported first by rank {r}; then {})",
+                    f.line
+                ),
+                None => eprintln!("rankrun: job failed: {}", f.line),
+            }
             f.code.max(1)
         }
         None => 0,
     }
+}
+
+/// The first failure a rank posted to the job's news.
+fn first_cause(news: &[NewsItem]) -> Option<(usize, oxccl::Error)> {
+    news.iter().find_map(|i| match i {
+        NewsItem::Cause(r, e) => Some((*r, e.clone())),
+        _ => None,
+    })
+}
+
+/// Says which local ranks are stopped (SIGSTOP, a debugger): they cannot end by themselves,
+/// and their peers' timeouts are about them.
+fn report_stopped(ranks: &[Rank]) {
+    for r in ranks
+        .iter()
+        .filter(|r| r.status.is_none() && r.lifeline.is_none())
+    {
+        if is_stopped(r.child.id()) {
+            eprintln!(
+                "rankrun: {} is stopped (SIGSTOP or a debugger): it made no progress",
+                r.who()
+            );
+        }
+    }
+}
+
+/// Whether process `pid` is stopped (state `T` or `t` in `/proc/<pid>/stat`).
+fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S ...`: the state follows the last ')' (comm may contain anything).
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s == "T" || s == "t")
 }
 
 /// If the child `pid` was killed by a signal and is not reaped yet, removes what it could

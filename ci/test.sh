@@ -28,6 +28,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+# The fuzz targets the libFuzzer crate (fuzz/) builds on.
+cargo clippy --lib --features fuzzing --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked --lib --bins
 cargo test --locked --doc

@@ -43,7 +43,8 @@ pub mod config;
 pub mod debug;
 pub mod engine;
 mod error;
-mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod launch;
 pub mod reduce;
 pub mod topo;

@@ -6,8 +6,8 @@ Checks every call on numpy arrays of every type (bfloat16 as uint16 bits, fp8 as
 bits) and every reduction (the bitwise ones on integer types), in place and out of place,
 blocking and non-blocking, odd counts and count 0, send/recv, the exchange collectives
 (alltoall, alltoallv, gather, scatter, allgatherv, reduce-scatterv) with uneven counts,
-zeros and gapped displacements, split, errors, against results computed with numpy. Exit
-status 0 on success; each rank prints one summary line.
+zeros and gapped displacements, split, errors (a mismatch reaching every rank), against
+results computed with numpy. Exit status 0 on success; each rank prints one summary line.
 """
 
 import math
@@ -499,6 +499,28 @@ def grouped(comm, c):
     named.destroy()
 
 
+def job_wide_failure(comm, c):
+    """A mismatch reaches every rank: the last rank broadcasts where the others allreduce,
+    and every rank's call fails with InvalidUsage and the same cause, on a split-off
+    communicator (the failure sticks to it, as its async error)."""
+    r, n = comm.rank, comm.size
+    if n < 2:
+        return
+    bad = comm.split(0)
+    x = np.ones(100, dtype=np.float32)
+    try:
+        if r == n - 1:
+            bad.broadcast(x, root=0)
+        else:
+            bad.all_reduce(x)
+        bad.barrier()
+        c.check(False, "mismatched calls succeeded")
+    except oxccl.OxcclError as e:
+        c.check(e.code == 5 and "mismatched calls" in str(e), "job-wide mismatch: %s" % e)
+    c.check(bad.async_error() == 5, "async error after a mismatch: %d" % bad.async_error())
+    bad.destroy()
+
+
 def main():
     t0 = time.time()
     comm = oxccl.Comm.from_env()
@@ -507,6 +529,7 @@ def main():
     collectives(comm, c)
     exchanges(comm, c)
     grouped(comm, c)
+    job_wide_failure(comm, c)
     comm.barrier()
     comm.destroy()
     # One write per line: ranks share the output file, and unbuffered output

@@ -28,6 +28,8 @@ mod tests;
 pub use client::StoreClient;
 pub use ifaddr::{list_interfaces, pick_interface};
 pub use news::NewsItem;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use proto::{fuzz_frame, fuzz_frame_seeds, fuzz_handshake, fuzz_handshake_seed};
 pub use proto::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use server::{StoreServer, NEWS};
 pub use unique_id::{random_secret, UniqueId, UNIQUE_ID_BYTES};

@@ -235,18 +235,9 @@ mod tests {
 
     #[test]
     fn fuzz_unique_ids_decode_or_refuse_and_round_trip() {
-        let corpus: Vec<Vec<u8>> = ["127.0.0.1:29500", "[fd00::1]:7"]
-            .iter()
-            .map(|a| {
-                UniqueId::from_parts(a.parse().unwrap(), [3; 32])
-                    .as_bytes()
-                    .to_vec()
-            })
-            .collect();
+        let corpus = crate::fuzz::targets::seeds("unique_id");
         for b in crate::fuzz::inputs(&corpus, 30_000, 51) {
-            if let Ok(id) = UniqueId::from_bytes(&b) {
-                assert_eq!(UniqueId::from_bytes(id.as_bytes()).unwrap(), id);
-            }
+            crate::fuzz::targets::unique_id(&b);
         }
     }
 

@@ -14,6 +14,8 @@ mod tag;
 
 pub use exec::{Buffers, Part};
 pub use greet::Greeter;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use greet::{fuzz_greeting, fuzz_greeting_seed};
 pub use news::News;
 pub use tag::{kind_name, CallDesc};
 

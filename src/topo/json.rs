@@ -421,23 +421,10 @@ mod tests {
 
     #[test]
     fn fuzz_json_and_topologies_parse_or_refuse() {
-        let topo = br#"{"ranks":[{"host":0,"numa":1,"rail":0},{"host":1}],
-            "links":{"intra_gbps":20.5,"inter_gbps":1,"inter_latency_us":25}}"#;
-        let corpus = vec![
-            topo.to_vec(),
-            br#"{"a":[1,-2.5e3,"x\u00e9\n",true,null,{}]}"#.to_vec(),
-        ];
-        let mut parsed = 0;
-        for b in crate::fuzz::inputs(&corpus, 30_000, 61) {
-            let Ok(text) = std::str::from_utf8(&b) else {
-                continue;
-            };
-            if let Ok(v) = parse(text) {
-                parsed += 1;
-                assert_eq!(parse(&v.to_text()).unwrap(), v, "{text}");
-                let _ = crate::topo::file::topology_from_json(&v);
-            }
-        }
+        let corpus = crate::fuzz::targets::seeds("topology_json");
+        let parsed = crate::fuzz::inputs(&corpus, 30_000, 61)
+            .filter(|b| crate::fuzz::targets::topology_json(b))
+            .count();
         assert!(parsed > 1000, "only {parsed} inputs parsed");
         // Nesting far past the limit is an error, not a stack overflow.
         let deep = "[".repeat(100_000);

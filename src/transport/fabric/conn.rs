@@ -430,3 +430,27 @@ impl RecvConn {
 unsafe impl Send for SendOp {}
 // SAFETY: as above.
 unsafe impl Send for RecvOp {}
+
+/// A valid header for [`fuzz_header`].
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_header_seed() -> Vec<u8> {
+    let mut h = Header::new(Kind::Rhdr, 7);
+    (h.src, h.seq, h.len, h.w) = (3, 99, 1 << 20, [1, 2, 3]);
+    let mut valid = vec![0u8; HDR];
+    h.encode(&mut valid);
+    valid
+}
+
+/// Fuzz target (see `crate::fuzz`): a header decodes, then re-encodes to itself, or is
+/// refused.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_header(b: &[u8]) {
+    if let Some(d) = Header::decode(b) {
+        let mut again = vec![0u8; HDR];
+        d.encode(&mut again);
+        assert!(
+            Header::decode(&again) == Some(d),
+            "a header did not round-trip"
+        );
+    }
+}

@@ -43,6 +43,8 @@
 mod bindings;
 mod close;
 mod conn;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use conn::{fuzz_header, fuzz_header_seed};
 mod device;
 mod endpoint;
 mod listen;

@@ -662,3 +662,48 @@ fn connect_done(sock: &TcpStream, addr: SocketAddr) -> Result<bool> {
         Ok(Some(e)) | Err(e) => Err(remote_io(format!("verbs: connecting to {addr}"), e)),
     }
 }
+
+/// Valid set-up messages for [`fuzz_setup`]: a queue pair info and a listen handle.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_setup_seeds() -> Vec<Vec<u8>> {
+    let info = Info {
+        gid: [7; 16],
+        lid: 9,
+        mtu: 5,
+        roce: true,
+        ctrl: RemoteCtrl {
+            eager_in: 0x1000,
+            cts_in: 0x2000,
+            rkey: 5,
+        },
+        qps: vec![QpEnd { qpn: 1, psn: 2 }],
+    };
+    let h = HandleInfo {
+        addr: SocketAddr::from(([10, 0, 0, 1], 5)),
+        gid: [1; 16],
+        lid: 2,
+        mtu: 3,
+        roce: true,
+    };
+    let mut v = vec![info.encode().to_vec()];
+    v.extend(encode_handle(&h).map(|c| c.as_bytes().to_vec()));
+    v
+}
+
+/// Fuzz target (see `crate::fuzz`): bytes as a peer's queue pair info (decoded within
+/// bounds or refused) and as a listen handle.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_setup(b: &[u8]) {
+    let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+    if let Ok(a) = <&[u8; INFO_BYTES]>::try_from(b) {
+        if let Ok(i) = Info::decode(a, peer) {
+            assert!(
+                !i.qps.is_empty() && i.qps.len() <= MAX_QPS,
+                "queue pairs out of bounds"
+            );
+        }
+    }
+    if let Ok(c) = ConnectHandle::new(b) {
+        let _ = decode_handle(&c);
+    }
+}

@@ -35,6 +35,8 @@ mod conn;
 mod ctrl;
 mod device;
 mod listen;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use listen::{fuzz_setup, fuzz_setup_seeds};
 mod mr;
 mod post;
 mod qp;

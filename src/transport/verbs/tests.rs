@@ -66,39 +66,10 @@ fn setup_info_round_trips_and_rejects_other_versions() {
 
 #[test]
 fn fuzz_setup_info_and_handles_decode_or_refuse() {
-    let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let info = Info {
-        gid: [7; 16],
-        lid: 9,
-        mtu: 5,
-        roce: true,
-        ctrl: RemoteCtrl {
-            eager_in: 0x1000,
-            cts_in: 0x2000,
-            rkey: 5,
-        },
-        qps: vec![QpEnd { qpn: 1, psn: 2 }],
-    };
-    let h = HandleInfo {
-        addr: "10.0.0.1:5".parse().unwrap(),
-        gid: [1; 16],
-        lid: 2,
-        mtu: 3,
-        roce: true,
-    };
-    let corpus = vec![
-        info.encode().to_vec(),
-        encode_handle(&h).unwrap().as_bytes().to_vec(),
-    ];
-    for b in crate::fuzz::inputs(&corpus, 30_000, 21) {
-        if let Ok(a) = <&[u8; super::listen::INFO_BYTES]>::try_from(&b[..]) {
-            if let Ok(i) = Info::decode(a, peer) {
-                assert!(!i.qps.is_empty() && i.qps.len() <= super::listen::MAX_QPS);
-            }
-        }
-        if let Ok(c) = ConnectHandle::new(&b) {
-            let _ = decode_handle(&c);
-        }
+    let seeds = super::listen::fuzz_setup_seeds();
+    assert_eq!(seeds.len(), 2);
+    for b in crate::fuzz::inputs(&seeds, 30_000, 21) {
+        super::listen::fuzz_setup(&b);
     }
 }
 

@@ -1,0 +1,6 @@
+//! libFuzzer target: `oxccl::fuzz::targets::store_handshake`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = oxccl::fuzz::targets::store_handshake(data);
+});

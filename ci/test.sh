@@ -24,14 +24,23 @@ if [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q 'libfabric\.so\.1 '; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends libfabric1 >/dev/null
 fi
+# The figure tool (tools/plot) draws text with a TrueType font.
+if [ "$(id -u)" = 0 ] && [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    echo "== installing fonts-dejavu-core"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends fonts-dejavu-core >/dev/null
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 # The fuzz targets the libFuzzer crate (fuzz/) builds on.
 cargo clippy --lib --features fuzzing --locked -- -D warnings
+cargo clippy -p oxccl-plot --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked --lib --bins
+cargo test --locked -p oxccl-plot
 cargo test --locked --doc
 cargo test --locked --test collectives -- --test-threads 1
 cargo test --locked --test verbs
@@ -43,6 +52,8 @@ echo "== fabric backend with one process per rank (tcp and shm providers, a kill
 ci/fabric-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
+echo "== cargo bench --bench collectives (2 ranks over tcp, nccl-tests-style busbw)"
+cargo bench --locked --bench collectives
 echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"
 ci/ffi-test.sh
 echo "== PyTorch backend: pip packages, every op against gloo, DDP (venv reused when it survives)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inside the SoftRoCE VM of ci/rxe-vm.sh (called by ci/verbs.sh):
-#   ci/verbs-guest.sh TEST_BINARY PERF_BINARY RANKRUN COLLECTIVES_CHECK
+#   ci/verbs-guest.sh TEST_BINARY PERF_BINARY RANKRUN COLLECTIVES_CHECK [BENCH]
 # 1. the verbs test suite (tests/verbs.rs, every test, one at a time);
 # 2. the fabric backend on libfabric's verbs provider (verbs;ofi_rxm): collectives_check
 #    at 2 and 3 processes under rankrun, rank r on rxe(r % 2), and one oxccl-perf
@@ -13,9 +13,12 @@
 #    anything. ib_write_bw -b (both directions at once, 4 MiB) is shown too: software
 #    RoCE is CPU-bound, so both directions together get about what one gets alone, and an
 #    allreduce moves data both ways.
-# Exit status: the tests' and oxccl-perf's (a wrong result fails); the ratio is reported.
+# 4. `cargo bench --bench collectives` (BENCH, its executable) over verbs: 2 ranks on rxe0
+#    and rxe1, allreduce, allgather, broadcast and reduce-scatter at 8 B to 4 MiB.
+# Exit status: the tests', oxccl-perf's and the bench's (a wrong result fails); the ratio
+# is reported.
 set -uo pipefail
-tests=$1 perf=$2 rankrun=$3 check=$4
+tests=$1 perf=$2 rankrun=$3 check=$4 bench=${5:-}
 rounds=${VERBS_BENCH_ROUNDS:-3}
 rc=0
 echo "== verbs tests (SoftRoCE)"
@@ -123,4 +126,11 @@ for mib in 1 4 16; do
         bs = (b > 0) ? sprintf("%11.1f MB/s", b) : sprintf("%16s", "-")
         printf "%8s %11.1f MB/s %s %11.1f MB/s %11.0f%%\n", s, u, bs, o, (u > 0) ? 100 * o / u : 0 }'
 done
+if [ -n "$bench" ]; then
+    echo "== cargo bench --bench collectives over verbs (2 ranks: rxe0, rxe1)"
+    t0=$(date +%s)
+    OXCCL_TRANSPORT=verbs OXCCL_SPIN=200 OXCCL_BENCH_HCAS=rxe0,rxe1 OXCCL_BENCH_MB=16 \
+        timeout 600 "$bench" --bench 8 64K 1M 4M || { echo "FAILED: the collectives bench over verbs"; rc=1; }
+    echo "== the collectives bench took $(( $(date +%s) - t0 ))s"
+fi
 exit $rc

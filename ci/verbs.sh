@@ -20,13 +20,17 @@ if [ -n "$missing" ]; then
         exit 1
     fi
 fi
-echo "== building the verbs tests and oxccl-perf"
+echo "== building the verbs tests, oxccl-perf and the collectives bench"
 tests=$(cargo test --locked --test verbs --no-run --message-format=json 2>/dev/null |
     grep '"kind":\["test"\]' | grep '"name":"verbs"' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$tests" ] || { echo "could not build tests/verbs.rs" >&2; exit 1; }
 cargo build --locked --release --bin oxccl-perf --bin rankrun --example collectives_check
+bench=$(cargo bench --locked --bench collectives --no-run --message-format=json 2>/dev/null |
+    grep '"kind":\["bench"\]' | grep '"name":"collectives"' |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$bench" ] || { echo "could not build benches/collectives.rs" >&2; exit 1; }
 echo "== booting the SoftRoCE VM"
 r=$PWD/target/release
 exec ci/rxe-vm.sh ci/verbs-guest.sh "$tests" "$r/oxccl-perf" "$r/rankrun" \
-    "$r/examples/collectives_check"
+    "$r/examples/collectives_check" "$bench"

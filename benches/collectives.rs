@@ -20,14 +20,9 @@ use oxccl::{Communicator, Config, ReduceOp, Result, UniqueId};
 
 const OPS: [&str; 4] = ["allreduce", "allgather", "broadcast", "reduce_scatter"];
 
+/// A size in bytes with an optional K/M/G suffix, as the `OXCCL_*` byte variables take.
 fn parse_size(s: &str) -> Option<usize> {
-    let (digits, shift) = match s.chars().last()?.to_ascii_uppercase() {
-        'K' => (&s[..s.len() - 1], 10),
-        'M' => (&s[..s.len() - 1], 20),
-        'G' => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    digits.parse::<usize>().ok()?.checked_mul(1 << shift)
+    oxccl::config::parse_bytes("SIZE", s).ok()
 }
 
 /// Calls per size: about `OXCCL_BENCH_MB` MiB moved (default 256), 5 to 2000 calls.

@@ -19,15 +19,9 @@ const TIME_PER_KERNEL: Duration = Duration::from_secs(2);
 /// Shortest sample worth timing.
 const MIN_SAMPLE: Duration = Duration::from_millis(2);
 
+/// A size in bytes with an optional K/M/G suffix, as the `OXCCL_*` byte variables take.
 fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let (digits, shift) = match s.chars().last()?.to_ascii_uppercase() {
-        'K' => (&s[..s.len() - 1], 10),
-        'M' => (&s[..s.len() - 1], 20),
-        'G' => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    digits.parse::<usize>().ok()?.checked_mul(1 << shift)
+    oxccl::config::parse_bytes("SIZE", s).ok()
 }
 
 /// Median time of one call of `f`, over up to [`REPS`] samples after a warm-up call. Small

@@ -25,6 +25,18 @@ fn lines_of(err: &str, r: usize) -> Option<&str> {
         .find(|l| l.starts_with(&format!("[{r}] collectives_check:")))
 }
 
+/// Waits until the 4 ranks of a `--loop` job loop (`rx`: rankrun's tagged output lines),
+/// and returns the pid of rank `victim`.
+fn looping_pid(rx: &mpsc::Receiver<String>, victim: usize) -> Result<u32, String> {
+    let looping = lines_until(rx, 4, Duration::from_secs(30), |l| l.contains("looping"));
+    looping
+        .iter()
+        .find(|l| l.starts_with(&format!("[{victim}] rank {victim} pid ")))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|p| p.parse().ok())
+        .ok_or(format!("no pid for rank {victim} in {looping:?}"))
+}
+
 /// Whether `msg` names `rank r` (not `rank r0`...).
 fn names(msg: &str, r: usize) -> bool {
     let k = format!("rank {r}");
@@ -53,13 +65,7 @@ fn sigstop_trial(victim: usize) -> Result<Duration, String> {
     ]);
     cmd.env("OXCCL_TIMEOUT", "5");
     let (child, rx) = start_streaming(&mut cmd);
-    let looping = lines_until(&rx, 4, Duration::from_secs(30), |l| l.contains("looping"));
-    let pid: u32 = looping
-        .iter()
-        .find(|l| l.starts_with(&format!("[{victim}] rank {victim} pid ")))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|p| p.parse().ok())
-        .ok_or(format!("no pid for rank {victim} in {looping:?}"))?;
+    let pid = looping_pid(&rx, victim)?;
     let t = Instant::now();
     signal(pid, libc::SIGSTOP);
     let o = wait_output(child, Duration::from_secs(60));
@@ -221,13 +227,7 @@ fn sigkill_trial(victim: usize) -> Result<Duration, String> {
         "--count",
         "100000",
     ]));
-    let looping = lines_until(&rx, 4, Duration::from_secs(30), |l| l.contains("looping"));
-    let pid: u32 = looping
-        .iter()
-        .find(|l| l.starts_with(&format!("[{victim}] rank {victim} pid ")))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|p| p.parse().ok())
-        .ok_or(format!("no pid for rank {victim} in {looping:?}"))?;
+    let pid = looping_pid(&rx, victim)?;
     let t = Instant::now();
     signal(pid, libc::SIGKILL);
     let o = wait_output(child, Duration::from_secs(30));

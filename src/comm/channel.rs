@@ -180,9 +180,13 @@ impl Channel {
         news: Arc<News>,
     ) -> Result<Channel> {
         let mut client = client;
-        // The channel asks every few tens of milliseconds: a store that takes seconds to
-        // answer is stopped or frozen (see `News::set_host_silent`).
-        client.set_reply_grace(STORE_SILENT);
+        // The channel asks every few tens of milliseconds: where a rank's process serves the
+        // store, a store that takes seconds to answer is that rank stopped or frozen (see
+        // `News::set_host_silent`). Elsewhere (rankrun's store) a slow answer only waits: a
+        // late reply ends the channel, and with it the job's news.
+        if news.store_host().is_some() {
+            client.set_reply_grace(STORE_SILENT);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let watch = Watch {

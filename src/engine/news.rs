@@ -70,6 +70,11 @@ impl News {
         *lock(&self.store_host) = rank;
     }
 
+    /// The rank whose process serves the job's store, if known.
+    pub fn store_host(&self) -> Option<usize> {
+        *lock(&self.store_host)
+    }
+
     /// Records that the job's store closed.
     pub fn set_store_gone(&self) {
         self.store_gone.store(true, Ordering::Release);

@@ -56,14 +56,17 @@ const HANGUP_CHECK: Duration = Duration::from_millis(500);
 /// ends without a goodbye (see `comm::channel`).
 pub const NEWS: &str = "oxccl/news";
 
+/// How many news items there are (the counter under [`NEWS`]).
+fn news_count(st: &State) -> u64 {
+    st.kv
+        .get(NEWS)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// Appends a news item (under the state lock, so numbers are never reused).
 fn post_news(st: &mut State, item: Vec<u8>) {
-    let n = st
-        .kv
-        .get(NEWS)
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
-        .unwrap_or(0)
-        + 1;
+    let n = news_count(st) + 1;
     st.kv.insert(NEWS.to_string(), n.to_string().into_bytes());
     st.kv.insert(format!("{NEWS}/{n}"), item);
 }
@@ -195,12 +198,7 @@ impl StoreServer {
     /// reports about a failed job.
     pub fn news(&self) -> Vec<NewsItem> {
         let st = self.shared.lock();
-        let n = st
-            .kv
-            .get(NEWS)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        (1..=n)
+        (1..=news_count(&st))
             .filter_map(|k| st.kv.get(&format!("{NEWS}/{k}")))
             .filter_map(|v| NewsItem::decode(v))
             .collect()

@@ -627,42 +627,19 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     }
 }
 
-/// `e` with the ranks the store saw leave the job named, where its message does not name
-/// them yet (a survivor's error may have come from another survivor).
-fn named_departed(e: Error, departed: &[usize]) -> Error {
-    let missing: Vec<String> = departed
-        .iter()
-        .filter(|&&r| !names(e.message(), r))
+/// `e` with `ranks` named where its message does not name them yet, after `why` (a
+/// survivor's error may have come from another survivor, or be the echo of a neighbour
+/// that timed out waiting for them).
+fn with_ranks_named(e: Error, ranks: impl IntoIterator<Item = usize>, why: &str) -> Error {
+    let missing: Vec<String> = ranks
+        .into_iter()
+        .filter(|&r| !names(e.message(), r))
         .map(|r| format!("rank {r}"))
         .collect();
     if missing.is_empty() {
         return e;
     }
-    let m = format!(
-        "{}; left the job (store connection closed without a goodbye): {}",
-        e.message(),
-        missing.join(", ")
-    );
-    Error::new(e.kind(), m)
-}
-
-/// `e` with the ranks the job's store hears nothing from named (stopped or frozen): a
-/// survivor's Remote error may be the echo of a neighbour that timed out waiting for them.
-fn named_silent(e: Error, silent: &[(usize, std::time::Instant)]) -> Error {
-    let missing: Vec<String> = silent
-        .iter()
-        .filter(|&&(r, _)| !names(e.message(), r))
-        .map(|(r, _)| format!("rank {r}"))
-        .collect();
-    if missing.is_empty() {
-        return e;
-    }
-    let m = format!(
-        "{}; made no progress, answering nothing, not even the job's store (stopped or \
-         frozen): {}",
-        e.message(),
-        missing.join(", ")
-    );
+    let m = format!("{}; {why}: {}", e.message(), missing.join(", "));
     Error::new(e.kind(), m)
 }
 
@@ -714,9 +691,15 @@ impl Shared {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         match self.news.cause() {
-            None => named_silent(
-                named_departed(e, &self.news.departed()),
-                &self.news.silent(),
+            None => with_ranks_named(
+                with_ranks_named(
+                    e,
+                    self.news.departed(),
+                    "left the job (store connection closed without a goodbye)",
+                ),
+                self.news.silent().into_iter().map(|(r, _)| r),
+                "made no progress, answering nothing, not even the job's store (stopped or \
+                 frozen)",
             ),
             // This rank's own failure, posted: it is the cause. (A cause this rank's channel
             // posted, such as a stall mismatch, is quoted like any other rank's.)

@@ -7,6 +7,9 @@
 //!   two ranks stalled in different calls at one sequence number is a mismatch that no
 //!   message reveals (a gather with different roots, say), reported as such.
 //!
+//! It also ends the process when a call is stuck for good inside a transport whose locks a
+//! dead peer left held (`wedge`).
+//!
 //! The engine reads the news when it has nothing else to do ([`News`]); the next call of a
 //! communicator whose job failed fails at once with the posted cause.
 
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::wedge::{self, Wedge};
 use crate::bootstrap::{NewsItem, StoreClient, NEWS};
 use crate::engine::News;
 use crate::error::{Error, ErrorKind, Result};
@@ -50,6 +54,7 @@ struct Watch {
     published: Option<(u64, String)>,
     last_check: Instant,
     reported: bool,
+    wedge: Wedge,
 }
 
 impl Watch {
@@ -146,6 +151,10 @@ impl Watch {
             while let Ok(e) = rx.try_recv() {
                 r = r.and(self.post(&e));
             }
+            if let Some(e) = self.wedge.check(&self.news, self.rank) {
+                let _ = self.post(&e);
+                wedge::end_process(&e);
+            }
             let r = r.and_then(|()| self.stalls()).and_then(|()| self.read());
             if r.is_err() {
                 // The store is gone (its process ended): no more news, and no harm to the
@@ -198,6 +207,7 @@ impl Channel {
             published: None,
             last_check: Instant::now(),
             reported: false,
+            wedge: Wedge::new(),
         };
         let s = stop.clone();
         let handle = std::thread::Builder::new()

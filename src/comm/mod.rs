@@ -17,6 +17,7 @@ mod request;
 mod scope;
 mod split;
 mod stage;
+mod wedge;
 
 pub use group::Group;
 pub use raw::RawCall;

@@ -171,6 +171,7 @@ impl<T: Transport> Engine<T> {
             return Ok(());
         }
         let mut regions = Vec::new();
+        self.news.set_calling(Some(&Described(parts)));
         if let [one] = parts {
             // SAFETY: forwarded from the caller.
             let r = unsafe { self.run_inner(parts, one.sched, &[], &mut regions) };
@@ -202,6 +203,7 @@ impl<T: Transport> Engine<T> {
     /// the call's memory registrations.
     fn end_call(&mut self, r: Result<()>, regions: Vec<T::MemRegion>) -> Result<()> {
         self.news.set_stalled(None);
+        self.news.set_calling(None);
         // Before the shutdown closes them: which connections are gone names the dead rank.
         let r = r.map_err(|e| self.name_departed(e));
         if r.is_err() {
@@ -514,6 +516,7 @@ impl<T: Transport> Engine<T> {
         };
         let mut all_connected = connected(conns);
         while done < n {
+            news.beat();
             let mut moved = false;
             if !all_connected {
                 let mut link = Link {

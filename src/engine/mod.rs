@@ -91,6 +91,7 @@ impl<T: Transport> Engine<T> {
 
     /// Reads the job's news from `news` (see [`News`]).
     pub fn set_news(&mut self, news: Arc<News>) {
+        news.set_shared_locks(self.transport.shared_locks());
         self.news = news;
     }
 

@@ -4,8 +4,8 @@
 //! channel (`comm::channel`) fills it from the store; the engine reads it when it has nothing
 //! else to do, so it costs nothing while data moves.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::error::Error;
@@ -28,6 +28,13 @@ pub struct News {
     store_host: Mutex<Option<usize>>,
     /// The channel lost the store.
     store_gone: AtomicBool,
+    /// Rounds of the running call's progress loop (see [`News::beat`]).
+    beats: AtomicU64,
+    /// The running call, if any.
+    calling: Mutex<Option<String>>,
+    /// What of the transport lives in memory shared with peers and can be left locked by a
+    /// peer that dies (see [`crate::transport::Transport::shared_locks`]).
+    shared_locks: OnceLock<&'static str>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,5 +167,42 @@ impl News {
             "rank {rank}: {what}: rank {first} left the job: its connection to the job's store \
              closed without a goodbye (the process died or was killed)"
         )))
+    }
+
+    /// Says the engine runs the call `what` describes (`None`: no call runs). Kept only
+    /// where the transport has shared locks (see [`News::shared_locks`]): elsewhere nothing
+    /// reads it, and a call need not pay for its description.
+    pub fn set_calling(&self, what: Option<&dyn std::fmt::Display>) {
+        if self.shared_locks.get().is_some() {
+            *lock(&self.calling) = what.map(|w| w.to_string());
+        }
+    }
+
+    /// The call the engine runs, if any (see [`News::set_calling`]).
+    pub fn calling(&self) -> Option<String> {
+        lock(&self.calling).clone()
+    }
+
+    /// One more round of the running call's progress loop.
+    pub fn beat(&self) {
+        self.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The rounds so far: a count that stops while a call runs means the engine is stuck
+    /// inside its transport.
+    pub fn beats(&self) -> u64 {
+        self.beats.load(Ordering::Relaxed)
+    }
+
+    /// Records what of the transport a dying peer can leave locked (`None`: nothing).
+    pub fn set_shared_locks(&self, what: Option<&'static str>) {
+        if let Some(w) = what {
+            let _ = self.shared_locks.set(w);
+        }
+    }
+
+    /// What of the transport a dying peer can leave locked, if anything.
+    pub fn shared_locks(&self) -> Option<&'static str> {
+        self.shared_locks.get().copied()
     }
 }

@@ -219,6 +219,14 @@ pub trait Transport: Send + 'static {
         Ok(())
     }
 
+    /// What of this transport lives in memory shared with peers, guarded by locks that a
+    /// peer killed while holding one never releases (`None`: nothing). A call stuck inside
+    /// the transport after such a peer died cannot be freed by anything in this process;
+    /// the communicator then reports it and ends the process (see `comm::wedge`).
+    fn shared_locks(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether one connection carries both directions: the side that connected can receive
     /// on it ([`Transport::reverse_recv`]) and the side that accepted can send on it
     /// ([`Transport::reverse_send`]). Then only one side of a pair connects, and replies ride

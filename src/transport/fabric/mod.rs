@@ -345,6 +345,13 @@ impl Transport for FabricTransport {
     type MemRegion = ();
     type Request = FabricRequest;
 
+    fn shared_locks(&self) -> Option<&'static str> {
+        // libfabric 1.17's shm provider guards each process's region with a spinlock that
+        // peers take to write into it.
+        let shm = self.ep.chosen.provider.split(';').any(|p| p == "shm");
+        shm.then_some("libfabric's shm provider, whose locks live in memory shared with the peers")
+    }
+
     fn name(&self) -> &'static str {
         "fabric"
     }

@@ -405,7 +405,7 @@ impl<T: Transport> Engine<T> {
                     crate::algo::Kind::Send | crate::algo::Kind::Recv
                 )
             })
-            .then(|| (parts[0].desc.seq, what.to_string()));
+            .then_some(parts[0].desc.seq);
         let mut stalled = false;
         let size = *size;
         let mut stage = Staging {
@@ -732,7 +732,8 @@ impl<T: Transport> Engine<T> {
                     }
                 }
                 if waited >= STALL_NOTICE && !stalled {
-                    news.set_stalled(stall_desc.clone());
+                    // Described only now: formatting it for every call costs small ones.
+                    news.set_stalled(stall_desc.map(|seq| (seq, what.to_string())));
                     stalled = true;
                 }
                 if waited >= cfg.timeout {

@@ -322,6 +322,8 @@ pub(super) struct RecvConnState {
     cur: Option<Incoming>,
     /// The last message delivered was at least `STAGE_BYTES` long.
     last_large: bool,
+    /// The last `recv` found the socket empty: look with `poll` before the next one.
+    empty: bool,
     failed: Option<Error>,
 }
 
@@ -336,6 +338,7 @@ impl RecvConnState {
             end: 0,
             cur: None,
             last_large: false,
+            empty: false,
             failed: None,
         }
     }
@@ -517,9 +520,14 @@ impl RecvConnState {
     /// One `recv` of at most `len` bytes into `dst`; 0 when the socket has nothing now.
     /// End of stream while a receive is posted is a `Remote` error.
     fn recv_into(&mut self, dst: *mut u8, len: usize, drained: &mut bool) -> Result<usize> {
+        if self.empty && !self.readable() {
+            *drained = true;
+            return Ok(0);
+        }
         loop {
             // SAFETY: the callers pass `len` writable bytes at `dst`.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), dst.cast(), len, 0) };
+            self.empty = n < 0;
             if n > 0 {
                 let n = n as usize;
                 if n < len {
@@ -548,5 +556,19 @@ impl RecvConnState {
                 _ => return Err(os_error(format!("tcp: receiving from {}", self.peer), err)),
             }
         }
+    }
+
+    /// Whether the socket has data (or an end or error) to read. `poll` reads the socket's
+    /// state without its lock, where a `recv` that finds nothing takes the lock and makes the
+    /// peer's delivery of the next message wait for it (the polling rank spins on this).
+    fn readable(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; no waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n != 0
     }
 }

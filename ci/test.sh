@@ -48,7 +48,7 @@ echo "== launch tests: rankrun and the launcher contracts with real processes"
 cargo test --locked --test launch -- --test-threads 1
 echo "== launch tests needing root and packages (network namespaces, Slurm, Open MPI)"
 ci/launch-tests.sh
-echo "== fabric backend with one process per rank (tcp and shm providers, a killed rank)"
+echo "== one process per rank: fabric (tcp and shm providers) and native shm, a killed rank"
 ci/fabric-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3

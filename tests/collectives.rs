@@ -191,6 +191,7 @@ fn matrix_on_hosts(
     let seed = match &net {
         Net::Mem(seed, _) => format!(", mem seed {seed}"),
         Net::Tcp => ", tcp".to_string(),
+        Net::Shm => ", shm".to_string(),
         Net::Fabric(p) => format!(", fabric({p})"),
     };
     let label = format!("{n} ranks on {hosts} hosts, algo {algo:?}{seed}");
@@ -266,6 +267,25 @@ fn tcp_matrix_threads() {
                 &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
             );
         }
+    }
+}
+
+#[test]
+fn shm_matrix_threads() {
+    for n in 1..=8usize {
+        for algo in ALGOS {
+            matrix(
+                n,
+                Net::Shm,
+                algo,
+                &[0, 1, 7, 1000, 65539],
+                &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
+            );
+        }
+    }
+    for algo in ALGOS {
+        // Past the ring's capacity (1 MiB): messages stream through it.
+        matrix(3, Net::Shm, algo, &[(1 << 20) + 3], &[DataType::F32]);
     }
 }
 
@@ -580,7 +600,11 @@ fn fabric_departure(provider: &'static str) {
     if !have_libfabric() {
         return;
     }
-    let res = run(4, Net::Fabric(provider), config(None, 60), |c| {
+    departure(Net::Fabric(provider), provider);
+}
+
+fn departure(net: Net, provider: &'static str) {
+    let res = run(4, net, config(None, 60), |c| {
         let data = vec![1.0f32; 1 << 20];
         let mut out = vec![0.0f32; 1 << 20];
         for i in 0..1000 {
@@ -603,6 +627,11 @@ fn fabric_departure(provider: &'static str) {
             "{provider}: rank {r} needed {t:?}"
         );
     }
+}
+
+#[test]
+fn shm_a_departed_rank_fails_the_others_with_remote() {
+    departure(Net::Shm, "shm backend");
 }
 
 #[test]

@@ -15,6 +15,8 @@ use oxccl::{
 pub enum Net {
     Mem(u64, MemFaults),
     Tcp,
+    /// The native shared-memory backend.
+    Shm,
     /// libfabric through the fabric backend, on the named provider (`tcp`, `shm`).
     Fabric(&'static str),
 }
@@ -56,12 +58,13 @@ pub fn run<R: Send + 'static>(
     let f = Arc::new(f);
     let fabric = match &net {
         Net::Mem(seed, faults) => Some(MemFabric::new(*seed, faults.clone())),
-        Net::Tcp | Net::Fabric(_) => None,
+        Net::Tcp | Net::Shm | Net::Fabric(_) => None,
     };
     let provider = match net {
         Net::Fabric(p) => Some(p),
         _ => None,
     };
+    let shm = matches!(net, Net::Shm);
     let start = Arc::new(Barrier::new(n));
     let hs: Vec<_> = (0..n)
         .map(|r| {
@@ -78,6 +81,9 @@ pub fn run<R: Send + 'static>(
                     Some(fab) => {
                         Communicator::init_with(&id, r, n, cfg, move |_| Ok(fab.endpoint()))?
                     }
+                    None if shm => Communicator::init_with(&id, r, n, cfg, |_| {
+                        oxccl::transport::shm::ShmTransport::new()
+                    })?,
                     None => match provider {
                         Some(p) => Communicator::init_with(&id, r, n, cfg, move |ip| {
                             oxccl::transport::fabric::FabricTransport::new(

@@ -40,6 +40,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::reduce::{DataType, ReduceOp};
 use crate::transport::fabric::{FabricConfig, FabricTransport};
 use crate::transport::mem::{MemFabric, MemFaults};
+use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::{TcpConfig, TcpTransport};
 use crate::transport::verbs::{VerbsConfig, VerbsTransport};
 use crate::transport::Tag;
@@ -217,6 +218,7 @@ impl Communicator {
                     })
                 })
             }
+            "shm" => Communicator::init_inner(id, rank, size, cfg, place, |_| ShmTransport::new()),
             "fabric" => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
                 FabricTransport::new(FabricConfig::from_env(ip))
             }),
@@ -228,8 +230,8 @@ impl Communicator {
                 VerbsTransport::new(VerbsConfig::from_env(ip, rank)?)
             }),
             other => Err(Error::invalid_argument(format!(
-                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, fabric, \
-                 mem, verbs)"
+                "rank {rank}: OXCCL_TRANSPORT='{other}' is not a backend of this build (tcp, shm, \
+                 fabric, mem, verbs)"
             ))),
         }
     }

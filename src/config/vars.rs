@@ -57,7 +57,7 @@ pub const MAX_TIMEOUT_S: f64 = 1e7;
 pub const VARS: &[Var] = &[
     v(
         "OXCCL_TRANSPORT",
-        Accepts::Choice(&["tcp", "fabric", "verbs", "mem"]),
+        Accepts::Choice(&["tcp", "shm", "fabric", "verbs", "mem"]),
         "tcp",
         "Config",
     ),

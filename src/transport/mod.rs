@@ -22,6 +22,9 @@
 mod dl;
 pub mod fabric;
 pub mod mem;
+mod process;
+mod requests;
+pub mod shm;
 mod slab;
 mod sockaddr;
 pub mod tcp;

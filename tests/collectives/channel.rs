@@ -146,7 +146,7 @@ fn mismatch_trial_matrix() {
     // OXCCL_CELLS (e.g. "tcp 5 Collective,mem 3 Root") runs only the cells it names.
     let cells = std::env::var("OXCCL_CELLS").unwrap_or_default();
     let mut failures = Vec::new();
-    for net in ["tcp", "mem"] {
+    for net in ["tcp", "shm", "mem"] {
         for n in [3, 5] {
             for odd in odds {
                 let cell = format!("{net} {n} {odd:?}");
@@ -156,10 +156,10 @@ fn mismatch_trial_matrix() {
                 let mut ok = 0;
                 let mut slowest = Duration::ZERO;
                 for t in 0..trials {
-                    let netv = if net == "tcp" {
-                        Net::Tcp
-                    } else {
-                        Net::Mem(t as u64, MemFaults::default())
+                    let netv = match net {
+                        "tcp" => Net::Tcp,
+                        "shm" => Net::Shm,
+                        _ => Net::Mem(t as u64, MemFaults::default()),
                     };
                     let res = run(n, netv, config(None, 30), move |c| {
                         let t0 = Instant::now();

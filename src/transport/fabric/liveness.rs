@@ -3,6 +3,7 @@
 //! towards a failed or departed peer finishes with.
 
 use super::*;
+use crate::transport::process::process_gone;
 
 /// A peer whose probe the provider has not sent for this long is unreachable.
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
@@ -104,21 +105,4 @@ impl FabricTransport {
             .or_else(|| c.closed.clone())
             .or_else(|| self.peer_failed(c.peer))
     }
-}
-
-/// Whether process `pid` on this host has exited: it no longer exists, or it is a zombie
-/// its parent has not reaped yet (which `kill(pid, 0)` alone would report as alive).
-fn process_gone(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    }
-    // The state follows the last ')' of /proc/<pid>/stat (the name may contain one).
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    matches!(state, Some('Z') | Some('X'))
 }

@@ -14,10 +14,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::os_error;
 use crate::error::{Error, Result};
+use crate::transport::requests::Ring;
 use crate::transport::{Completion, Tag};
 
-/// Most requests in flight per connection (posted and not yet reported by `test`).
-pub(super) const MAX_REQUESTS: usize = 16;
+pub(super) use crate::transport::requests::MAX_REQUESTS;
 /// Bytes of the header in front of every message.
 pub(super) const HEADER_BYTES: usize = 32;
 /// Size of a receive connection's staging buffer. Payload remainders at least this large
@@ -36,85 +36,6 @@ pub(super) enum Interest {
     Ready,
     /// Wait for these `poll` events on the socket.
     Poll(libc::c_short),
-}
-
-enum Slot<T> {
-    Free,
-    Pending(u64, T),
-    Done(u64, Completion),
-}
-
-/// Requests of one connection by sequence number. Requests finish in order; a finished one
-/// keeps its slot (and its result) until `test` reports it, so a request that completed
-/// while another was being tested is never lost.
-struct Ring<T> {
-    slots: [Slot<T>; MAX_REQUESTS],
-    /// First unfinished sequence number: `head..next` are all `Pending`.
-    head: u64,
-    next: u64,
-}
-
-impl<T> Ring<T> {
-    fn new() -> Self {
-        Ring {
-            slots: std::array::from_fn(|_| Slot::Free),
-            head: 0,
-            next: 0,
-        }
-    }
-
-    fn index(seq: u64) -> usize {
-        (seq % MAX_REQUESTS as u64) as usize
-    }
-
-    /// Queues `op`; `None` while its slot still holds an unreported request.
-    fn post(&mut self, op: T) -> Option<u64> {
-        let seq = self.next;
-        let slot = &mut self.slots[Self::index(seq)];
-        if !matches!(slot, Slot::Free) {
-            return None;
-        }
-        *slot = Slot::Pending(seq, op);
-        self.next += 1;
-        Some(seq)
-    }
-
-    fn pending(&self) -> usize {
-        (self.next - self.head) as usize
-    }
-
-    /// The `k`-th unfinished request, oldest first.
-    fn pending_mut(&mut self, k: usize) -> Option<&mut T> {
-        if k >= self.pending() {
-            return None;
-        }
-        match &mut self.slots[Self::index(self.head + k as u64)] {
-            Slot::Pending(_, op) => Some(op),
-            _ => None,
-        }
-    }
-
-    fn finish_head(&mut self, c: Completion) {
-        let seq = self.head;
-        self.slots[Self::index(seq)] = Slot::Done(seq, c);
-        self.head += 1;
-    }
-
-    /// The result of request `seq` if it has finished (freeing its slot).
-    fn take(&mut self, seq: u64) -> Result<Option<Completion>> {
-        let i = Self::index(seq);
-        match self.slots[i] {
-            Slot::Done(s, c) if s == seq => {
-                self.slots[i] = Slot::Free;
-                Ok(Some(c))
-            }
-            Slot::Pending(s, _) if s == seq => Ok(None),
-            _ => Err(Error::invalid_usage(format!(
-                "tcp: request #{seq} is not pending (tested again after it was reported \
-                 complete?)"
-            ))),
-        }
-    }
 }
 
 struct SendOp {

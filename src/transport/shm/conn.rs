@@ -1,0 +1,400 @@
+//! One connection's state machine: the sending end copies each message (a 32-byte header,
+//! then the payload) into the shared ring as far as it has room; the receiving end copies it
+//! out into the posted receive. Requests finish in order; a send finishes once its last byte
+//! is in the ring.
+//!
+//! Each end keeps the Unix socket the region came over. Nothing is written on it after the
+//! handshake, so when it turns readable the peer closed it: it closed the connection, or its
+//! process ended. A receive still finds what the peer wrote before; past that, a request the
+//! peer can no longer serve fails with Remote.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::region::Region;
+use crate::error::{Error, Result};
+use crate::transport::process::process_gone;
+use crate::transport::requests::Ring;
+use crate::transport::{Completion, Tag};
+
+/// Bytes of the header in front of every message.
+const HEADER_BYTES: usize = 32;
+/// Empty polls between two looks at the socket for a departed peer.
+const LOOK_EVERY: u32 = 512;
+
+/// Who is at the other end, for errors.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peer {
+    pub pid: u32,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the peer process {}", self.pid)
+    }
+}
+
+/// The socket, the region and who is at the other end.
+pub(super) struct Link {
+    sock: OwnedFd,
+    region: Region,
+    peer: Peer,
+    /// Empty polls since the last look at the socket.
+    idle: u32,
+    /// The peer closed its end.
+    gone: bool,
+}
+
+impl Link {
+    pub(super) fn new(sock: OwnedFd, region: Region, peer: Peer) -> Link {
+        Link {
+            sock,
+            region,
+            peer,
+            idle: 0,
+            gone: false,
+        }
+    }
+
+    /// Whether the peer has closed its end (looked up now).
+    pub(super) fn peer_gone(&mut self) -> bool {
+        if !self.gone {
+            let mut p = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; no waiting.
+            self.gone = unsafe { libc::poll(&mut p, 1, 0) } > 0;
+        }
+        self.gone
+    }
+
+    /// A Remote error when the peer has failed: it closed its end and its process has
+    /// exited (a peer that closed in order, its part done, is no failure).
+    pub(super) fn confirm(&mut self) -> Result<()> {
+        if self.peer_gone() && process_gone(self.peer.pid as i32) {
+            return Err(Error::remote(format!("shm: {} has exited", self.peer)));
+        }
+        Ok(())
+    }
+
+    /// After an empty poll: every so often, whether the peer has closed its end.
+    fn idle_gone(&mut self) -> bool {
+        self.idle += 1;
+        if self.idle < LOOK_EVERY {
+            return false;
+        }
+        self.idle = 0;
+        self.peer_gone()
+    }
+
+    fn departed(&self, what: &str) -> Error {
+        Error::remote(format!(
+            "shm: {} closed the connection {what} (it left, or its process ended)",
+            self.peer
+        ))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendOp {
+    data: *const u8,
+    len: usize,
+    header: [u8; HEADER_BYTES],
+    /// Bytes of header and payload already in the ring.
+    put: usize,
+}
+
+// SAFETY: the pointer is the caller's buffer, valid until the request is reported (the
+// contract of `Transport::isend`); it is only read on the driving thread.
+unsafe impl Send for SendOp {}
+
+/// The sending end.
+pub(super) struct SendConn {
+    link: Link,
+    ring: Ring<SendOp>,
+    tail: u64,
+    failed: Option<Error>,
+}
+
+impl SendConn {
+    pub(super) fn new(link: Link) -> SendConn {
+        SendConn {
+            link,
+            ring: Ring::new(),
+            tail: 0,
+            failed: None,
+        }
+    }
+
+    pub(super) fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    /// Queues a send; `None` when every request slot is taken.
+    pub(super) fn post(&mut self, data: *const u8, len: usize, tag: Tag) -> Result<Option<u64>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let mut header = [0u8; HEADER_BYTES];
+        for (i, w) in tag.iter().chain([len as u64].iter()).enumerate() {
+            header[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let seq = self.ring.post(SendOp {
+            data,
+            len,
+            header,
+            put: 0,
+        });
+        if seq.is_some() {
+            self.progress()?;
+        }
+        Ok(seq)
+    }
+
+    /// Progresses, then reports request `seq` if it has finished.
+    pub(super) fn test(&mut self, seq: u64) -> Result<Option<Completion>> {
+        if let Some(c) = self.ring.take(seq)? {
+            return Ok(Some(c));
+        }
+        let r = self.progress();
+        match self.ring.take(seq)? {
+            Some(c) => Ok(Some(c)),
+            None => r.map(|()| None),
+        }
+    }
+
+    /// Whether sends are waiting for room.
+    pub(super) fn busy(&self) -> bool {
+        self.ring.pending() > 0
+    }
+
+    /// The error a send towards a peer that closed its end gets.
+    pub(super) fn check(&mut self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.busy() && self.link.peer_gone() {
+            let e = self.link.departed("while sends were waiting for room");
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.put_queued();
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    fn put_queued(&mut self) -> Result<()> {
+        let mut moved = false;
+        while let Some(op) = self.ring.pending_mut(0) {
+            let mut free = self.link.region.free_for_writer(self.tail)?;
+            while free > 0 && op.put < HEADER_BYTES + op.len {
+                let (src, left) = if op.put < HEADER_BYTES {
+                    (op.header[op.put..].as_ptr(), HEADER_BYTES - op.put)
+                } else {
+                    let off = op.put - HEADER_BYTES;
+                    // SAFETY: `off < len`: inside the caller's buffer.
+                    (unsafe { op.data.add(off) }, op.len - off)
+                };
+                let k = left.min(free);
+                // SAFETY: `k` readable bytes at `src`; at most the free space.
+                unsafe { self.link.region.write(self.tail, src, k) };
+                self.tail += k as u64;
+                op.put += k;
+                free -= k;
+                moved = true;
+            }
+            if op.put < HEADER_BYTES + op.len {
+                break;
+            }
+            let c = Completion {
+                bytes: op.len,
+                tag: tag_of(&op.header),
+            };
+            self.ring.finish_head(c);
+        }
+        if moved {
+            self.link.region.set_tail(self.tail);
+            self.link.idle = 0;
+        } else if self.busy() && self.link.idle_gone() {
+            return Err(self.link.departed("while sends were waiting for room"));
+        }
+        Ok(())
+    }
+}
+
+fn tag_of(h: &[u8; HEADER_BYTES]) -> Tag {
+    let w = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    [w(0), w(1), w(2)]
+}
+
+#[derive(Clone, Copy)]
+struct RecvOp {
+    data: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: as `SendOp`.
+unsafe impl Send for RecvOp {}
+
+/// The message being read: its header, and how much of its payload came.
+#[derive(Clone, Copy)]
+struct Incoming {
+    tag: Tag,
+    len: usize,
+    got: usize,
+}
+
+/// The receiving end.
+pub(super) struct RecvConn {
+    link: Link,
+    ring: Ring<RecvOp>,
+    head: u64,
+    cur: Option<Incoming>,
+    failed: Option<Error>,
+}
+
+impl RecvConn {
+    pub(super) fn new(link: Link) -> RecvConn {
+        RecvConn {
+            link,
+            ring: Ring::new(),
+            head: 0,
+            cur: None,
+            failed: None,
+        }
+    }
+
+    pub(super) fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    /// Queues a receive of at most `cap` bytes; `None` when every request slot is taken.
+    pub(super) fn post(&mut self, data: *mut u8, cap: usize) -> Result<Option<u64>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        Ok(self.ring.post(RecvOp { data, cap }))
+    }
+
+    /// Progresses, then reports request `seq` if it has finished.
+    pub(super) fn test(&mut self, seq: u64) -> Result<Option<Completion>> {
+        if let Some(c) = self.ring.take(seq)? {
+            return Ok(Some(c));
+        }
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.take_arrived();
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        match self.ring.take(seq)? {
+            Some(c) => Ok(Some(c)),
+            None => r.map(|()| None),
+        }
+    }
+
+    /// Whether receives are posted.
+    pub(super) fn busy(&self) -> bool {
+        self.ring.pending() > 0
+    }
+
+    /// Delivers what arrived into the posted receives, oldest first.
+    fn take_arrived(&mut self) -> Result<()> {
+        let mut moved = false;
+        let r = self.deliver(&mut moved);
+        if moved {
+            self.link.region.set_head(self.head);
+            self.link.idle = 0;
+        } else if r.is_ok() && self.busy() && self.link.idle_gone() {
+            // What the peer wrote before it closed is read first.
+            let mut again = false;
+            self.deliver(&mut again)?;
+            if again {
+                self.link.region.set_head(self.head);
+            } else if self.busy() {
+                return Err(self.link.departed("while a receive was posted"));
+            }
+        }
+        r
+    }
+
+    fn deliver(&mut self, moved: &mut bool) -> Result<()> {
+        while let Some(&mut op) = self.ring.pending_mut(0) {
+            let mut avail = self.link.region.avail_for_reader(self.head)?;
+            let mut msg = match self.cur {
+                Some(m) => m,
+                None => {
+                    if avail < HEADER_BYTES {
+                        return Ok(());
+                    }
+                    let mut h = [0u8; HEADER_BYTES];
+                    // SAFETY: 32 writable bytes; 32 available.
+                    unsafe {
+                        self.link
+                            .region
+                            .read(self.head, h.as_mut_ptr(), HEADER_BYTES)
+                    };
+                    self.head += HEADER_BYTES as u64;
+                    avail -= HEADER_BYTES;
+                    *moved = true;
+                    let mut l = [0u8; 8];
+                    l.copy_from_slice(&h[24..32]);
+                    let len = usize::try_from(u64::from_le_bytes(l)).unwrap_or(usize::MAX);
+                    let m = Incoming {
+                        tag: tag_of(&h),
+                        len,
+                        got: 0,
+                    };
+                    if len > op.cap {
+                        // The peer is in another call: complete with the message's length
+                        // and tag, nothing written, so that the engine names both calls;
+                        // the stream cannot be read further.
+                        self.ring.finish_head(Completion {
+                            bytes: len,
+                            tag: m.tag,
+                        });
+                        return Err(Error::invalid_usage(format!(
+                            "shm: message of {len} bytes from {} exceeds the posted receive of \
+                             {} bytes",
+                            self.link.peer, op.cap
+                        )));
+                    }
+                    m
+                }
+            };
+            let k = avail.min(msg.len - msg.got);
+            if k > 0 {
+                // SAFETY: `got + k <= len <= cap`: inside the posted buffer; `k` available.
+                unsafe { self.link.region.read(self.head, op.data.add(msg.got), k) };
+                self.head += k as u64;
+                msg.got += k;
+                *moved = true;
+            }
+            if msg.got < msg.len {
+                self.cur = Some(msg);
+                return Ok(());
+            }
+            self.cur = None;
+            self.ring.finish_head(Completion {
+                bytes: msg.len,
+                tag: msg.tag,
+            });
+        }
+        Ok(())
+    }
+}

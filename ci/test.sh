@@ -50,10 +50,12 @@ echo "== launch tests needing root and packages (network namespaces, Slurm, Open
 ci/launch-tests.sh
 echo "== one process per rank: fabric (tcp and shm providers) and native shm, a killed rank"
 ci/fabric-tests.sh
-echo "== oxccl-perf smoke run (2 ranks over tcp, results checked)"
-cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
-echo "== cargo bench --bench collectives (2 ranks over tcp, nccl-tests-style busbw)"
-cargo bench --locked --bench collectives
+echo "== oxccl-perf smoke run (2 ranks over tcp, then over shared memory, results checked)"
+OXCCL_SHM=0 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
+OXCCL_TRANSPORT=shm cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
+echo "== cargo bench --bench collectives (2 ranks over tcp, then shm; nccl-tests-style busbw)"
+OXCCL_SHM=0 cargo bench --locked --bench collectives
+OXCCL_TRANSPORT=shm cargo bench --locked --bench collectives
 echo "== C ABI and Python binding (header freshness, C tests at 1..8 ranks, ASan, Python)"
 ci/ffi-test.sh
 echo "== PyTorch backend: pip packages, every op against gloo, DDP (venv reused when it survives)"

@@ -18,6 +18,8 @@
 # Exit status: the tests', oxccl-perf's and the bench's (a wrong result fails); the ratio
 # is reported.
 set -uo pipefail
+# Everything here tests the RDMA paths: no shared memory beside them (OXCCL_SHM).
+export OXCCL_SHM=0
 tests=$1 perf=$2 rankrun=$3 check=$4 bench=${5:-}
 rounds=${VERBS_BENCH_ROUNDS:-3}
 rc=0

@@ -192,6 +192,7 @@ fn matrix_on_hosts(
         Net::Mem(seed, _) => format!(", mem seed {seed}"),
         Net::Tcp => ", tcp".to_string(),
         Net::Shm => ", shm".to_string(),
+        Net::Hybrid(h) => format!(", shm within {h} hosts, tcp between"),
         Net::Fabric(p) => format!(", fabric({p})"),
     };
     let label = format!("{n} ranks on {hosts} hosts, algo {algo:?}{seed}");
@@ -710,6 +711,40 @@ fn tcp_matrix_on_injected_hosts() {
     }
     for algo in [Some("hier"), Some("hier-tree")] {
         matrix_on_hosts(4, 2, Net::Tcp, algo, &[(1 << 20) + 3], &[DataType::F32]);
+    }
+}
+
+/// Shared memory within hosts and tcp between them in one communicator (the hybrid
+/// transport, threads playing hosts), with the hierarchical algorithms too.
+#[test]
+fn hybrid_matrix_on_injected_hosts() {
+    for (n, hosts) in [(4, 2), (6, 3), (7, 2), (3, 1)] {
+        for algo in [
+            None,
+            Some("ring"),
+            Some("tree"),
+            Some("hier"),
+            Some("hier-tree"),
+        ] {
+            matrix_on_hosts(
+                n,
+                hosts,
+                Net::Hybrid(hosts),
+                algo,
+                &[0, 1, 7, 1000, 65539],
+                &[DataType::F32, DataType::I32],
+            );
+        }
+    }
+    for algo in [None, Some("hier")] {
+        matrix_on_hosts(
+            4,
+            2,
+            Net::Hybrid(2),
+            algo,
+            &[(1 << 20) + 3],
+            &[DataType::F32],
+        );
     }
 }
 

@@ -17,6 +17,9 @@ pub enum Net {
     Tcp,
     /// The native shared-memory backend.
     Shm,
+    /// tcp with shared memory beside it (the hybrid transport), rank r playing host
+    /// r % hosts: shm within a host, tcp between hosts.
+    Hybrid(usize),
     /// libfabric through the fabric backend, on the named provider (`tcp`, `shm`).
     Fabric(&'static str),
 }
@@ -43,6 +46,8 @@ pub fn config(algo: Option<&str>, timeout_s: u64) -> Config {
         timeout: Duration::from_secs(timeout_s),
         chunk_bytes: 64 << 10,
         spin: Some(50),
+        // Net::Tcp tests tcp itself; Net::Shm is shared memory.
+        shm: false,
         ..Config::default()
     }
 }
@@ -58,13 +63,17 @@ pub fn run<R: Send + 'static>(
     let f = Arc::new(f);
     let fabric = match &net {
         Net::Mem(seed, faults) => Some(MemFabric::new(*seed, faults.clone())),
-        Net::Tcp | Net::Shm | Net::Fabric(_) => None,
+        Net::Tcp | Net::Shm | Net::Hybrid(_) | Net::Fabric(_) => None,
     };
     let provider = match net {
         Net::Fabric(p) => Some(p),
         _ => None,
     };
     let shm = matches!(net, Net::Shm);
+    let hosts = match net {
+        Net::Hybrid(h) => Some(h.max(1)),
+        _ => None,
+    };
     let start = Arc::new(Barrier::new(n));
     let hs: Vec<_> = (0..n)
         .map(|r| {
@@ -84,6 +93,18 @@ pub fn run<R: Send + 'static>(
                     None if shm => Communicator::init_with(&id, r, n, cfg, |_| {
                         oxccl::transport::shm::ShmTransport::new()
                     })?,
+                    None if hosts.is_some() => {
+                        let host = [(r % hosts.unwrap_or(1)) as u8; 16];
+                        Communicator::init_with(&id, r, n, cfg, move |ip| {
+                            let tcp = oxccl::transport::tcp::TcpTransport::new(
+                                oxccl::transport::tcp::TcpConfig {
+                                    bind_ip: ip,
+                                    socket_buf_bytes: 1 << 20,
+                                },
+                            )?;
+                            oxccl::transport::hybrid::Hybrid::new(tcp, true, host)
+                        })?
+                    }
                     None => match provider {
                         Some(p) => Communicator::init_with(&id, r, n, cfg, move |ip| {
                             oxccl::transport::fabric::FabricTransport::new(

@@ -39,6 +39,7 @@ use crate::engine::{Buffers, CallDesc, Engine, EngineConfig, Greeter, Part};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reduce::{DataType, ReduceOp};
 use crate::transport::fabric::{FabricConfig, FabricTransport};
+use crate::transport::hybrid::Hybrid;
 use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::shm::ShmTransport;
 use crate::transport::tcp::{TcpConfig, TcpTransport};
@@ -211,14 +212,22 @@ impl Communicator {
         match cfg.transport.as_str() {
             "tcp" => {
                 let socket_buf_bytes = cfg.socket_buf_bytes;
-                Communicator::init_inner(id, rank, size, cfg, place, move |ip| {
+                let tcp = move |ip| {
                     TcpTransport::new(TcpConfig {
                         bind_ip: ip,
                         socket_buf_bytes,
                     })
-                })
+                };
+                if cfg.shm {
+                    Communicator::init_inner(id, rank, size, cfg, place, |ip| with_shm(tcp(ip)))
+                } else {
+                    Communicator::init_inner(id, rank, size, cfg, place, tcp)
+                }
             }
             "shm" => Communicator::init_inner(id, rank, size, cfg, place, |_| ShmTransport::new()),
+            "fabric" if cfg.shm => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
+                with_shm(FabricTransport::new(FabricConfig::from_env(ip)))
+            }),
             "fabric" => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
                 FabricTransport::new(FabricConfig::from_env(ip))
             }),
@@ -226,6 +235,9 @@ impl Communicator {
                 let fabric = mem_fabric(id);
                 Communicator::init_inner(id, rank, size, cfg, place, move |_| Ok(fabric.endpoint()))
             }
+            "verbs" if cfg.shm => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
+                with_shm(VerbsTransport::new(VerbsConfig::from_env(ip, rank)?))
+            }),
             "verbs" => Communicator::init_inner(id, rank, size, cfg, place, move |ip| {
                 VerbsTransport::new(VerbsConfig::from_env(ip, rank)?)
             }),
@@ -473,8 +485,13 @@ fn log_init(
     }
     tracing::info!(
         target: "oxccl::INIT",
-        "rank {rank} of {size}: transport {transport}, device {} ({} Mb/s, {:.1} us{}{}{}), \
+        "rank {rank} of {size}: transport {transport}{}, device {} ({} Mb/s, {:.1} us{}{}{}), \
          address {bind_ip}",
+        if cfg.shm && matches!(transport, "tcp" | "fabric" | "verbs") {
+            " (shared memory to the ranks of this host: OXCCL_SHM)"
+        } else {
+            ""
+        },
         dev.name,
         dev.speed_mbps,
         dev.latency_us,
@@ -543,6 +560,11 @@ fn mem_fabric(id: &UniqueId) -> Arc<MemFabric> {
     let f = MemFabric::new(seed, MemFaults::default());
     all.push((id.root_addr(), Arc::downgrade(&f)));
     f
+}
+
+/// `net` with shared memory beside it for the ranks of this host (`OXCCL_SHM`).
+fn with_shm<N: Transport>(net: Result<N>) -> Result<Hybrid<N>> {
+    Hybrid::new(net?, true, crate::transport::hybrid::this_host())
 }
 
 /// The call path shared by blocking calls and the worker: runs `calls` as one group (one

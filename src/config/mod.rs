@@ -18,8 +18,12 @@ use crate::error::{Error, Result};
 /// [`Config::default`] ignores the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Backend name (`OXCCL_TRANSPORT`): `tcp` (default), `fabric` or `mem`.
+    /// Backend name (`OXCCL_TRANSPORT`): `tcp` (default), `shm`, `fabric`, `verbs` or `mem`.
     pub transport: String,
+    /// Whether ranks of one host talk through shared memory beside the network backend
+    /// (`OXCCL_SHM`, default 1; NCCL_SHM_DISABLE's opposite). Only the network backends (tcp,
+    /// verbs, fabric) have it; [`Config::default`] sets it, tests of a backend turn it off.
+    pub shm: bool,
     /// Deadline for every blocking wait (`OXCCL_TIMEOUT`, seconds; default 300).
     pub timeout: Duration,
     /// Forced algorithm (`OXCCL_ALGO`: `ring`, `tree`, `rd`, `chain`, ...); `None` lets the
@@ -102,6 +106,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             transport: "tcp".into(),
+            shm: true,
             timeout: Duration::from_secs(300),
             algo: None,
             nchannels: None,
@@ -144,6 +149,9 @@ impl Config {
         }
         c.spin = vars::int("OXCCL_SPIN")?.map(|n| n as u32);
         c.yield_when_idle = vars::flag("OXCCL_YIELD_WHEN_IDLE")?;
+        if let Some(b) = vars::flag("OXCCL_SHM")? {
+            c.shm = b;
+        }
         c.topo_file = vars::text("OXCCL_TOPO_FILE")?.map(PathBuf::from);
         c.topo_dump_file = vars::text("OXCCL_TOPO_DUMP_FILE")?.map(PathBuf::from);
         if let Some(b) = vars::flag("OXCCL_TOPO_AWARE")? {

@@ -21,6 +21,7 @@
 
 mod dl;
 pub mod fabric;
+pub mod hybrid;
 pub mod mem;
 mod process;
 mod requests;

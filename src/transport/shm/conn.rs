@@ -69,6 +69,18 @@ impl Link {
         self.gone
     }
 
+    /// A link for the other direction of this connection: `region`, and this socket again.
+    fn reverse(&self, region: Option<Region>) -> Result<Link> {
+        let region = region.ok_or_else(|| {
+            Error::invalid_usage("shm: the reverse of this connection was taken already")
+        })?;
+        let sock = self
+            .sock
+            .try_clone()
+            .map_err(|e| Error::io("shm: duplicating a connection's socket", e))?;
+        Ok(Link::new(sock, region, self.peer))
+    }
+
     /// A Remote error when the peer has failed: it closed its end and its process has
     /// exited (a peer that closed in order, its part done, is no failure).
     pub(super) fn confirm(&mut self) -> Result<()> {
@@ -112,15 +124,19 @@ unsafe impl Send for SendOp {}
 /// The sending end.
 pub(super) struct SendConn {
     link: Link,
+    /// The region of the other direction, until `reverse` takes it.
+    reverse: Option<Region>,
     ring: Ring<SendOp>,
     tail: u64,
     failed: Option<Error>,
 }
 
 impl SendConn {
-    pub(super) fn new(link: Link) -> SendConn {
+    /// The sending end over `link`, keeping `reverse` for the other direction.
+    pub(super) fn new(link: Link, reverse: Option<Region>) -> SendConn {
         SendConn {
             link,
+            reverse,
             ring: Ring::new(),
             tail: 0,
             failed: None,
@@ -129,6 +145,11 @@ impl SendConn {
 
     pub(super) fn link(&mut self) -> &mut Link {
         &mut self.link
+    }
+
+    /// The link of the other direction (once).
+    pub(super) fn reverse(&mut self) -> Result<Link> {
+        self.link.reverse(self.reverse.take())
     }
 
     /// Queues a send; `None` when every request slot is taken.
@@ -261,6 +282,8 @@ struct Incoming {
 /// The receiving end.
 pub(super) struct RecvConn {
     link: Link,
+    /// The region of the other direction, until `reverse` takes it.
+    reverse: Option<Region>,
     ring: Ring<RecvOp>,
     head: u64,
     cur: Option<Incoming>,
@@ -268,9 +291,11 @@ pub(super) struct RecvConn {
 }
 
 impl RecvConn {
-    pub(super) fn new(link: Link) -> RecvConn {
+    /// The receiving end over `link`, keeping `reverse` for the other direction.
+    pub(super) fn new(link: Link, reverse: Option<Region>) -> RecvConn {
         RecvConn {
             link,
+            reverse,
             ring: Ring::new(),
             head: 0,
             cur: None,
@@ -280,6 +305,11 @@ impl RecvConn {
 
     pub(super) fn link(&mut self) -> &mut Link {
         &mut self.link
+    }
+
+    /// The link of the other direction (once).
+    pub(super) fn reverse(&mut self) -> Result<Link> {
+        self.link.reverse(self.reverse.take())
     }
 
     /// Queues a receive of at most `cap` bytes; `None` when every request slot is taken.

@@ -17,7 +17,9 @@ use crate::transport::ConnectHandle;
 const MAGIC: &[u8; 6] = b"oxshm1";
 /// Bytes of the hello a connecting side sends: magic, then its process id.
 const HELLO: usize = 12;
-const HELLO_MAGIC: &[u8; 8] = b"oxshmhi1";
+const HELLO_MAGIC: &[u8; 8] = b"oxshmhi2";
+/// Bytes of the descriptors a hello carries (the two regions).
+const FDS_BYTES: u32 = 2 * std::mem::size_of::<RawFd>() as u32;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -130,8 +132,15 @@ pub(super) fn start_connect(name: Vec<u8>, pid: u32) -> Result<Connecting> {
     })
 }
 
-/// Advances a connect: `Some` (the socket and the region) once the region was handed over.
-pub(super) fn poll_connect(c: &mut Connecting) -> Result<Option<(OwnedFd, Region, Peer)>> {
+/// Both directions' regions of a connection: the connecting side writes `forward` and reads
+/// `reverse` (where the transport uses it, see `Transport::duplex`).
+pub(super) struct Regions {
+    pub forward: Region,
+    pub reverse: Region,
+}
+
+/// Advances a connect: `Some` (the socket and the regions) once they were handed over.
+pub(super) fn poll_connect(c: &mut Connecting) -> Result<Option<(OwnedFd, Regions, Peer)>> {
     if !c.connected {
         let (a, len) = address(&c.name);
         // SAFETY: a valid address of `len` bytes.
@@ -155,11 +164,16 @@ pub(super) fn poll_connect(c: &mut Connecting) -> Result<Option<(OwnedFd, Region
         }
         c.connected = true;
     }
-    let (region, memfd) = Region::create()?;
-    send_hello(c.sock.as_raw_fd(), memfd.as_raw_fd())
-        .map_err(|e| e.context(format!("shm: handing the region to process {}", c.pid)))?;
+    let (forward, fd1) = Region::create()?;
+    let (reverse, fd2) = Region::create()?;
+    send_hello(c.sock.as_raw_fd(), [fd1.as_raw_fd(), fd2.as_raw_fd()])
+        .map_err(|e| e.context(format!("shm: handing the regions to process {}", c.pid)))?;
     let sock = socket_take(&mut c.sock)?;
-    Ok(Some((sock, region, Peer { pid: c.pid })))
+    Ok(Some((
+        sock,
+        Regions { forward, reverse },
+        Peer { pid: c.pid },
+    )))
 }
 
 /// Moves the socket out of a finished connect (a fresh placeholder stays behind).
@@ -168,7 +182,7 @@ fn socket_take(s: &mut OwnedFd) -> Result<OwnedFd> {
     Ok(std::mem::replace(s, fresh))
 }
 
-fn send_hello(sock: RawFd, memfd: RawFd) -> Result<()> {
+fn send_hello(sock: RawFd, memfds: [RawFd; 2]) -> Result<()> {
     let mut hello = [0u8; HELLO];
     hello[..8].copy_from_slice(HELLO_MAGIC);
     hello[8..].copy_from_slice(&std::process::id().to_le_bytes());
@@ -177,7 +191,7 @@ fn send_hello(sock: RawFd, memfd: RawFd) -> Result<()> {
         iov_len: HELLO,
     };
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(FDS_BYTES) } as usize;
     let mut cbuf = vec![0u8; space];
     // SAFETY: a zeroed msghdr is valid; its pointers are set to live buffers below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -185,13 +199,13 @@ fn send_hello(sock: RawFd, memfd: RawFd) -> Result<()> {
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    // SAFETY: the control buffer holds one cmsg with room for one descriptor.
+    // SAFETY: the control buffer holds one cmsg with room for two descriptors.
     unsafe {
         let cm = libc::CMSG_FIRSTHDR(&msg);
         (*cm).cmsg_level = libc::SOL_SOCKET;
         (*cm).cmsg_type = libc::SCM_RIGHTS;
-        (*cm).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<RawFd>(), memfd);
+        (*cm).cmsg_len = libc::CMSG_LEN(FDS_BYTES) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<[RawFd; 2]>(), memfds);
     }
     loop {
         // SAFETY: `msg` points at live buffers.
@@ -238,14 +252,14 @@ pub(super) fn accept_one(listener: &OwnedFd) -> Result<Option<Accepted>> {
 
 /// Reads an accepted connection's hello: `None` while it has not come. A stranger's socket
 /// (no hello, a wrong one, no region) is an error for that socket only.
-pub(super) fn read_hello(a: &Accepted) -> Result<Option<(Region, Peer)>> {
+pub(super) fn read_hello(a: &Accepted) -> Result<Option<(Regions, Peer)>> {
     let mut hello = [0u8; HELLO];
     let mut iov = libc::iovec {
         iov_base: hello.as_mut_ptr().cast(),
         iov_len: HELLO,
     };
     // SAFETY: pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(FDS_BYTES) } as usize;
     let mut cbuf = vec![0u8; space];
     // SAFETY: zeroed msghdr; pointers set to live buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -268,18 +282,21 @@ pub(super) fn read_hello(a: &Accepted) -> Result<Option<(Region, Peer)>> {
             _ => Err(Error::remote(format!("shm: reading a peer's hello: {e}"))),
         };
     }
-    // Take the descriptor first, so that it is closed whatever else is wrong.
-    let mut memfd = None;
-    // SAFETY: walking the control messages the kernel wrote into `cbuf`.
+    // Take the descriptors first, so that they are closed whatever else is wrong.
+    let mut memfds: Vec<OwnedFd> = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into `cbuf`; each descriptor
+    // in an SCM_RIGHTS message is new to this process and owned here.
     unsafe {
         let mut cm = libc::CMSG_FIRSTHDR(&msg);
         while !cm.is_null() {
             if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
-                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<RawFd>());
-                if fd >= 0 && memfd.is_none() {
-                    memfd = Some(OwnedFd::from_raw_fd(fd));
-                } else if fd >= 0 {
-                    libc::close(fd);
+                let bytes = (*cm).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cm).cast::<RawFd>();
+                for k in 0..bytes / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.add(k));
+                    if fd >= 0 {
+                        memfds.push(OwnedFd::from_raw_fd(fd));
+                    }
                 }
             }
             cm = libc::CMSG_NXTHDR(&msg, cm);
@@ -290,8 +307,16 @@ pub(super) fn read_hello(a: &Accepted) -> Result<Option<(Region, Peer)>> {
             "shm: a connection without a valid hello (not an oxccl peer?)",
         ));
     }
-    let memfd =
-        memfd.ok_or_else(|| Error::remote("shm: a peer's hello came without its region"))?;
+    let [fwd, rev] = &memfds[..] else {
+        return Err(Error::remote(format!(
+            "shm: a peer's hello came with {} descriptors, not its 2 regions",
+            memfds.len()
+        )));
+    };
     let pid = u32::from_le_bytes([hello[8], hello[9], hello[10], hello[11]]);
-    Ok(Some((Region::open(&memfd)?, Peer { pid })))
+    let regions = Regions {
+        forward: Region::open(fwd)?,
+        reverse: Region::open(rev)?,
+    };
+    Ok(Some((regions, Peer { pid })))
 }

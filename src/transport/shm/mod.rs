@@ -78,6 +78,11 @@ struct ListenState {
     waiting: Vec<listen::Accepted>,
 }
 
+/// This machine's boot id (zeros where unreadable): the key of "one host".
+pub(crate) fn boot_id() -> [u8; 16] {
+    listen::boot_id()
+}
+
 fn stale(what: &str) -> Error {
     Error::invalid_usage(format!(
         "shm: {what} is not open (closed already, or from another transport)"
@@ -95,6 +100,15 @@ impl ShmTransport {
             recvs: Slab::new(),
             idle_waits: 0,
         })
+    }
+
+    /// Whether anything waits on this transport: requests posted, connects or accepts
+    /// under way.
+    pub(crate) fn busy(&self) -> bool {
+        self.connecting.iter().next().is_some()
+            || self.listeners.iter().any(|l| !l.waiting.is_empty())
+            || self.sends.iter().any(|c| c.busy())
+            || self.recvs.iter().any(|c| c.busy())
     }
 
     fn check_dev(&self, dev: usize) -> Result<()> {
@@ -148,9 +162,10 @@ impl Transport for ShmTransport {
             .ok_or_else(|| stale("connection attempt"))?;
         match listen::poll_connect(c) {
             Ok(None) => Ok(None),
-            Ok(Some((sock, region, peer))) => {
+            Ok(Some((sock, regions, peer))) => {
                 self.connecting.remove(pending.0);
-                let conn = SendConn::new(Link::new(sock, region, peer));
+                let link = Link::new(sock, regions.forward, peer);
+                let conn = SendConn::new(link, Some(regions.reverse));
                 Ok(Some(ShmSendConn(self.sends.insert(conn))))
             }
             Err(e) => {
@@ -172,9 +187,10 @@ impl Transport for ShmTransport {
         while i < l.waiting.len() {
             match listen::read_hello(&l.waiting[i]) {
                 Ok(None) => i += 1,
-                Ok(Some((region, peer))) => {
+                Ok(Some((regions, peer))) => {
                     let a = l.waiting.swap_remove(i);
-                    let conn = RecvConn::new(Link::new(a.sock, region, peer));
+                    let link = Link::new(a.sock, regions.forward, peer);
+                    let conn = RecvConn::new(link, Some(regions.reverse));
                     return Ok(Some(ShmRecvConn(self.recvs.insert(conn))));
                 }
                 Err(e) => {
@@ -292,6 +308,29 @@ impl Transport for ShmTransport {
         // SAFETY: `fds` holds `len` initialised pollfds (possibly none); no signal mask.
         unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as _, &ts, std::ptr::null()) };
         Ok(())
+    }
+
+    fn duplex(&self) -> bool {
+        true
+    }
+
+    fn reverse_recv(&mut self, conn: &ShmSendConn) -> Result<ShmRecvConn> {
+        let c = self
+            .sends
+            .get_mut(conn.0)
+            .ok_or_else(|| stale("send connection"))?;
+        // The reverse region has no further reverse: its own was handed out here.
+        let link = c.reverse()?;
+        Ok(ShmRecvConn(self.recvs.insert(RecvConn::new(link, None))))
+    }
+
+    fn reverse_send(&mut self, conn: &ShmRecvConn) -> Result<ShmSendConn> {
+        let c = self
+            .recvs
+            .get_mut(conn.0)
+            .ok_or_else(|| stale("receive connection"))?;
+        let link = c.reverse()?;
+        Ok(ShmSendConn(self.sends.insert(SendConn::new(link, None))))
     }
 
     fn recv_peer(&self, conn: &ShmRecvConn) -> String {

@@ -29,6 +29,8 @@ pub mod shm;
 mod slab;
 mod sockaddr;
 pub mod tcp;
+#[cfg(test)]
+mod testkit;
 pub mod verbs;
 
 use std::time::Duration;

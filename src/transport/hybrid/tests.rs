@@ -2,12 +2,11 @@
 //! ways on each.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::*;
 use crate::transport::tcp::{TcpConfig, TcpTransport};
-
-const DEADLINE: Duration = Duration::from_secs(8);
+use crate::transport::testkit::{connect_pair, connect_to, DEADLINE};
 
 fn hybrid(shm: bool, host: u8) -> Hybrid<TcpTransport> {
     let tcp = TcpTransport::new(TcpConfig {
@@ -19,24 +18,6 @@ fn hybrid(shm: bool, host: u8) -> Hybrid<TcpTransport> {
 }
 
 type Conns = (HybridSendConn<TcpTransport>, HybridRecvConn<TcpTransport>);
-
-fn connect(x: &mut Hybrid<TcpTransport>, y: &mut Hybrid<TcpTransport>) -> Conns {
-    let (h, mut l) = y.listen(0).unwrap();
-    let mut c = x.connect(0, &h).unwrap();
-    let (mut s, mut r) = (None, None);
-    let t0 = Instant::now();
-    while s.is_none() || r.is_none() {
-        assert!(t0.elapsed() < DEADLINE, "not connected in time");
-        if s.is_none() {
-            s = x.poll_connect(&mut c).unwrap();
-        }
-        if r.is_none() {
-            r = y.accept(&mut l).unwrap();
-        }
-    }
-    y.close_listen(l).unwrap();
-    (s.unwrap(), r.unwrap())
-}
 
 /// One message each way (the second over the reverse of the connection), checked.
 fn both_ways(x: &mut Hybrid<TcpTransport>, y: &mut Hybrid<TcpTransport>, conns: Conns) {
@@ -96,15 +77,15 @@ fn is_shm(c: &Conns) -> bool {
 #[test]
 fn one_host_goes_through_shm_and_two_hosts_through_the_network() {
     let (mut a, mut b) = (hybrid(true, 1), hybrid(true, 1));
-    let c = connect(&mut a, &mut b);
+    let c = connect_pair(&mut a, &mut b);
     assert!(is_shm(&c), "same host: shm");
     both_ways(&mut a, &mut b, c);
     let (mut a, mut b) = (hybrid(true, 1), hybrid(true, 2));
-    let c = connect(&mut a, &mut b);
+    let c = connect_pair(&mut a, &mut b);
     assert!(matches!(c.0, HybridSendConn::Net(_)), "other host: tcp");
     both_ways(&mut a, &mut b, c);
     let (mut a, mut b) = (hybrid(false, 1), hybrid(false, 1));
-    let c = connect(&mut a, &mut b);
+    let c = connect_pair(&mut a, &mut b);
     assert!(matches!(c.0, HybridSendConn::Net(_)), "shm off: tcp");
     both_ways(&mut a, &mut b, c);
 }
@@ -120,20 +101,8 @@ fn an_unreachable_shm_listener_falls_back_to_the_network() {
     sh.extend_from_slice(&1u32.to_le_bytes());
     sh.extend_from_slice(b"oxccl-shm-not-here");
     let h = encode(&host, &net, Some(&ConnectHandle::new(&sh).unwrap())).unwrap();
-    let mut c = a.connect(0, &h).unwrap();
-    let (mut s, mut r) = (None, None);
-    let t0 = Instant::now();
-    while s.is_none() || r.is_none() {
-        assert!(t0.elapsed() < DEADLINE, "not connected in time");
-        if s.is_none() {
-            s = a.poll_connect(&mut c).unwrap();
-        }
-        if r.is_none() {
-            r = b.accept(&mut l).unwrap();
-        }
-    }
+    let c = connect_to(&mut a, &mut b, &h, &mut l);
     b.close_listen(l).unwrap();
-    let c = (s.unwrap(), r.unwrap());
     assert!(matches!(c.0, HybridSendConn::Net(_)), "fell back to tcp");
     both_ways(&mut a, &mut b, c);
 }

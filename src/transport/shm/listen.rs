@@ -182,6 +182,23 @@ fn socket_take(s: &mut OwnedFd) -> Result<OwnedFd> {
     Ok(std::mem::replace(s, fresh))
 }
 
+/// Room for the control message of a hello (two descriptors), in words: `cmsghdr` needs
+/// their alignment.
+const CBUF: usize = 8;
+
+/// The message header of a hello: `iov` and the control buffer `cbuf`, which both outlive
+/// its use.
+fn hello_msg(iov: &mut libc::iovec, cbuf: &mut [u64; CBUF]) -> libc::msghdr {
+    // SAFETY: a zeroed msghdr is valid; its pointers are set to the caller's buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation (32 bytes, within the buffer's 64).
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(FDS_BYTES) } as _;
+    msg
+}
+
 fn send_hello(sock: RawFd, memfds: [RawFd; 2]) -> Result<()> {
     let mut hello = [0u8; HELLO];
     hello[..8].copy_from_slice(HELLO_MAGIC);
@@ -190,15 +207,8 @@ fn send_hello(sock: RawFd, memfds: [RawFd; 2]) -> Result<()> {
         iov_base: hello.as_mut_ptr().cast(),
         iov_len: HELLO,
     };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(FDS_BYTES) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: a zeroed msghdr is valid; its pointers are set to live buffers below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let mut cbuf = [0u64; CBUF];
+    let msg = hello_msg(&mut iov, &mut cbuf);
     // SAFETY: the control buffer holds one cmsg with room for two descriptors.
     unsafe {
         let cm = libc::CMSG_FIRSTHDR(&msg);
@@ -258,15 +268,8 @@ pub(super) fn read_hello(a: &Accepted) -> Result<Option<(Regions, Peer)>> {
         iov_base: hello.as_mut_ptr().cast(),
         iov_len: HELLO,
     };
-    // SAFETY: pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(FDS_BYTES) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: zeroed msghdr; pointers set to live buffers.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let mut cbuf = [0u64; CBUF];
+    let mut msg = hello_msg(&mut iov, &mut cbuf);
     // SAFETY: `msg` points at live buffers.
     let n = unsafe {
         libc::recvmsg(

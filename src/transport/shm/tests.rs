@@ -1,44 +1,10 @@
 //! Tests of the shm backend: two transports of one process driven from one thread with
 //! bounded polling loops (the region is shared memory either way).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::*;
-
-const DEADLINE: Duration = Duration::from_secs(8);
-
-fn connect_pair(x: &mut ShmTransport, y: &mut ShmTransport) -> (ShmSendConn, ShmRecvConn) {
-    let (h, mut l) = y.listen(0).unwrap();
-    let mut c = x.connect(0, &h).unwrap();
-    let (mut s, mut r) = (None, None);
-    let t0 = Instant::now();
-    while s.is_none() || r.is_none() {
-        assert!(
-            t0.elapsed() < DEADLINE,
-            "connection not established in time"
-        );
-        if s.is_none() {
-            s = x.poll_connect(&mut c).unwrap();
-        }
-        if r.is_none() {
-            r = y.accept(&mut l).unwrap();
-        }
-    }
-    y.close_listen(l).unwrap();
-    (s.unwrap(), r.unwrap())
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::transport::testkit::{connect_pair, connect_to, pattern, DEADLINE};
 
 /// Sends `msgs` from `a` to `b` (receives of `cap` bytes each, posted first or after),
 /// driving both until all finished; returns the completions of the receives and the data.
@@ -278,18 +244,7 @@ fn a_stranger_without_a_region_is_dropped_and_real_peers_still_connect() {
         );
     }
     st.connected = true;
-    let mut c = a.connect(0, &h).unwrap();
-    let (mut s, mut r) = (None, None);
-    let t0 = Instant::now();
-    while s.is_none() || r.is_none() {
-        assert!(t0.elapsed() < DEADLINE, "the real peer did not connect");
-        if s.is_none() {
-            s = a.poll_connect(&mut c).unwrap();
-        }
-        if r.is_none() {
-            r = b.accept(&mut l).unwrap();
-        }
-    }
+    connect_to(&mut a, &mut b, &h, &mut l);
     let l = b.listeners.get(l.0).unwrap();
     assert!(l.waiting.is_empty(), "the stranger was dropped");
 }

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::transport::testkit::{connect_pair, pattern};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const DEADLINE: Duration = Duration::from_secs(8);
@@ -23,28 +24,6 @@ struct Pair {
     b: TcpTransport,
     s: TcpSendConn,
     r: TcpRecvConn,
-}
-
-/// A connection from `x` to `y`, polled on both sides until established.
-fn connect_pair(x: &mut TcpTransport, y: &mut TcpTransport) -> (TcpSendConn, TcpRecvConn) {
-    let (h, mut l) = y.listen(0).unwrap();
-    let mut c = x.connect(0, &h).unwrap();
-    let (mut s, mut r) = (None, None);
-    let t0 = Instant::now();
-    while s.is_none() || r.is_none() {
-        assert!(
-            t0.elapsed() < DEADLINE,
-            "connection not established in time"
-        );
-        if s.is_none() {
-            s = x.poll_connect(&mut c).unwrap();
-        }
-        if r.is_none() {
-            r = y.accept(&mut l).unwrap();
-        }
-    }
-    y.close_listen(l).unwrap();
-    (s.unwrap(), r.unwrap())
 }
 
 fn pair_on(ip: IpAddr, buf: usize) -> Pair {
@@ -67,19 +46,6 @@ fn finish(t: &mut TcpTransport, q: &mut TcpRequest) -> Completion {
 
 fn pair(buf: usize) -> Pair {
     pair_on(LOCAL, buf)
-}
-
-/// A byte pattern that differs per message and per position.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn tag(i: u64) -> Tag {

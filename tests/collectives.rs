@@ -256,45 +256,44 @@ fn mem_large_counts() {
     );
 }
 
-#[test]
-fn tcp_matrix_threads() {
-    for n in 2..=8usize {
+/// A backend's matrix at each of `ranks` (counts 0, 1, 7, 1000, 65539; f32 i32 bf16 u8;
+/// every algorithm), as threads.
+fn backend_matrix(ranks: std::ops::RangeInclusive<usize>, net: impl Fn() -> Net) {
+    for n in ranks {
         for algo in ALGOS {
             matrix(
                 n,
-                Net::Tcp,
+                net(),
                 algo,
                 &[0, 1, 7, 1000, 65539],
                 &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
             );
         }
     }
+}
+
+/// A backend's large count: 1 Mi + 3 floats at 3 ranks, every algorithm.
+fn backend_large_count(net: impl Fn() -> Net) {
+    for algo in ALGOS {
+        matrix(3, net(), algo, &[(1 << 20) + 3], &[DataType::F32]);
+    }
+}
+
+#[test]
+fn tcp_matrix_threads() {
+    backend_matrix(2..=8, || Net::Tcp);
 }
 
 #[test]
 fn shm_matrix_threads() {
-    for n in 1..=8usize {
-        for algo in ALGOS {
-            matrix(
-                n,
-                Net::Shm,
-                algo,
-                &[0, 1, 7, 1000, 65539],
-                &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
-            );
-        }
-    }
-    for algo in ALGOS {
-        // Past the ring's capacity (1 MiB): messages stream through it.
-        matrix(3, Net::Shm, algo, &[(1 << 20) + 3], &[DataType::F32]);
-    }
+    backend_matrix(1..=8, || Net::Shm);
+    // Past the ring's capacity (1 MiB): messages stream through it.
+    backend_large_count(|| Net::Shm);
 }
 
 #[test]
 fn tcp_large_count() {
-    for algo in ALGOS {
-        matrix(3, Net::Tcp, algo, &[(1 << 20) + 3], &[DataType::F32]);
-    }
+    backend_large_count(|| Net::Tcp);
 }
 
 #[test]
@@ -563,26 +562,8 @@ fn fabric_matrix(provider: &'static str) {
     if !have_libfabric() {
         return;
     }
-    for n in 2..=4usize {
-        for algo in ALGOS {
-            matrix(
-                n,
-                Net::Fabric(provider),
-                algo,
-                &[0, 1, 7, 1000, 65539],
-                &[DataType::F32, DataType::I32, DataType::Bf16, DataType::U8],
-            );
-        }
-    }
-    for algo in ALGOS {
-        matrix(
-            3,
-            Net::Fabric(provider),
-            algo,
-            &[(1 << 20) + 3],
-            &[DataType::F32],
-        );
-    }
+    backend_matrix(2..=4, || Net::Fabric(provider));
+    backend_large_count(|| Net::Fabric(provider));
 }
 
 #[test]

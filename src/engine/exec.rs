@@ -518,8 +518,12 @@ impl<T: Transport> Engine<T> {
                 && need_send.iter().all(|k| c.send.contains_key(k))
         };
         let mut all_connected = connected(conns);
+        // Only a transport with shared locks has its loop watched (`comm::wedge`).
+        let watched = news.shared_locks().is_some();
         while done < n {
-            news.beat();
+            if watched {
+                news.beat();
+            }
             let mut moved = false;
             if !all_connected {
                 let mut link = Link {

@@ -94,6 +94,30 @@ pub struct Capabilities {
     pub max_requests: usize,
 }
 
+/// The error of a send (`send`) from, or a receive into, a null pointer with `len > 0`, for
+/// backend `name`; `Ok` otherwise.
+pub(crate) fn check_buffer(name: &str, send: bool, ptr_is_null: bool, len: usize) -> Result<()> {
+    if !ptr_is_null || len == 0 {
+        return Ok(());
+    }
+    Err(Error::invalid_argument(if send {
+        format!("{name}: send of {len} bytes from a null pointer")
+    } else {
+        format!("{name}: receive of {len} bytes into a null pointer")
+    }))
+}
+
+impl Capabilities {
+    /// Two-sided messages only, without registration, with `max_requests` in flight per
+    /// connection (tcp, shm, mem, fabric).
+    pub fn messages_only(max_requests: usize) -> Capabilities {
+        Capabilities {
+            max_requests,
+            ..Capabilities::default()
+        }
+    }
+}
+
 /// Properties of one device (a NIC, an interface, or the in-process fabric).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceProps {

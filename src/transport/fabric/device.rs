@@ -309,11 +309,6 @@ pub(super) fn props(c: &Chosen) -> DeviceProps {
         numa_node: None,
         gid_index: None,
         port: None,
-        caps: Capabilities {
-            rdma_write: false,
-            write_with_imm: false,
-            needs_registration: false,
-            max_requests: MAX_REQUESTS,
-        },
+        caps: Capabilities::messages_only(MAX_REQUESTS),
     }
 }

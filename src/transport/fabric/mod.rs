@@ -398,11 +398,7 @@ impl Transport for FabricTransport {
         tag: Tag,
         _region: Option<&()>,
     ) -> Result<Option<FabricRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "fabric: send of {len} bytes from a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("fabric", true, data.is_null(), len)?;
         let id = conn.0;
         if let Some(e) = self.send_failure(id) {
             return Err(e);
@@ -474,11 +470,7 @@ impl Transport for FabricTransport {
         len: usize,
         _region: Option<&()>,
     ) -> Result<Option<FabricRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "fabric: receive of {len} bytes into a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("fabric", false, data.is_null(), len)?;
         let id = conn.0;
         let rndv = len > EAGER_MAX;
         // The buffer is exposed to the peer's write before the peer learns of it.

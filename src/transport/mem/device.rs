@@ -20,12 +20,7 @@ pub(super) fn devices(faults: &MemFaults) -> Vec<DeviceProps> {
         numa_node: None,
         gid_index: None,
         port: None,
-        caps: Capabilities {
-            rdma_write: false,
-            write_with_imm: false,
-            needs_registration: false,
-            max_requests: faults.effective_max_in_flight(),
-        },
+        caps: Capabilities::messages_only(faults.effective_max_in_flight()),
     }]
 }
 

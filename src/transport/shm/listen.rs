@@ -27,8 +27,13 @@ fn os(what: &str) -> Error {
     Error::system(format!("shm: {what}: {}", std::io::Error::last_os_error()))
 }
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`), zeros where unreadable.
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), zeros where unreadable; read once.
 pub(super) fn boot_id() -> [u8; 16] {
+    static ID: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    *ID.get_or_init(read_boot_id)
+}
+
+fn read_boot_id() -> [u8; 16] {
     let mut id = [0u8; 16];
     if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
         let hex: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
@@ -139,8 +144,9 @@ pub(super) struct Regions {
     pub reverse: Region,
 }
 
-/// Advances a connect: `Some` (the socket and the regions) once they were handed over.
-pub(super) fn poll_connect(c: &mut Connecting) -> Result<Option<(OwnedFd, Regions, Peer)>> {
+/// Advances a connect: `Some` (the regions; the connection's socket is `c.sock`) once they
+/// were handed over.
+pub(super) fn poll_connect(c: &mut Connecting) -> Result<Option<(Regions, Peer)>> {
     if !c.connected {
         let (a, len) = address(&c.name);
         // SAFETY: a valid address of `len` bytes.
@@ -168,18 +174,7 @@ pub(super) fn poll_connect(c: &mut Connecting) -> Result<Option<(OwnedFd, Region
     let (reverse, fd2) = Region::create()?;
     send_hello(c.sock.as_raw_fd(), [fd1.as_raw_fd(), fd2.as_raw_fd()])
         .map_err(|e| e.context(format!("shm: handing the regions to process {}", c.pid)))?;
-    let sock = socket_take(&mut c.sock)?;
-    Ok(Some((
-        sock,
-        Regions { forward, reverse },
-        Peer { pid: c.pid },
-    )))
-}
-
-/// Moves the socket out of a finished connect (a fresh placeholder stays behind).
-fn socket_take(s: &mut OwnedFd) -> Result<OwnedFd> {
-    let fresh = socket()?;
-    Ok(std::mem::replace(s, fresh))
+    Ok(Some((Regions { forward, reverse }, Peer { pid: c.pid })))
 }
 
 /// Room for the control message of a hello (two descriptors), in words: `cmsghdr` needs

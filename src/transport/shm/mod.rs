@@ -46,6 +46,8 @@ pub struct ShmTransport {
     recvs: Slab<RecvConn>,
     /// `wait_activity` calls since a request last finished.
     idle_waits: u32,
+    /// Reused by `wait_activity`, so that waiting allocates nothing once warm.
+    pollfds: Vec<libc::pollfd>,
 }
 
 /// A listener of a [`ShmTransport`].
@@ -99,6 +101,7 @@ impl ShmTransport {
             sends: Slab::new(),
             recvs: Slab::new(),
             idle_waits: 0,
+            pollfds: Vec::new(),
         })
     }
 
@@ -162,9 +165,12 @@ impl Transport for ShmTransport {
             .ok_or_else(|| stale("connection attempt"))?;
         match listen::poll_connect(c) {
             Ok(None) => Ok(None),
-            Ok(Some((sock, regions, peer))) => {
-                self.connecting.remove(pending.0);
-                let link = Link::new(sock, regions.forward, peer);
+            Ok(Some((regions, peer))) => {
+                let c = self
+                    .connecting
+                    .remove(pending.0)
+                    .ok_or_else(|| stale("connection attempt"))?;
+                let link = Link::new(c.sock, regions.forward, peer);
                 let conn = SendConn::new(link, Some(regions.reverse));
                 Ok(Some(ShmSendConn(self.sends.insert(conn))))
             }
@@ -220,11 +226,7 @@ impl Transport for ShmTransport {
         tag: Tag,
         _region: Option<&()>,
     ) -> Result<Option<ShmRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "shm: send of {len} bytes from a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("shm", true, data.is_null(), len)?;
         let c = self
             .sends
             .get_mut(conn.0)
@@ -243,11 +245,7 @@ impl Transport for ShmTransport {
         len: usize,
         _region: Option<&()>,
     ) -> Result<Option<ShmRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "shm: receive of {len} bytes into a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("shm", false, data.is_null(), len)?;
         let c = self
             .recvs
             .get_mut(conn.0)
@@ -285,7 +283,8 @@ impl Transport for ShmTransport {
             std::thread::yield_now();
             return Ok(());
         }
-        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let fds = &mut self.pollfds;
+        fds.clear();
         for l in self.listeners.iter() {
             fds.push(libc::pollfd {
                 fd: l.fd.as_raw_fd(),

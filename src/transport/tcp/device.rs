@@ -47,12 +47,7 @@ pub(super) fn discover(ip: IpAddr) -> Result<DeviceProps> {
         numa_node,
         gid_index: None,
         port: None,
-        caps: Capabilities {
-            rdma_write: false,
-            write_with_imm: false,
-            needs_registration: false,
-            max_requests: MAX_REQUESTS,
-        },
+        caps: Capabilities::messages_only(MAX_REQUESTS),
     })
 }
 

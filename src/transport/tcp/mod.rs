@@ -209,11 +209,7 @@ impl Transport for TcpTransport {
         tag: Tag,
         _region: Option<&()>,
     ) -> Result<Option<TcpRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "tcp: send of {len} bytes from a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("tcp", true, data.is_null(), len)?;
         let c = self
             .sends
             .get_mut(conn.0)
@@ -232,11 +228,7 @@ impl Transport for TcpTransport {
         len: usize,
         _region: Option<&()>,
     ) -> Result<Option<TcpRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "tcp: receive of {len} bytes into a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("tcp", false, data.is_null(), len)?;
         let c = self
             .recvs
             .get_mut(conn.0)

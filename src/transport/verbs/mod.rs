@@ -370,11 +370,7 @@ impl Transport for VerbsTransport {
         tag: Tag,
         region: Option<&VerbsRegion>,
     ) -> Result<Option<VerbsRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "verbs: send of {len} bytes from a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("verbs", true, data.is_null(), len)?;
         let id = conn.0;
         let (c, mut mem) = self.conn(id, SEND_END)?;
         Ok(c.post_send(&mut mem, data, len, tag, region)?
@@ -392,11 +388,7 @@ impl Transport for VerbsTransport {
         len: usize,
         region: Option<&VerbsRegion>,
     ) -> Result<Option<VerbsRequest>> {
-        if data.is_null() && len > 0 {
-            return Err(Error::invalid_argument(format!(
-                "verbs: receive of {len} bytes into a null pointer"
-            )));
-        }
+        crate::transport::check_buffer("verbs", false, data.is_null(), len)?;
         let id = conn.0;
         let (c, mut mem) = self.conn(id, RECV_END)?;
         Ok(c.post_recv(&mut mem, data, len, region)?

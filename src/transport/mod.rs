@@ -249,6 +249,13 @@ pub trait Transport: Send + 'static {
         Ok(())
     }
 
+    /// Whether anything is posted or under way here (requests, connects, listeners): a
+    /// transport driven beside this one (see `transport::hybrid`) sleeps only briefly
+    /// while this one may have something to report. `true` where unknown.
+    fn pending(&self) -> bool {
+        true
+    }
+
     /// What of this transport lives in memory shared with peers, guarded by locks that a
     /// peer killed while holding one never releases (`None`: nothing). A call stuck inside
     /// the transport after such a peer died cannot be freed by anything in this process;

@@ -20,6 +20,8 @@ use super::{Completion, ConnectHandle, DeviceProps, Tag, Transport, MAX_HANDLE_B
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"oxhy";
+/// Longest sleep in shm while the network backend also waits.
+const NAP: Duration = Duration::from_micros(50);
 
 /// This host's key: its boot id. Ranks with equal keys are on one host.
 pub type HostKey = [u8; 16];
@@ -293,14 +295,24 @@ impl<N: Transport> Transport for Hybrid<N> {
 
     /// Waits in shm's way (yield, then naps) while shm has work, after a look at the
     /// network backend; in the network backend's otherwise.
+    /// Sleeps in the backend that waits; where both wait, in shm for at most [`NAP`]
+    /// after a look at the network (shm's peers ring it awake, the network's cannot).
     fn wait_activity(&mut self, timeout: Duration) -> Result<()> {
         match self.shm.as_mut() {
             Some(s) if s.busy() => {
-                self.net.wait_activity(Duration::ZERO)?;
-                s.wait_activity(timeout)
+                if self.net.pending() {
+                    self.net.wait_activity(Duration::ZERO)?;
+                    s.wait_activity(timeout.min(NAP))
+                } else {
+                    s.wait_activity(timeout)
+                }
             }
             _ => self.net.wait_activity(timeout),
         }
+    }
+
+    fn pending(&self) -> bool {
+        self.net.pending() || self.shm.as_ref().is_some_and(|s| s.busy())
     }
 
     fn shared_locks(&self) -> Option<&'static str> {

@@ -3,12 +3,13 @@
 //! out into the posted receive. Requests finish in order; a send finishes once its last byte
 //! is in the ring.
 //!
-//! Each end keeps the Unix socket the region came over. Nothing is written on it after the
-//! handshake, so when it turns readable the peer closed it: it closed the connection, or its
-//! process ended. A receive still finds what the peer wrote before; past that, a request the
-//! peer can no longer serve fails with Remote.
+//! Each end keeps the Unix socket the region came over. After the handshake it carries only
+//! doorbells: one byte written to wake a peer that sleeps in `poll` on it (see
+//! `region.rs`). Its read side shutting down (`POLLRDHUP`) means the peer closed it: it
+//! closed the connection, or its process ended. A receive still finds what the peer wrote
+//! before; past that, a request the peer can no longer serve fails with Remote.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::region::Region;
 use crate::error::{Error, Result};
@@ -60,13 +61,54 @@ impl Link {
         if !self.gone {
             let mut p = libc::pollfd {
                 fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN | libc::POLLRDHUP,
+                events: libc::POLLRDHUP,
                 revents: 0,
             };
             // SAFETY: one valid pollfd; no waiting.
-            self.gone = unsafe { libc::poll(&mut p, 1, 0) } > 0;
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            self.gone = n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
         }
         self.gone
+    }
+
+    /// The socket, for `poll`.
+    pub(super) fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Wakes the peer, which sleeps in `poll` on its end of the socket.
+    fn ring_bell(&self) {
+        let b = 1u8;
+        // SAFETY: one readable byte; the socket does not block. A full socket already holds
+        // bytes that wake the peer, and a closed one shows as the peer's departure: the
+        // result is not needed.
+        unsafe {
+            libc::send(
+                self.sock.as_raw_fd(),
+                (&b as *const u8).cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    }
+
+    /// Reads the doorbells that woke this end.
+    pub(super) fn drain_bell(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: `buf` is writable for its length; the call does not block.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < buf.len() as isize {
+                return;
+            }
+        }
     }
 
     /// A link for the other direction of this connection: `region`, and this socket again.
@@ -190,6 +232,24 @@ impl SendConn {
         self.ring.pending() > 0
     }
 
+    /// Before sleeping: raises the writer's `waits` word; `true` when room appeared
+    /// meanwhile (then this end must not sleep).
+    pub(super) fn sleep_begin(&mut self) -> bool {
+        self.link.region.writer_waits(true);
+        self.link
+            .region
+            .free_for_writer(self.tail)
+            .map_or(true, |n| n > 0)
+    }
+
+    /// After sleeping: lowers the `waits` word, and reads the doorbells if any rang.
+    pub(super) fn sleep_end(&mut self, rang: bool) {
+        self.link.region.writer_waits(false);
+        if rang {
+            self.link.drain_bell();
+        }
+    }
+
     /// The error a send towards a peer that closed its end gets.
     pub(super) fn check(&mut self) -> Result<()> {
         if let Some(e) = &self.failed {
@@ -244,7 +304,9 @@ impl SendConn {
             self.ring.finish_head(c);
         }
         if moved {
-            self.link.region.set_tail(self.tail);
+            if self.link.region.set_tail(self.tail) {
+                self.link.ring_bell();
+            }
             self.link.idle = 0;
         } else if self.busy() && self.link.idle_gone() {
             return Err(self.link.departed("while sends were waiting for room"));
@@ -343,12 +405,32 @@ impl RecvConn {
         self.ring.pending() > 0
     }
 
+    /// Before sleeping: raises the reader's `waits` word; `true` when data came meanwhile
+    /// (then this end must not sleep).
+    pub(super) fn sleep_begin(&mut self) -> bool {
+        self.link.region.reader_waits(true);
+        self.link
+            .region
+            .avail_for_reader(self.head)
+            .map_or(true, |n| n > 0)
+    }
+
+    /// After sleeping: lowers the `waits` word, and reads the doorbells if any rang.
+    pub(super) fn sleep_end(&mut self, rang: bool) {
+        self.link.region.reader_waits(false);
+        if rang {
+            self.link.drain_bell();
+        }
+    }
+
     /// Delivers what arrived into the posted receives, oldest first.
     fn take_arrived(&mut self) -> Result<()> {
         let mut moved = false;
         let r = self.deliver(&mut moved);
         if moved {
-            self.link.region.set_head(self.head);
+            if self.link.region.set_head(self.head) {
+                self.link.ring_bell();
+            }
             self.link.idle = 0;
         } else if r.is_ok() && self.busy() && self.link.idle_gone() {
             // What the peer wrote before it closed is read first.

@@ -30,13 +30,6 @@ use crate::error::{Error, Result};
 use crate::transport::slab::{Id, Slab};
 use crate::transport::{Completion, ConnectHandle, DeviceProps, Tag, Transport};
 
-/// Longest nap of an idle rank in `wait_activity` (data arrival wakes nothing: the rank
-/// looks again after it).
-const NAP: Duration = Duration::from_micros(50);
-/// Idle waits that only yield the CPU before an idle rank starts to nap: a peer a few tens
-/// of microseconds late (descheduled, or copying a chunk) is met without a nap's delay.
-const YIELDS: u32 = 256;
-
 /// The shm backend. One instance per rank, driven from one thread at a time.
 pub struct ShmTransport {
     device: DeviceProps,
@@ -44,8 +37,6 @@ pub struct ShmTransport {
     connecting: Slab<listen::Connecting>,
     sends: Slab<SendConn>,
     recvs: Slab<RecvConn>,
-    /// `wait_activity` calls since a request last finished.
-    idle_waits: u32,
     /// Reused by `wait_activity`, so that waiting allocates nothing once warm.
     pollfds: Vec<libc::pollfd>,
 }
@@ -100,7 +91,6 @@ impl ShmTransport {
             connecting: Slab::new(),
             sends: Slab::new(),
             recvs: Slab::new(),
-            idle_waits: 0,
             pollfds: Vec::new(),
         })
     }
@@ -112,6 +102,52 @@ impl ShmTransport {
             || self.listeners.iter().any(|l| !l.waiting.is_empty())
             || self.sends.iter().any(|c| c.busy())
             || self.recvs.iter().any(|c| c.busy())
+    }
+
+    /// Sleeps until a peer rings, a listener or a socket turns readable, or `timeout`
+    /// passes; not at all when a waiting connection can already move.
+    fn sleep(&mut self, timeout: Duration) -> Result<()> {
+        let fds = &mut self.pollfds;
+        fds.clear();
+        let watch = |fds: &mut Vec<libc::pollfd>, fd| {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            })
+        };
+        for l in self.listeners.iter() {
+            watch(fds, l.fd.as_raw_fd());
+            for a in &l.waiting {
+                watch(fds, a.sock.as_raw_fd());
+            }
+        }
+        let links = fds.len();
+        let mut ready = false;
+        for c in self.recvs.iter_mut().filter(|c| c.busy()) {
+            ready |= c.sleep_begin();
+            watch(fds, c.link().fd());
+        }
+        for c in self.sends.iter_mut().filter(|c| c.busy()) {
+            ready |= c.sleep_begin();
+            watch(fds, c.link().fd());
+        }
+        if !ready {
+            let ts = libc::timespec {
+                tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: timeout.subsec_nanos().into(),
+            };
+            // SAFETY: `fds` holds `len` initialised pollfds; no signal mask.
+            unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as _, &ts, std::ptr::null()) };
+        }
+        let mut rang = fds[links..].iter().map(|p| p.revents & libc::POLLIN != 0);
+        for c in self.recvs.iter_mut().filter(|c| c.busy()) {
+            c.sleep_end(rang.next().unwrap_or(false));
+        }
+        for c in self.sends.iter_mut().filter(|c| c.busy()) {
+            c.sleep_end(rang.next().unwrap_or(false));
+        }
+        Ok(())
     }
 
     fn check_dev(&self, dev: usize) -> Result<()> {
@@ -269,44 +305,14 @@ impl Transport for ShmTransport {
                 .ok_or_else(|| stale("receive connection"))?
                 .test(request.seq)
         }?;
-        if done.is_some() {
-            self.idle_waits = 0;
-        }
         Ok(done)
     }
 
-    /// Yields the CPU, or after a while idle naps briefly (shared memory has nothing to
-    /// sleep on), less when a listener has a connection to take.
+    /// Sleeps in `poll` on the sockets of the connections that wait (their peers ring
+    /// when they publish data or room, and a peer's departure shows there too) and on the
+    /// listeners. The engine spins before it calls this, as `OXCCL_SPIN` says.
     fn wait_activity(&mut self, timeout: Duration) -> Result<()> {
-        self.idle_waits = self.idle_waits.saturating_add(1);
-        if self.idle_waits < YIELDS {
-            std::thread::yield_now();
-            return Ok(());
-        }
-        let fds = &mut self.pollfds;
-        fds.clear();
-        for l in self.listeners.iter() {
-            fds.push(libc::pollfd {
-                fd: l.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            for a in &l.waiting {
-                fds.push(libc::pollfd {
-                    fd: a.sock.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
-        }
-        let nap = timeout.min(NAP);
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: nap.subsec_nanos().into(),
-        };
-        // SAFETY: `fds` holds `len` initialised pollfds (possibly none); no signal mask.
-        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as _, &ts, std::ptr::null()) };
-        Ok(())
+        self.sleep(timeout)
     }
 
     fn duplex(&self) -> bool {

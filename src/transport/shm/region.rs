@@ -9,11 +9,17 @@
 //! what is written and not yet read; the sender publishes with a release store of `tail`
 //! after its copy, the receiver frees with a release store of `head` after its own.
 //!
+//! An end with nothing to do may sleep: it raises its `waits` word (the reader's and the
+//! writer's are on lines of their own), looks at the ring once more, and sleeps in `poll` on
+//! the connection's socket; the other end, after publishing a position, sees the word and
+//! rings: one byte on the socket (see `conn.rs`). Both sides order their store and load
+//! with a sequentially consistent fence (Dekker), so a wake-up is never lost.
+//!
 //! The peer shares this memory, so nothing read from it is trusted: the counters are checked
 //! against the capacity, and a length is checked against the posted receive.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -24,6 +30,10 @@ const DATA_AT: usize = 4096;
 const MAGIC: u64 = u64::from_le_bytes(*b"oxshmrg1");
 const TAIL_AT: usize = 64;
 const HEAD_AT: usize = 128;
+/// Raised while the reader sleeps: the writer rings after publishing `tail`.
+const READER_WAITS_AT: usize = 192;
+/// Raised while the writer sleeps for room: the reader rings after publishing `head`.
+const WRITER_WAITS_AT: usize = 256;
 
 /// A mapped region.
 pub(super) struct Region {
@@ -170,14 +180,36 @@ impl Region {
         Ok(avail as usize)
     }
 
-    /// Publishes the writer's position.
-    pub(super) fn set_tail(&self, tail: u64) {
+    /// Publishes the writer's position; `true` when the reader sleeps and must be rung.
+    pub(super) fn set_tail(&self, tail: u64) -> bool {
         self.word(TAIL_AT).store(tail, Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.word(READER_WAITS_AT).load(Ordering::Relaxed) != 0
     }
 
-    /// Publishes the reader's position.
-    pub(super) fn set_head(&self, head: u64) {
+    /// Publishes the reader's position; `true` when the writer sleeps and must be rung.
+    pub(super) fn set_head(&self, head: u64) -> bool {
         self.word(HEAD_AT).store(head, Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.word(WRITER_WAITS_AT).load(Ordering::Relaxed) != 0
+    }
+
+    /// Raises or lowers the reader's `waits` word. After raising it the reader looks at
+    /// the ring once more before it sleeps.
+    pub(super) fn reader_waits(&self, on: bool) {
+        Self::waits(self.word(READER_WAITS_AT), on);
+    }
+
+    /// Raises or lowers the writer's `waits` word (as `reader_waits`).
+    pub(super) fn writer_waits(&self, on: bool) {
+        Self::waits(self.word(WRITER_WAITS_AT), on);
+    }
+
+    fn waits(word: &AtomicU64, on: bool) {
+        word.store(u64::from(on), Ordering::Relaxed);
+        if on {
+            fence(Ordering::SeqCst);
+        }
     }
 
     /// The ring's two pieces from stream position `pos`, `n` bytes long.

@@ -248,3 +248,96 @@ fn a_stranger_without_a_region_is_dropped_and_real_peers_still_connect() {
     let l = b.listeners.get(l.0).unwrap();
     assert!(l.waiting.is_empty(), "the stranger was dropped");
 }
+
+/// Drives `req` of `t` to completion (bounded), sleeping in `wait_activity` between looks.
+fn finish(t: &mut ShmTransport, req: &mut ShmRequest) -> Completion {
+    let t0 = Instant::now();
+    loop {
+        if let Some(c) = t.test(req).unwrap() {
+            return c;
+        }
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the request did not finish in time"
+        );
+        t.wait_activity(Duration::from_millis(100)).unwrap();
+    }
+}
+
+#[test]
+fn an_idle_wait_sleeps_for_its_timeout() {
+    let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
+    let (_s, mut r) = connect_pair(&mut a, &mut b);
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` outlives the transports' use of it (the receive never completes).
+    let mut q = unsafe { b.irecv(&mut r, buf.as_mut_ptr(), 8, None) }
+        .unwrap()
+        .unwrap();
+    assert!(b.test(&mut q).unwrap().is_none());
+    let t0 = Instant::now();
+    b.wait_activity(Duration::from_millis(50)).unwrap();
+    let el = t0.elapsed();
+    assert!(el >= Duration::from_millis(40), "returned after {el:?}");
+    assert!(el < Duration::from_secs(2), "returned after {el:?}");
+}
+
+#[test]
+fn a_sleeping_receiver_is_rung_awake_by_the_data() {
+    let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
+    let (mut s, mut r) = connect_pair(&mut a, &mut b);
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` outlives the request, which completes below.
+    let mut q = unsafe { b.irecv(&mut r, buf.as_mut_ptr(), 8, None) }
+        .unwrap()
+        .unwrap();
+    assert!(b.test(&mut q).unwrap().is_none());
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let msg = *b"8 bytes!";
+        // SAFETY: `msg` lives until the send completes just below.
+        let mut w = unsafe { a.isend(&mut s, msg.as_ptr(), 8, [5, 0, 0], None) }
+            .unwrap()
+            .unwrap();
+        finish(&mut a, &mut w);
+        a
+    });
+    let t0 = Instant::now();
+    b.wait_activity(Duration::from_secs(6)).unwrap();
+    let el = t0.elapsed();
+    assert!(el < Duration::from_secs(3), "the data did not ring: {el:?}");
+    assert_eq!(finish(&mut b, &mut q).tag, [5, 0, 0]);
+    assert_eq!(&buf, b"8 bytes!");
+    sender.join().unwrap();
+}
+
+#[test]
+fn a_sender_sleeping_for_room_is_rung_awake_when_the_reader_frees_it() {
+    let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
+    let (mut s, mut r) = connect_pair(&mut a, &mut b);
+    let msg = pattern(3, 3 * region::CAPACITY);
+    // SAFETY: `msg` outlives the request, which completes below.
+    let mut w = unsafe { a.isend(&mut s, msg.as_ptr(), msg.len(), [1, 2, 3], None) }
+        .unwrap()
+        .unwrap();
+    assert!(a.test(&mut w).unwrap().is_none(), "the ring is full");
+    let len = msg.len();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = vec![0u8; len];
+        // SAFETY: `buf` outlives the request, which completes just below.
+        let mut q = unsafe { b.irecv(&mut r, buf.as_mut_ptr(), len, None) }
+            .unwrap()
+            .unwrap();
+        finish(&mut b, &mut q);
+        buf
+    });
+    let t0 = Instant::now();
+    a.wait_activity(Duration::from_secs(6)).unwrap();
+    let el = t0.elapsed();
+    assert!(
+        el < Duration::from_secs(3),
+        "the freed room did not ring: {el:?}"
+    );
+    finish(&mut a, &mut w);
+    assert!(reader.join().unwrap() == msg, "the payload arrived changed");
+}

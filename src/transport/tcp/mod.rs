@@ -307,6 +307,20 @@ impl Transport for TcpTransport {
         Ok(())
     }
 
+    /// Listeners do not count: an incoming connection waits for at most the sleep of the
+    /// transport beside this one, and a listener stays open for the job's whole life.
+    fn pending(&self) -> bool {
+        self.connecting.iter().next().is_some()
+            || self
+                .sends
+                .iter()
+                .any(|c| !matches!(c.interest(), Interest::Idle))
+            || self
+                .recvs
+                .iter()
+                .any(|c| !matches!(c.interest(), Interest::Idle))
+    }
+
     fn duplex(&self) -> bool {
         self.duplex
     }

@@ -113,6 +113,9 @@ pub(crate) struct State {
     /// Schedules already built: a training loop repeats the same calls, and building costs
     /// allocations on the latency-critical path.
     plans: HashMap<PlanKey, Arc<Schedule>>,
+    /// The last schedule used, looked up before `plans`: a loop of one call shape skips
+    /// the hashing.
+    last_plan: Option<(PlanKey, Arc<Schedule>)>,
 }
 
 /// What a schedule depends on besides the communicator's fixed rank, size and ring.
@@ -373,6 +376,7 @@ impl Communicator {
                 received: HashMap::new(),
                 broken: None,
                 plans: HashMap::new(),
+                last_plan: None,
             })),
             worker: Mutex::new(None),
             deferred: Mutex::new(Vec::new()),
@@ -588,7 +592,7 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
         sh.fail(st, e.clone());
         return Err(e);
     }
-    if let Some((r, cause)) = sh.news.cause() {
+    if let Some((r, cause)) = sh.news.any().then(|| sh.news.cause()).flatten() {
         let e = Error::new(
             cause.kind(),
             format!(
@@ -606,33 +610,14 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     }
     let t0 = tracing::enabled!(target: "oxccl::COLL", tracing::Level::TRACE)
         .then(std::time::Instant::now);
-    // SAFETY: forwarded from the caller.
-    let staged = unsafe { stage::stage(calls, rank, sh.size) }?;
-    let mut r = Ok(());
-    for batch in stage::batches(&staged, rank, sh.size) {
-        let mut prepared = Vec::with_capacity(batch.len());
-        for &i in &batch {
-            prepared.push(prepare(sh, st, &staged.calls[i])?);
-        }
-        let parts: Vec<Part<'_>> = prepared
-            .iter()
-            .map(|(desc, expect, sched, bufs)| Part {
-                desc: *desc,
-                expect: *expect,
-                sched: sched.as_ref(),
-                bufs: *bufs,
-            })
-            .collect();
-        // SAFETY: forwarded from the caller.
-        r = unsafe { st.core.run_group(&parts) };
-        if r.is_err() {
-            break;
-        }
-    }
+    // SAFETY (both): forwarded from the caller.
+    let r = match calls {
+        // One call with nothing to stage goes straight to the engine.
+        [call] if call.scale.is_none() => unsafe { run_one(sh, st, call) }?,
+        _ => unsafe { run_staged(sh, st, calls) }?,
+    };
     match r {
         Ok(()) => {
-            // SAFETY: the callers' buffers are valid for the whole call.
-            unsafe { staged.finish() };
             if let Some(t0) = t0 {
                 tracing::trace!(
                     target: "oxccl::COLL",
@@ -650,6 +635,57 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
             Err(e)
         }
     }
+}
+
+/// Runs one call that needs no staging. The outer error is the call's own, found before
+/// anything ran (the communicator stays usable); the inner one is the run's.
+///
+/// # Safety
+/// As [`execute`].
+unsafe fn run_one(sh: &Shared, st: &mut State, call: &Call) -> Result<Result<()>> {
+    let (desc, expect, sched, bufs) = prepare(sh, st, call)?;
+    let part = Part {
+        desc,
+        expect,
+        sched: sched.as_ref(),
+        bufs,
+    };
+    // SAFETY: forwarded from the caller.
+    Ok(unsafe { st.core.run_group(std::slice::from_ref(&part)) })
+}
+
+/// Stages `calls` (pre-multiplied inputs, fused allreduces), runs them batch by batch and
+/// copies fused results back. Errors as [`run_one`]'s.
+///
+/// # Safety
+/// As [`execute`].
+unsafe fn run_staged(sh: &Shared, st: &mut State, calls: &[Call]) -> Result<Result<()>> {
+    let rank = sh.rank;
+    // SAFETY: forwarded from the caller.
+    let staged = unsafe { stage::stage(calls, rank, sh.size) }?;
+    for batch in stage::batches(&staged, rank, sh.size) {
+        let mut prepared = Vec::with_capacity(batch.len());
+        for &i in &batch {
+            prepared.push(prepare(sh, st, &staged.calls[i])?);
+        }
+        let parts: Vec<Part<'_>> = prepared
+            .iter()
+            .map(|(desc, expect, sched, bufs)| Part {
+                desc: *desc,
+                expect: *expect,
+                sched: sched.as_ref(),
+                bufs: *bufs,
+            })
+            .collect();
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { st.core.run_group(&parts) };
+        if r.is_err() {
+            return Ok(r);
+        }
+    }
+    // SAFETY: the callers' buffers are valid for the whole call.
+    unsafe { staged.finish() };
+    Ok(Ok(()))
 }
 
 /// `e` with `ranks` named where its message does not name them yet, after `why` (a
@@ -831,7 +867,10 @@ fn prepare(
     let cached = if call.kind.uneven() {
         None
     } else {
-        st.plans.get(&key)
+        match &st.last_plan {
+            Some((k, s)) if *k == key => Some(s),
+            _ => st.plans.get(&key),
+        }
     };
     let sched = match cached {
         Some(s) => s.clone(),
@@ -861,6 +900,9 @@ fn prepare(
             s
         }
     };
+    if !call.kind.uneven() {
+        st.last_plan = Some((key, sched.clone()));
+    }
     let bufs = Buffers {
         send: call.send,
         send_len,

@@ -95,13 +95,79 @@ struct Queue<R> {
     in_flight: VecDeque<(u32, R, Option<usize>)>,
 }
 
+/// A run's working memory, kept by the engine between calls: a warm call of a shape it
+/// ran before allocates nothing (each allocation and free cost a small call several
+/// percent of its time). Every field is cleared by the run that uses it.
+pub(crate) struct Work<R> {
+    queues: Vec<Queue<R>>,
+    /// The step lists and request queues of earlier runs' queues, for reuse.
+    spare: Vec<(Vec<u32>, VecDeque<(u32, R, Option<usize>)>)>,
+    need_send: Vec<(usize, u16)>,
+    need_recv: Vec<(usize, u16)>,
+    left: Vec<u32>,
+    first: Vec<u32>,
+    fill: Vec<u32>,
+    edges: Vec<u32>,
+    arrived: Vec<Option<usize>>,
+    ready: Vec<u32>,
+    stage_free: Vec<usize>,
+    stage_reg: Vec<Option<usize>>,
+    part_regs: Vec<(Option<usize>, Option<usize>)>,
+    tags: Vec<Tag>,
+}
+
+impl<R> Default for Work<R> {
+    fn default() -> Self {
+        Work {
+            queues: Vec::new(),
+            spare: Vec::new(),
+            need_send: Vec::new(),
+            need_recv: Vec::new(),
+            left: Vec::new(),
+            first: Vec::new(),
+            fill: Vec::new(),
+            edges: Vec::new(),
+            arrived: Vec::new(),
+            ready: Vec::new(),
+            stage_free: Vec::new(),
+            stage_reg: Vec::new(),
+            part_regs: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl<R> Work<R> {
+    /// Keeps the last run's queues' memory for the next run.
+    fn recycle(&mut self) {
+        for q in self.queues.drain(..) {
+            self.spare.push((q.steps, q.in_flight));
+        }
+    }
+
+    /// A queue with reused memory where there is some.
+    fn queue(&mut self, peer: usize, ch: u16, send: bool) -> Queue<R> {
+        let (mut steps, mut in_flight) = self.spare.pop().unwrap_or_default();
+        steps.clear();
+        in_flight.clear();
+        Queue {
+            peer,
+            ch,
+            send,
+            steps,
+            next: 0,
+            in_flight,
+        }
+    }
+}
+
 /// Staging buffers for receive-reduce, reused across calls.
 struct Staging<'a> {
     pool: &'a mut Vec<Vec<u8>>,
-    free: Vec<usize>,
+    free: &'a mut Vec<usize>,
     len: usize,
     /// Each pool buffer's registration for this call (an index into the call's regions).
-    reg: Vec<Option<usize>>,
+    reg: &'a mut Vec<Option<usize>>,
 }
 
 impl Staging<'_> {
@@ -255,6 +321,23 @@ impl<T: Transport> Engine<T> {
         part_of: &[u32],
         regions: &mut Vec<T::MemRegion>,
     ) -> Result<()> {
+        let mut work = std::mem::take(&mut self.work);
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { self.run_steps(&mut work, parts, sched, part_of, regions) };
+        work.recycle();
+        self.work = work;
+        r
+    }
+
+    /// [`Engine::run_inner`] with its working memory.
+    unsafe fn run_steps(
+        &mut self,
+        w: &mut Work<T::Request>,
+        parts: &[Part<'_>],
+        sched: &Schedule,
+        part_of: &[u32],
+        regions: &mut Vec<T::MemRegion>,
+    ) -> Result<()> {
         self.check_open()?;
         let what = Described(parts);
         let pidx = |i: usize| part_of.get(i).map_or(0, |&p| p as usize);
@@ -270,7 +353,7 @@ impl<T: Transport> Engine<T> {
             BufId::Scratch => scratch_len,
         };
         // Queues per connection, and the connections they need.
-        let mut queues: Vec<Queue<T::Request>> = Vec::new();
+        w.recycle();
         let mut stage_len = 0;
         for (i, st) in sched.steps.iter().enumerate() {
             let spans: &[Span] = match &st.action {
@@ -326,41 +409,48 @@ impl<T: Transport> Engine<T> {
                 }
                 let send = matches!(st.action, Action::Send { .. });
                 // Schedules talk to few connections: a linear search beats hashing.
-                let found = queues
+                let found = w
+                    .queues
                     .iter()
                     .position(|q| q.peer == peer && q.ch == st.channel && q.send == send);
                 let qi = found.unwrap_or_else(|| {
-                    queues.push(Queue {
-                        peer,
-                        ch: st.channel,
-                        send,
-                        steps: Vec::new(),
-                        next: 0,
-                        in_flight: VecDeque::new(),
-                    });
-                    queues.len() - 1
+                    let q = w.queue(peer, st.channel, send);
+                    w.queues.push(q);
+                    w.queues.len() - 1
                 });
-                queues[qi].steps.push(i as u32);
+                w.queues[qi].steps.push(i as u32);
             }
         }
-        let need_send: Vec<(usize, u16)> = queues
-            .iter()
-            .filter(|q| q.send)
-            .map(|q| (q.peer, q.ch))
-            .collect();
-        let need_recv: Vec<(usize, u16)> = queues
-            .iter()
-            .filter(|q| !q.send)
-            .map(|q| (q.peer, q.ch))
-            .collect();
+        let Work {
+            queues,
+            need_send,
+            need_recv,
+            left,
+            first,
+            fill,
+            edges,
+            arrived,
+            ready,
+            stage_free,
+            stage_reg,
+            part_regs,
+            tags,
+            ..
+        } = w;
+        need_send.clear();
+        need_send.extend(queues.iter().filter(|q| q.send).map(|q| (q.peer, q.ch)));
+        need_recv.clear();
+        need_recv.extend(queues.iter().filter(|q| !q.send).map(|q| (q.peer, q.ch)));
         // Our own connections first (peers' listeners exist since init); theirs are accepted
         // while the schedule runs, so a rank whose peer called something else still sends,
         // and the peer reports the mismatch instead of both waiting for connections.
-        self.connect_all(&need_send, &need_recv, &what)?;
+        self.connect_all(need_send, need_recv, &what)?;
 
         // Dependency counters and the reverse edges.
-        let mut left: Vec<u32> = sched.steps.iter().map(|s| s.deps.len() as u32).collect();
-        let mut first = vec![0u32; n + 1];
+        left.clear();
+        left.extend(sched.steps.iter().map(|s| s.deps.len() as u32));
+        first.clear();
+        first.resize(n + 1, 0);
         for s in &sched.steps {
             for &d in &s.deps {
                 first[d as usize + 1] += 1;
@@ -369,18 +459,24 @@ impl<T: Transport> Engine<T> {
         for i in 0..n {
             first[i + 1] += first[i];
         }
-        let mut fill = first.clone();
-        let mut edges = vec![0u32; first[n] as usize];
+        fill.clear();
+        fill.extend_from_slice(first);
+        edges.clear();
+        edges.resize(first[n] as usize, 0);
         for (i, s) in sched.steps.iter().enumerate() {
             for &d in &s.deps {
                 edges[fill[d as usize] as usize] = i as u32;
                 fill[d as usize] += 1;
             }
         }
-        let mut arrived: Vec<Option<usize>> = vec![None; n];
-        let mut ready: Vec<u32> = (0..n as u32)
-            .filter(|&i| left[i as usize] == 0 && sched.steps[i as usize].action.peer().is_none())
-            .collect();
+        arrived.clear();
+        arrived.resize(n, None);
+        ready.clear();
+        ready.extend(
+            (0..n as u32).filter(|&i| {
+                left[i as usize] == 0 && sched.steps[i as usize].action.peer().is_none()
+            }),
+        );
 
         let Engine {
             transport,
@@ -408,15 +504,17 @@ impl<T: Transport> Engine<T> {
             .then_some(parts[0].desc.seq);
         let mut stalled = false;
         let size = *size;
+        staging.retain(|b| b.len() >= stage_len);
+        stage_free.clear();
+        stage_free.extend(0..staging.len());
+        stage_reg.clear();
+        stage_reg.resize(staging.len(), None);
         let mut stage = Staging {
             pool: staging,
-            free: Vec::new(),
+            free: stage_free,
             len: stage_len,
-            reg: Vec::new(),
+            reg: stage_reg,
         };
-        stage.pool.retain(|b| b.len() >= stage_len);
-        stage.free = (0..stage.pool.len()).collect();
-        stage.reg = vec![None; stage.pool.len()];
         // The call's buffers, registered whole (a transport registers lazily, if at all).
         let mut reg = |p: *const u8, len: usize| -> Result<Option<usize>> {
             if len == 0 || p.is_null() {
@@ -425,7 +523,7 @@ impl<T: Transport> Engine<T> {
             regions.push(transport.register(p, len)?);
             Ok(Some(regions.len() - 1))
         };
-        let mut part_regs = Vec::with_capacity(parts.len());
+        part_regs.clear();
         for p in parts {
             let s = reg(p.bufs.send, p.bufs.send_len)
                 .map_err(|e| e.context(format!("rank {rank}: {what}: registering buffers")))?;
@@ -454,7 +552,8 @@ impl<T: Transport> Engine<T> {
             // SAFETY: bounds checked above against the buffer lengths.
             unsafe { base.add(s.off) }
         };
-        let tags: Vec<Tag> = parts.iter().map(|p| p.desc.tag()).collect();
+        tags.clear();
+        tags.extend(parts.iter().map(|p| p.desc.tag()));
         let part = |i: usize| &parts[pidx(i)];
         let max_in_flight = cfg.max_in_flight.max(1);
         let mut done = 0usize;
@@ -539,13 +638,11 @@ impl<T: Transport> Engine<T> {
             }
             // Local work first: it may unblock sends.
             while let Some(i) = ready.pop() {
-                apply(i as usize, &mut arrived, &mut stage)
+                apply(i as usize, arrived, &mut stage)
                     .map_err(|e| e.context(format!("rank {rank}: {what}")))?;
                 done += 1;
                 moved = true;
-                release(
-                    i as usize, &first, &edges, &mut left, &mut ready, &arrived, sched,
-                );
+                release(i as usize, first, edges, left, ready, arrived, sched);
             }
             let mut mismatch = None;
             for q in queues.iter_mut() {
@@ -589,7 +686,7 @@ impl<T: Transport> Engine<T> {
                         }
                         _ => {
                             done += 1;
-                            release(i, &first, &edges, &mut left, &mut ready, &arrived, sched);
+                            release(i, first, edges, left, ready, arrived, sched);
                         }
                     }
                 }
@@ -672,7 +769,7 @@ impl<T: Transport> Engine<T> {
             if let Some(e) = mismatch {
                 // Let the sends already under way reach the peer, so that it sees the
                 // disagreement too instead of only this rank's departure.
-                drain_sends(transport, &mut queues, Duration::from_millis(200));
+                drain_sends(transport, queues, Duration::from_millis(200));
                 return Err(e);
             }
             if moved {

@@ -55,6 +55,8 @@ pub struct Engine<T: Transport> {
     conns: connect::Conns<T>,
     scratch: Vec<u8>,
     staging: Vec<Vec<u8>>,
+    /// A run's working memory, kept between calls so that a warm call allocates nothing.
+    work: exec::Work<T::Request>,
     /// The job's news (failures other ranks posted, departed ranks), if a channel feeds it.
     news: Arc<News>,
 }
@@ -85,6 +87,7 @@ impl<T: Transport> Engine<T> {
             conns: connect::Conns::default(),
             scratch: Vec::new(),
             staging: Vec::new(),
+            work: exec::Work::default(),
             news: Arc::new(News::default()),
         }
     }

@@ -610,10 +610,11 @@ pub(crate) unsafe fn execute(sh: &Shared, st: &mut State, calls: &[Call]) -> Res
     }
     let t0 = tracing::enabled!(target: "oxccl::COLL", tracing::Level::TRACE)
         .then(std::time::Instant::now);
-    // SAFETY (both): forwarded from the caller.
     let r = match calls {
         // One call with nothing to stage goes straight to the engine.
+        // SAFETY: forwarded from the caller.
         [call] if call.scale.is_none() => unsafe { run_one(sh, st, call) }?,
+        // SAFETY: forwarded from the caller.
         _ => unsafe { run_staged(sh, st, calls) }?,
     };
     match r {

@@ -92,8 +92,11 @@ struct Queue<R> {
     send: bool,
     steps: Vec<u32>,
     next: usize,
-    in_flight: VecDeque<(u32, R, Option<usize>)>,
+    in_flight: InFlight<R>,
 }
+
+/// A queue's requests under way: (step, request, staging buffer of a receive-reduce).
+type InFlight<R> = VecDeque<(u32, R, Option<usize>)>;
 
 /// A run's working memory, kept by the engine between calls: a warm call of a shape it
 /// ran before allocates nothing (each allocation and free cost a small call several
@@ -101,7 +104,7 @@ struct Queue<R> {
 pub(crate) struct Work<R> {
     queues: Vec<Queue<R>>,
     /// The step lists and request queues of earlier runs' queues, for reuse.
-    spare: Vec<(Vec<u32>, VecDeque<(u32, R, Option<usize>)>)>,
+    spare: Vec<(Vec<u32>, InFlight<R>)>,
     need_send: Vec<(usize, u16)>,
     need_recv: Vec<(usize, u16)>,
     left: Vec<u32>,
@@ -853,11 +856,11 @@ impl<T: Transport> Engine<T> {
                         "rank {rank}: {what}: no progress for {:.1}s; {}",
                         waited.as_secs_f64(),
                         waiting_for(
-                            &queues,
-                            &left,
-                            &need_recv,
+                            queues,
+                            left,
+                            need_recv,
                             |k| { conns.recv.contains_key(k) },
-                            &need_send,
+                            need_send,
                             |k| conns.send.contains_key(k)
                         )
                     )));

@@ -291,6 +291,71 @@ fn shm_matrix_threads() {
     backend_large_count(|| Net::Shm);
 }
 
+/// The shm matrix as processes: this test binary, started by rankrun as every rank of a
+/// job over `OXCCL_TRANSPORT=shm`, runs [`matrix_rank_of_a_process_job`]; every rank must
+/// pass and report the same hashes. 1, 2, 3, 4 and 8 ranks, every algorithm, counts up to
+/// 1 Mi + 3 (past the ring's capacity, and copied out of the sender's process where the
+/// kernel allows cross-memory attach).
+#[test]
+fn shm_matrix_processes() {
+    if std::env::var_os(MATRIX_CHILD).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    for n in [1usize, 2, 3, 4, 8] {
+        for algo in ALGOS {
+            let label = format!("{n} processes over shm, algo {algo:?}");
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rankrun"));
+            cmd.args(["-n", &n.to_string(), "--timeout", "300", "--"])
+                .arg(&exe)
+                .args(["--exact", "matrix_rank_of_a_process_job", "--nocapture"])
+                .env(MATRIX_CHILD, "1")
+                .env("OXCCL_TRANSPORT", "shm")
+                .env("OXCCL_TIMEOUT", "60");
+            match algo {
+                Some(a) => cmd.env("OXCCL_ALGO", a),
+                None => cmd.env_remove("OXCCL_ALGO"),
+            };
+            let out = cmd.output().expect("rankrun starts");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{label}: {}\n{text}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let hashes: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.split_once("matrix hashes: ").map(|(_, h)| h))
+                .collect();
+            assert_eq!(hashes.len(), n, "{label}: one report per rank\n{text}");
+            assert!(
+                hashes.iter().all(|h| *h == hashes[0]),
+                "{label}: results differ bitwise between ranks: {hashes:?}"
+            );
+        }
+    }
+}
+
+/// Set for the ranks [`shm_matrix_processes`] starts.
+const MATRIX_CHILD: &str = "OXCCL_TEST_MATRIX_RANK";
+
+/// One rank of [`shm_matrix_processes`]'s jobs (it does nothing in a plain test run): the
+/// collectives of every count, op and type against the serial reference.
+#[test]
+fn matrix_rank_of_a_process_job() {
+    if std::env::var_os(MATRIX_CHILD).is_none() {
+        return;
+    }
+    let c = Communicator::from_env().expect("joining the job");
+    let mut hashes = Vec::new();
+    for d in [DataType::F32, DataType::I32, DataType::Bf16, DataType::U8] {
+        hashes.push(by_dtype(&c, d, &[0, 1, 7, 1000, 65539], &ReduceOp::ARITH).unwrap());
+    }
+    hashes.push(by_dtype(&c, DataType::F32, &[(1 << 20) + 3], &[ReduceOp::Sum]).unwrap());
+    println!("rank {}: matrix hashes: {hashes:?}", c.rank());
+}
+
 #[test]
 fn tcp_large_count() {
     backend_large_count(|| Net::Tcp);

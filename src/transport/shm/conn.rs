@@ -11,7 +11,8 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use super::region::Region;
+use super::attach::{self, ATTACH_MIN};
+use super::region::{Attach, Region};
 use crate::error::{Error, Result};
 use crate::transport::process::process_gone;
 use crate::transport::requests::Ring;
@@ -19,6 +20,11 @@ use crate::transport::{Completion, Tag};
 
 /// Bytes of the header in front of every message.
 const HEADER_BYTES: usize = 32;
+/// Bytes of the header of a message the reader copies out of the writer's memory: the
+/// header, then the payload's address and a reserved word.
+const ATTACHED_HEADER_BYTES: usize = HEADER_BYTES + 16;
+/// Set in a header's length word: the payload stays in the writer's memory (`attach.rs`).
+const ATTACHED: u64 = 1 << 63;
 /// Empty polls between two looks at the socket for a departed peer.
 const LOOK_EVERY: u32 = 512;
 
@@ -154,9 +160,17 @@ impl Link {
 struct SendOp {
     data: *const u8,
     len: usize,
-    header: [u8; HEADER_BYTES],
+    header: [u8; ATTACHED_HEADER_BYTES],
+    /// Bytes of `header` this message has.
+    hlen: usize,
+    /// Bytes of payload that go through the ring: `len`, or 0 when the reader copies it
+    /// out of this process.
+    body: usize,
     /// Bytes of header and payload already in the ring.
     put: usize,
+    /// For a message the reader copies out: its number among them, once its header is in
+    /// the ring (0 before).
+    ticket: u64,
 }
 
 // SAFETY: the pointer is the caller's buffer, valid until the request is reported (the
@@ -170,17 +184,23 @@ pub(super) struct SendConn {
     reverse: Option<Region>,
     ring: Ring<SendOp>,
     tail: u64,
+    /// Messages sent for the reader to copy out of this process.
+    tickets: u64,
     failed: Option<Error>,
 }
 
 impl SendConn {
-    /// The sending end over `link`, keeping `reverse` for the other direction.
+    /// The sending end over `link`, keeping `reverse` for the other direction. It tells
+    /// the reader where its probe is, so that the reader can find out whether it may copy
+    /// large messages out of this process.
     pub(super) fn new(link: Link, reverse: Option<Region>) -> SendConn {
+        link.region.set_probe(attach::probe());
         SendConn {
             link,
             reverse,
             ring: Ring::new(),
             tail: 0,
+            tickets: 0,
             failed: None,
         }
     }
@@ -199,15 +219,25 @@ impl SendConn {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let mut header = [0u8; HEADER_BYTES];
-        for (i, w) in tag.iter().chain([len as u64].iter()).enumerate() {
+        let attached = len >= ATTACH_MIN && self.link.region.attach() == Attach::Works;
+        let (hlen, body, len_word) = if attached {
+            (ATTACHED_HEADER_BYTES, 0, len as u64 | ATTACHED)
+        } else {
+            (HEADER_BYTES, len, len as u64)
+        };
+        let mut header = [0u8; ATTACHED_HEADER_BYTES];
+        let words = [tag[0], tag[1], tag[2], len_word, data as u64, 0];
+        for (i, w) in words.iter().enumerate() {
             header[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
         let seq = self.ring.post(SendOp {
             data,
             len,
             header,
+            hlen,
+            body,
             put: 0,
+            ticket: 0,
         });
         if seq.is_some() {
             self.progress()?;
@@ -232,14 +262,19 @@ impl SendConn {
         self.ring.pending() > 0
     }
 
-    /// Before sleeping: raises the writer's `waits` word; `true` when room appeared
-    /// meanwhile (then this end must not sleep).
+    /// Before sleeping: raises the writer's `waits` word; `true` when room appeared, or
+    /// the reader finished the message this end waits for, meanwhile (then this end must
+    /// not sleep).
     pub(super) fn sleep_begin(&mut self) -> bool {
         self.link.region.writer_waits(true);
-        self.link
-            .region
-            .free_for_writer(self.tail)
-            .map_or(true, |n| n > 0)
+        match self.ring.pending_mut(0).map(|op| op.ticket) {
+            Some(t) if t > 0 => self.link.region.attached() >= t,
+            _ => self
+                .link
+                .region
+                .free_for_writer(self.tail)
+                .map_or(true, |n| n > 0),
+        }
     }
 
     /// After sleeping: lowers the `waits` word, and reads the doorbells if any rang.
@@ -278,13 +313,14 @@ impl SendConn {
         let mut moved = false;
         while let Some(op) = self.ring.pending_mut(0) {
             let mut free = self.link.region.free_for_writer(self.tail)?;
-            while free > 0 && op.put < HEADER_BYTES + op.len {
-                let (src, left) = if op.put < HEADER_BYTES {
-                    (op.header[op.put..].as_ptr(), HEADER_BYTES - op.put)
+            let total = op.hlen + op.body;
+            while free > 0 && op.put < total {
+                let (src, left) = if op.put < op.hlen {
+                    (op.header[op.put..].as_ptr(), op.hlen - op.put)
                 } else {
-                    let off = op.put - HEADER_BYTES;
-                    // SAFETY: `off < len`: inside the caller's buffer.
-                    (unsafe { op.data.add(off) }, op.len - off)
+                    let off = op.put - op.hlen;
+                    // SAFETY: `off < body <= len`: inside the caller's buffer.
+                    (unsafe { op.data.add(off) }, op.body - off)
                 };
                 let k = left.min(free);
                 // SAFETY: `k` readable bytes at `src`; at most the free space.
@@ -294,8 +330,19 @@ impl SendConn {
                 free -= k;
                 moved = true;
             }
-            if op.put < HEADER_BYTES + op.len {
+            if op.put < total {
                 break;
+            }
+            if op.body < op.len {
+                // The reader copies it out of this process: the buffer is in use until the
+                // reader's count passes this message's number.
+                if op.ticket == 0 {
+                    self.tickets += 1;
+                    op.ticket = self.tickets;
+                }
+                if self.link.region.attached() < op.ticket {
+                    break;
+                }
             }
             let c = Completion {
                 bytes: op.len,
@@ -315,13 +362,15 @@ impl SendConn {
     }
 }
 
-fn tag_of(h: &[u8; HEADER_BYTES]) -> Tag {
-    let w = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(b)
-    };
-    [w(0), w(1), w(2)]
+/// Word `i` of a header.
+fn header_word(h: &[u8; ATTACHED_HEADER_BYTES], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn tag_of(h: &[u8; ATTACHED_HEADER_BYTES]) -> Tag {
+    [header_word(h, 0), header_word(h, 1), header_word(h, 2)]
 }
 
 #[derive(Clone, Copy)]
@@ -349,6 +398,10 @@ pub(super) struct RecvConn {
     ring: Ring<RecvOp>,
     head: u64,
     cur: Option<Incoming>,
+    /// Whether this end has tried to read the writer's probe.
+    probed: bool,
+    /// Messages copied straight out of the writer's memory.
+    attached: u64,
     failed: Option<Error>,
 }
 
@@ -361,7 +414,51 @@ impl RecvConn {
             ring: Ring::new(),
             head: 0,
             cur: None,
+            probed: false,
+            attached: 0,
             failed: None,
+        }
+    }
+
+    /// Sets the verdict on cross-memory attach instead of probing (tests of both paths).
+    #[cfg(test)]
+    pub(super) fn force_attach(&mut self, a: Attach) {
+        self.probed = true;
+        self.link.region.set_attach(a);
+    }
+
+    /// The verdict on cross-memory attach, and how many messages came that way.
+    #[cfg(test)]
+    pub(super) fn attach_state(&self) -> (Attach, u64) {
+        (self.link.region.attach(), self.attached)
+    }
+
+    /// Finds out, once the writer has said where its probe is, whether this end may copy
+    /// messages straight out of the writer's process, and tells the writer.
+    fn probe(&mut self) {
+        let Some((addr, value)) = self.link.region.probe() else {
+            return;
+        };
+        self.probed = true;
+        let pid = self.link.peer.pid;
+        let works = attach::can_read(pid, addr, value);
+        self.link.region.set_attach(if works {
+            Attach::Works
+        } else {
+            Attach::Refused
+        });
+        if works {
+            tracing::debug!(
+                target: "oxccl::NET",
+                "shm: large messages from process {pid} are copied out of its memory \
+                 (cross-memory attach)"
+            );
+        } else {
+            tracing::info!(
+                target: "oxccl::NET",
+                "shm: large messages from process {pid} go through the ring: the kernel \
+                 refused cross-memory attach (ptrace rules: Yama's ptrace_scope, seccomp)"
+            );
         }
     }
 
@@ -378,6 +475,9 @@ impl RecvConn {
     pub(super) fn post(&mut self, data: *mut u8, cap: usize) -> Result<Option<u64>> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
+        }
+        if !self.probed {
+            self.probe();
         }
         Ok(self.ring.post(RecvOp { data, cap }))
     }
@@ -454,19 +554,38 @@ impl RecvConn {
                     if avail < HEADER_BYTES {
                         return Ok(());
                     }
-                    let mut h = [0u8; HEADER_BYTES];
+                    let mut h = [0u8; ATTACHED_HEADER_BYTES];
                     // SAFETY: 32 writable bytes; 32 available.
                     unsafe {
                         self.link
                             .region
                             .read(self.head, h.as_mut_ptr(), HEADER_BYTES)
                     };
-                    self.head += HEADER_BYTES as u64;
-                    avail -= HEADER_BYTES;
+                    let len_word = header_word(&h, 3);
+                    let attached = len_word & ATTACHED != 0;
+                    let hlen = if attached {
+                        ATTACHED_HEADER_BYTES
+                    } else {
+                        HEADER_BYTES
+                    };
+                    if avail < hlen {
+                        // The rest of the header comes with the writer's next round.
+                        return Ok(());
+                    }
+                    if attached {
+                        // SAFETY: 16 writable bytes after the first 32; `hlen` available.
+                        unsafe {
+                            self.link.region.read(
+                                self.head + HEADER_BYTES as u64,
+                                h[HEADER_BYTES..].as_mut_ptr(),
+                                hlen - HEADER_BYTES,
+                            )
+                        };
+                    }
+                    self.head += hlen as u64;
+                    avail -= hlen;
                     *moved = true;
-                    let mut l = [0u8; 8];
-                    l.copy_from_slice(&h[24..32]);
-                    let len = usize::try_from(u64::from_le_bytes(l)).unwrap_or(usize::MAX);
+                    let len = usize::try_from(len_word & !ATTACHED).unwrap_or(usize::MAX);
                     let m = Incoming {
                         tag: tag_of(&h),
                         len,
@@ -485,6 +604,18 @@ impl RecvConn {
                              {} bytes",
                             self.link.peer, op.cap
                         )));
+                    }
+                    if attached {
+                        attach::read(self.link.peer.pid, header_word(&h, 4), op.data, len)?;
+                        self.attached += 1;
+                        if self.link.region.set_attached(self.attached) {
+                            self.link.ring_bell();
+                        }
+                        self.ring.finish_head(Completion {
+                            bytes: len,
+                            tag: m.tag,
+                        });
+                        continue;
                     }
                     m
                 }

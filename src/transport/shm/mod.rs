@@ -8,13 +8,15 @@
 //! * `device.rs`: the one device and its properties;
 //! * `listen.rs`: abstract Unix listeners, handles, handing a connection's region over;
 //! * `region.rs`: the shared region (a sealed memfd) and its byte ring;
-//! * `conn.rs`: one connection's request queue and the copies in and out of the ring.
+//! * `conn.rs`: one connection's request queue and the copies in and out of the ring;
+//! * `attach.rs`: large messages copied straight out of the sender's process.
 //!
 //! A connection is one-way and has its own region, so each byte of the ring has one writer
 //! and one reader, and nothing is locked: a peer killed at any moment leaves no lock held.
 //! The memfd has no name, so nothing outlives the processes; a peer's departure shows on
 //! the connection's Unix socket and fails what still needed it with Remote.
 
+mod attach;
 mod conn;
 mod device;
 mod listen;

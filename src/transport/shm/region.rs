@@ -15,6 +15,12 @@
 //! rings: one byte on the socket (see `conn.rs`). Both sides order their store and load
 //! with a sequentially consistent fence (Dekker), so a wake-up is never lost.
 //!
+//! Large messages may skip the ring (cross-memory attach, see `attach.rs`): the writer puts
+//! its probe's address in the header, the reader tries to read the probe from the
+//! writer's process and records whether it could; the writer then sends only the address
+//! of such a message, and the reader counts the messages it has copied out, which is when
+//! the writer's buffer is free again.
+//!
 //! The peer shares this memory, so nothing read from it is trusted: the counters are checked
 //! against the capacity, and a length is checked against the posted receive.
 
@@ -34,6 +40,25 @@ const HEAD_AT: usize = 128;
 const READER_WAITS_AT: usize = 192;
 /// Raised while the writer sleeps for room: the reader rings after publishing `head`.
 const WRITER_WAITS_AT: usize = 256;
+/// The writer's probe: the address of a known word in its memory (0 until it says), and
+/// the word's value.
+const PROBE_AT: usize = 320;
+const PROBE_VALUE_AT: usize = 328;
+/// The reader's verdict on cross-memory attach from the writer: [`Attach`].
+const ATTACH_AT: usize = 384;
+/// Messages the reader has copied straight out of the writer's memory.
+const ATTACHED_AT: usize = 448;
+
+/// Whether a region's reader can copy straight out of the writer's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attach {
+    /// Not tried yet.
+    Unknown = 0,
+    /// The reader read the writer's probe.
+    Works = 1,
+    /// The kernel refused (ptrace rules, seccomp): messages go through the ring.
+    Refused = 2,
+}
 
 /// A mapped region.
 pub(super) struct Region {
@@ -203,6 +228,45 @@ impl Region {
     /// Raises or lowers the writer's `waits` word (as `reader_waits`).
     pub(super) fn writer_waits(&self, on: bool) {
         Self::waits(self.word(WRITER_WAITS_AT), on);
+    }
+
+    /// Says where the writer's probe word is and what it holds (see `attach.rs`).
+    pub(super) fn set_probe(&self, (addr, value): (u64, u64)) {
+        self.word(PROBE_VALUE_AT).store(value, Ordering::Relaxed);
+        self.word(PROBE_AT).store(addr, Ordering::Release);
+    }
+
+    /// Where the writer's probe word is and what it holds; `None` until the writer said.
+    pub(super) fn probe(&self) -> Option<(u64, u64)> {
+        let addr = self.word(PROBE_AT).load(Ordering::Acquire);
+        (addr != 0).then(|| (addr, self.word(PROBE_VALUE_AT).load(Ordering::Relaxed)))
+    }
+
+    /// Records the reader's verdict on reading the writer's memory.
+    pub(super) fn set_attach(&self, a: Attach) {
+        self.word(ATTACH_AT).store(a as u64, Ordering::Release);
+    }
+
+    /// Whether the reader can read the writer's memory.
+    pub(super) fn attach(&self) -> Attach {
+        match self.word(ATTACH_AT).load(Ordering::Acquire) {
+            1 => Attach::Works,
+            2 => Attach::Refused,
+            _ => Attach::Unknown,
+        }
+    }
+
+    /// Publishes the count of messages the reader copied out of the writer's memory;
+    /// `true` when the writer sleeps and must be rung.
+    pub(super) fn set_attached(&self, n: u64) -> bool {
+        self.word(ATTACHED_AT).store(n, Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.word(WRITER_WAITS_AT).load(Ordering::Relaxed) != 0
+    }
+
+    /// The count of messages the reader copied out of the writer's memory.
+    pub(super) fn attached(&self) -> u64 {
+        self.word(ATTACHED_AT).load(Ordering::Acquire)
     }
 
     fn waits(word: &AtomicU64, on: bool) {

@@ -3,14 +3,24 @@
 
 use std::time::Instant;
 
+use super::region::Attach;
 use super::*;
 use crate::transport::testkit::{connect_pair, connect_to, pattern, DEADLINE};
 
 /// Sends `msgs` from `a` to `b` (receives of `cap` bytes each, posted first or after),
 /// driving both until all finished; returns the completions of the receives and the data.
-fn exchange(msgs: &[Vec<u8>], cap: usize, recv_first: bool) -> Vec<(Completion, Vec<u8>)> {
+/// Large messages skip the ring or not as `attach` says (`Unknown`: as the probe finds).
+fn exchange(
+    msgs: &[Vec<u8>],
+    cap: usize,
+    recv_first: bool,
+    attach: Attach,
+) -> Vec<(Completion, Vec<u8>)> {
     let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
     let (mut s, mut r) = connect_pair(&mut a, &mut b);
+    if attach != Attach::Unknown {
+        b.recvs.get_mut(r.0).unwrap().force_attach(attach);
+    }
     let mut bufs: Vec<Vec<u8>> = msgs.iter().map(|_| vec![0u8; cap]).collect();
     let mut sends = Vec::new();
     let mut recvs = Vec::new();
@@ -54,6 +64,14 @@ fn exchange(msgs: &[Vec<u8>], cap: usize, recv_first: bool) -> Vec<(Completion, 
             }
         }
     }
+    let large = msgs
+        .iter()
+        .filter(|m| m.len() >= attach::ATTACH_MIN)
+        .count() as u64;
+    let (verdict, attached) = b.recvs.get(r.0).unwrap().attach_state();
+    assert_eq!(verdict, attach);
+    let want = if attach == Attach::Works { large } else { 0 };
+    assert_eq!(attached, want, "messages copied out of the sender");
     got.into_iter()
         .zip(bufs)
         .map(|(c, b)| (c.unwrap(), b))
@@ -73,10 +91,14 @@ fn messages_of_every_size_class_arrive_intact_with_their_tags() {
         region::CAPACITY - 32,
         region::CAPACITY + 5,
     ];
-    for recv_first in [true, false] {
+    for (recv_first, attach) in [true, false]
+        .into_iter()
+        .flat_map(|f| [(f, Attach::Works), (f, Attach::Refused)])
+    {
         let msgs: Vec<Vec<u8>> = sizes.iter().map(|&n| pattern(n as u64, n)).collect();
         let cap = region::CAPACITY + 64;
-        for (i, (c, buf)) in exchange(&msgs, cap, recv_first).into_iter().enumerate() {
+        let out = exchange(&msgs, cap, recv_first, attach);
+        for (i, (c, buf)) in out.into_iter().enumerate() {
             assert_eq!(c.bytes, msgs[i].len());
             assert_eq!(c.tag, [i as u64, 7, 9]);
             assert_eq!(
@@ -92,8 +114,58 @@ fn messages_of_every_size_class_arrive_intact_with_their_tags() {
 #[test]
 fn three_times_the_ring_streams_through_it() {
     let msgs = vec![pattern(3, 3 * region::CAPACITY + 17)];
-    let out = exchange(&msgs, msgs[0].len(), false);
+    let out = exchange(&msgs, msgs[0].len(), false, Attach::Refused);
     assert_eq!(out[0].1, msgs[0]);
+}
+
+#[test]
+fn the_receiver_probes_the_sender_once_it_posts_and_large_messages_follow_the_verdict() {
+    let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
+    let (_s, mut r) = connect_pair(&mut a, &mut b);
+    assert_eq!(b.recvs.get(r.0).unwrap().attach_state().0, Attach::Unknown);
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` outlives the transports' use of it (the receive never completes).
+    unsafe { b.irecv(&mut r, buf.as_mut_ptr(), 8, None) }
+        .unwrap()
+        .unwrap();
+    let (addr, value) = attach::probe();
+    let can = attach::can_read(std::process::id(), addr, value);
+    let want = if can { Attach::Works } else { Attach::Refused };
+    assert_eq!(b.recvs.get(r.0).unwrap().attach_state().0, want);
+    // The probe is checked by value: another word is no proof.
+    assert!(!attach::can_read(std::process::id(), addr, value ^ 1));
+    // Both verdicts deliver a message well past the ring's size.
+    for v in [Attach::Works, Attach::Refused] {
+        let msgs = vec![pattern(9, 2 * region::CAPACITY + 3), pattern(10, 70_000)];
+        let out = exchange(&msgs, 2 * region::CAPACITY + 3, true, v);
+        assert!(
+            out[0].1 == msgs[0] && out[1].1[..70_000] == msgs[1][..],
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn an_attached_message_longer_than_the_receive_reports_its_length_then_fails() {
+    let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
+    let (mut s, mut r) = connect_pair(&mut a, &mut b);
+    b.recvs.get_mut(r.0).unwrap().force_attach(Attach::Works);
+    let n = 2 * attach::ATTACH_MIN;
+    let msg = pattern(1, n);
+    let mut buf = vec![0u8; n / 2];
+    // SAFETY: both buffers outlive the requests.
+    let _q = unsafe { a.isend(&mut s, msg.as_ptr(), n, [1, 2, 3], None) }
+        .unwrap()
+        .unwrap();
+    let mut p = unsafe { b.irecv(&mut r, buf.as_mut_ptr(), n / 2, None) }
+        .unwrap()
+        .unwrap();
+    let c = b
+        .test(&mut p)
+        .unwrap()
+        .expect("completes with the message's length");
+    assert_eq!((c.bytes, c.tag), (n, [1, 2, 3]));
+    assert!(buf.iter().all(|&x| x == 0), "nothing written");
 }
 
 #[test]
@@ -340,4 +412,42 @@ fn a_sender_sleeping_for_room_is_rung_awake_when_the_reader_frees_it() {
     );
     finish(&mut a, &mut w);
     assert!(reader.join().unwrap() == msg, "the payload arrived changed");
+}
+
+#[test]
+fn a_sender_waiting_for_its_message_to_be_copied_out_is_rung_awake() {
+    let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
+    let (mut s, mut r) = connect_pair(&mut a, &mut b);
+    b.recvs.get_mut(r.0).unwrap().force_attach(Attach::Works);
+    let msg = pattern(5, 3 * region::CAPACITY);
+    // SAFETY: `msg` outlives the request, which completes below.
+    let mut w = unsafe { a.isend(&mut s, msg.as_ptr(), msg.len(), [4, 5, 6], None) }
+        .unwrap()
+        .unwrap();
+    assert!(a.test(&mut w).unwrap().is_none(), "in use until copied out");
+    let len = msg.len();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = vec![0u8; len];
+        // SAFETY: `buf` outlives the request, which completes just below.
+        let mut q = unsafe { b.irecv(&mut r, buf.as_mut_ptr(), len, None) }
+            .unwrap()
+            .unwrap();
+        finish(&mut b, &mut q);
+        (buf, b.recvs.get(r.0).unwrap().attach_state().1)
+    });
+    let t0 = Instant::now();
+    a.wait_activity(Duration::from_secs(6)).unwrap();
+    let el = t0.elapsed();
+    assert!(
+        el < Duration::from_secs(3),
+        "the copy-out did not ring: {el:?}"
+    );
+    assert_eq!(finish(&mut a, &mut w).bytes, len);
+    let (buf, attached) = reader.join().unwrap();
+    assert!(buf == msg, "the payload arrived changed");
+    assert_eq!(
+        attached, 1,
+        "copied out of the sender, not through the ring"
+    );
 }

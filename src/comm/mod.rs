@@ -222,15 +222,26 @@ impl Communicator {
                     })
                 };
                 if cfg.shm {
-                    Communicator::init_inner(id, rank, size, cfg, place, |ip| with_shm(tcp(ip)))
+                    let cma = cfg.shm_cma;
+                    Communicator::init_inner(id, rank, size, cfg, place, |ip| {
+                        with_shm(tcp(ip), cma)
+                    })
                 } else {
                     Communicator::init_inner(id, rank, size, cfg, place, tcp)
                 }
             }
-            "shm" => Communicator::init_inner(id, rank, size, cfg, place, |_| ShmTransport::new()),
-            "fabric" if cfg.shm => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
-                with_shm(FabricTransport::new(FabricConfig::from_env(ip)))
-            }),
+            "shm" => {
+                let cma = cfg.shm_cma;
+                Communicator::init_inner(id, rank, size, cfg, place, |_| {
+                    ShmTransport::new().map(|t| t.with_attach(cma))
+                })
+            }
+            "fabric" if cfg.shm => {
+                let cma = cfg.shm_cma;
+                Communicator::init_inner(id, rank, size, cfg, place, |ip| {
+                    with_shm(FabricTransport::new(FabricConfig::from_env(ip)), cma)
+                })
+            }
             "fabric" => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
                 FabricTransport::new(FabricConfig::from_env(ip))
             }),
@@ -238,9 +249,12 @@ impl Communicator {
                 let fabric = mem_fabric(id);
                 Communicator::init_inner(id, rank, size, cfg, place, move |_| Ok(fabric.endpoint()))
             }
-            "verbs" if cfg.shm => Communicator::init_inner(id, rank, size, cfg, place, |ip| {
-                with_shm(VerbsTransport::new(VerbsConfig::from_env(ip, rank)?))
-            }),
+            "verbs" if cfg.shm => {
+                let cma = cfg.shm_cma;
+                Communicator::init_inner(id, rank, size, cfg, place, |ip| {
+                    with_shm(VerbsTransport::new(VerbsConfig::from_env(ip, rank)?), cma)
+                })
+            }
             "verbs" => Communicator::init_inner(id, rank, size, cfg, place, move |ip| {
                 VerbsTransport::new(VerbsConfig::from_env(ip, rank)?)
             }),
@@ -566,9 +580,10 @@ fn mem_fabric(id: &UniqueId) -> Arc<MemFabric> {
     f
 }
 
-/// `net` with shared memory beside it for the ranks of this host (`OXCCL_SHM`).
-fn with_shm<N: Transport>(net: Result<N>) -> Result<Hybrid<N>> {
-    Hybrid::new(net?, true, crate::transport::hybrid::this_host())
+/// `net` with shared memory beside it for the ranks of this host (`OXCCL_SHM`), copying
+/// large messages out of peers' processes as `cma` says (`OXCCL_SHM_CMA`).
+fn with_shm<N: Transport>(net: Result<N>, cma: bool) -> Result<Hybrid<N>> {
+    Ok(Hybrid::new(net?, true, crate::transport::hybrid::this_host())?.with_attach(cma))
 }
 
 /// The call path shared by blocking calls and the worker: runs `calls` as one group (one

@@ -24,6 +24,12 @@ pub struct Config {
     /// (`OXCCL_SHM`, default 1; NCCL_SHM_DISABLE's opposite). Only the network backends (tcp,
     /// verbs, fabric) have it; [`Config::default`] sets it, tests of a backend turn it off.
     pub shm: bool,
+    /// Whether this rank copies large messages from peers of its host straight out of their
+    /// processes (`OXCCL_SHM_CMA`, cross-memory attach, default 0): where the kernel allows
+    /// it, one copy instead of two through the shared ring; off by default because on the
+    /// machines measured `process_vm_readv` copied at a fraction of memcpy's speed (see
+    /// docs/performance.md).
+    pub shm_cma: bool,
     /// Deadline for every blocking wait (`OXCCL_TIMEOUT`, seconds; default 300).
     pub timeout: Duration,
     /// Forced algorithm (`OXCCL_ALGO`: `ring`, `tree`, `rd`, `chain`, ...); `None` lets the
@@ -107,6 +113,7 @@ impl Default for Config {
         Config {
             transport: "tcp".into(),
             shm: true,
+            shm_cma: false,
             timeout: Duration::from_secs(300),
             algo: None,
             nchannels: None,
@@ -151,6 +158,9 @@ impl Config {
         c.yield_when_idle = vars::flag("OXCCL_YIELD_WHEN_IDLE")?;
         if let Some(b) = vars::flag("OXCCL_SHM")? {
             c.shm = b;
+        }
+        if let Some(b) = vars::flag("OXCCL_SHM_CMA")? {
+            c.shm_cma = b;
         }
         c.topo_file = vars::text("OXCCL_TOPO_FILE")?.map(PathBuf::from);
         c.topo_dump_file = vars::text("OXCCL_TOPO_DUMP_FILE")?.map(PathBuf::from);

@@ -90,6 +90,7 @@ pub const VARS: &[Var] = &[
     v("OXCCL_SOCKET_BUFSIZE", Accepts::Bytes(0), "1M", "Config"),
     v("OXCCL_TCP_DUPLEX", Accepts::Flag, "1", "tcp"),
     v("OXCCL_SHM", Accepts::Flag, "1", "Config"),
+    v("OXCCL_SHM_CMA", Accepts::Flag, "0", "Config"),
     v(
         "OXCCL_SPIN",
         Accepts::Int(0, u32::MAX as u64),

@@ -88,6 +88,13 @@ impl<N: Transport> Hybrid<N> {
         Ok(Hybrid { net, shm, host })
     }
 
+    /// Whether shm copies large messages out of peers' processes (see
+    /// [`ShmTransport::with_attach`]).
+    pub fn with_attach(mut self, on: bool) -> Hybrid<N> {
+        self.shm = self.shm.map(|s| s.with_attach(on));
+        self
+    }
+
     fn shm(&mut self) -> Result<&mut ShmTransport> {
         self.shm
             .as_mut()

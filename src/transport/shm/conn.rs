@@ -406,15 +406,16 @@ pub(super) struct RecvConn {
 }
 
 impl RecvConn {
-    /// The receiving end over `link`, keeping `reverse` for the other direction.
-    pub(super) fn new(link: Link, reverse: Option<Region>) -> RecvConn {
+    /// The receiving end over `link`, keeping `reverse` for the other direction; `attach`:
+    /// whether to copy large messages out of the writer's process where the kernel allows.
+    pub(super) fn new(link: Link, reverse: Option<Region>, attach: bool) -> RecvConn {
         RecvConn {
             link,
             reverse,
             ring: Ring::new(),
             head: 0,
             cur: None,
-            probed: false,
+            probed: !attach,
             attached: 0,
             failed: None,
         }

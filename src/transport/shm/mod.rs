@@ -41,6 +41,8 @@ pub struct ShmTransport {
     recvs: Slab<RecvConn>,
     /// Reused by `wait_activity`, so that waiting allocates nothing once warm.
     pollfds: Vec<libc::pollfd>,
+    /// Whether receivers copy large messages out of the senders' processes.
+    attach: bool,
 }
 
 /// A listener of a [`ShmTransport`].
@@ -94,7 +96,16 @@ impl ShmTransport {
             sends: Slab::new(),
             recvs: Slab::new(),
             pollfds: Vec::new(),
+            attach: false,
         })
+    }
+
+    /// Whether this transport's receiving ends copy messages from 64 KiB up straight out of
+    /// the sender's process where the kernel allows it (cross-memory attach, `attach.rs`;
+    /// `OXCCL_SHM_CMA`), instead of through the ring. Off unless asked for.
+    pub fn with_attach(mut self, on: bool) -> ShmTransport {
+        self.attach = on;
+        self
     }
 
     /// Whether anything waits on this transport: requests posted, connects or accepts
@@ -234,7 +245,7 @@ impl Transport for ShmTransport {
                 Ok(Some((regions, peer))) => {
                     let a = l.waiting.swap_remove(i);
                     let link = Link::new(a.sock, regions.forward, peer);
-                    let conn = RecvConn::new(link, Some(regions.reverse));
+                    let conn = RecvConn::new(link, Some(regions.reverse), self.attach);
                     return Ok(Some(ShmRecvConn(self.recvs.insert(conn))));
                 }
                 Err(e) => {
@@ -328,7 +339,11 @@ impl Transport for ShmTransport {
             .ok_or_else(|| stale("send connection"))?;
         // The reverse region has no further reverse: its own was handed out here.
         let link = c.reverse()?;
-        Ok(ShmRecvConn(self.recvs.insert(RecvConn::new(link, None))))
+        Ok(ShmRecvConn(self.recvs.insert(RecvConn::new(
+            link,
+            None,
+            self.attach,
+        ))))
     }
 
     fn reverse_send(&mut self, conn: &ShmRecvConn) -> Result<ShmSendConn> {

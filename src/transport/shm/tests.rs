@@ -120,10 +120,20 @@ fn three_times_the_ring_streams_through_it() {
 
 #[test]
 fn the_receiver_probes_the_sender_once_it_posts_and_large_messages_follow_the_verdict() {
+    // Off (the default): no probe, so the sender streams everything through the ring.
     let (mut a, mut b) = (ShmTransport::new().unwrap(), ShmTransport::new().unwrap());
     let (_s, mut r) = connect_pair(&mut a, &mut b);
-    assert_eq!(b.recvs.get(r.0).unwrap().attach_state().0, Attach::Unknown);
     let mut buf = [0u8; 8];
+    // SAFETY: `buf` outlives the transports' use of it (the receive never completes).
+    unsafe { b.irecv(&mut r, buf.as_mut_ptr(), 8, None) }
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.recvs.get(r.0).unwrap().attach_state().0, Attach::Unknown);
+    // On: the first receive posted probes.
+    let mut a = ShmTransport::new().unwrap();
+    let mut b = ShmTransport::new().unwrap().with_attach(true);
+    let (_s, mut r) = connect_pair(&mut a, &mut b);
+    assert_eq!(b.recvs.get(r.0).unwrap().attach_state().0, Attach::Unknown);
     // SAFETY: `buf` outlives the transports' use of it (the receive never completes).
     unsafe { b.irecv(&mut r, buf.as_mut_ptr(), 8, None) }
         .unwrap()

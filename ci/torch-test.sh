@@ -37,7 +37,7 @@ else
     python3 -m venv "$venv"
     "$py" -m pip install -q --no-deps -r "$reqs"
 fi
-"$py" -m pip install -q ninja numpy
+"$py" -m pip install -q ninja numpy expecttest
 
 echo "== pip install ./python ./python/torch"
 "$py" -m pip install -q ./python ./python/torch
@@ -106,6 +106,9 @@ for n in 2 4; do
     run_suite "test_fsdp, $n ranks" \
         "$rankrun" -n "$n" --timeout 900 "$py" -W ignore python/torch/tests/test_fsdp.py
 done
+# PyTorch's own distributed suite (the one upstream runs for gloo) with BACKEND=oxccl.
+run_suite "torch's distributed_test _DistTestBase, 2 ranks (torch_suite.py)" \
+    env OMP_NUM_THREADS=1 timeout 1200 "$py" -W ignore python/torch/tests/torch_suite.py
 # A rank SIGKILLed mid-training: rankrun would end the job, so the script starts its 3 ranks.
 run_suite "test_kill, 3 ranks (its own launcher)" \
     timeout 600 "$py" -W ignore python/torch/tests/test_kill.py

@@ -351,14 +351,26 @@ c10::intrusive_ptr<c10d::Work> OxcclBackend::_allgather_base(at::Tensor& output,
 c10::intrusive_ptr<c10d::Work> OxcclBackend::allgather_coalesced(
     std::vector<std::vector<at::Tensor>>& outputLists, std::vector<at::Tensor>& inputs,
     const c10d::AllgatherOptions& opts) {
-  TORCH_CHECK_VALUE(outputLists.size() == inputs.size(), "oxccl: allgather_coalesced: ",
-                    outputLists.size(), " output lists for ", inputs.size(), " inputs");
+  // As torch documents it and gloo implements it: one output list per rank, each holding
+  // that rank's copy of every input.
+  TORCH_CHECK_VALUE(static_cast<int>(outputLists.size()) == size_,
+                    "oxccl: allgather_coalesced: ", outputLists.size(),
+                    " output lists for ", size_, " ranks (one list per rank)");
+  for (size_t r = 0; r < outputLists.size(); r++) {
+    TORCH_CHECK_VALUE(outputLists[r].size() == inputs.size(), "oxccl: allgather_coalesced: ",
+                      "the output list of rank ", r, " has ", outputLists[r].size(),
+                      " tensors for ", inputs.size(), " inputs");
+  }
   std::vector<Op> ops;
   std::vector<at::Tensor> all;
   for (size_t i = 0; i < inputs.size(); i++) {
     checkTensor(inputs[i], "allgather_coalesced");
-    ops.push_back(allGatherListOp(outputLists[i], inputs[i], size_, "allgather_coalesced"));
-    all.insert(all.end(), outputLists[i].begin(), outputLists[i].end());
+    std::vector<at::Tensor> perRank;
+    for (const auto& list : outputLists) {
+      perRank.push_back(list[i]);
+    }
+    ops.push_back(allGatherListOp(perRank, inputs[i], size_, "allgather_coalesced"));
+    all.insert(all.end(), perRank.begin(), perRank.end());
   }
   return enqueue(OpType::ALLGATHER_COALESCED, "oxccl:all_gather_coalesced", std::move(ops), all,
                  true, opts.timeout);

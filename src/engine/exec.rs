@@ -361,8 +361,8 @@ impl<T: Transport> Engine<T> {
             BufId::Recv => parts[pidx(i)].bufs.recv_len,
             BufId::Scratch => scratch_len,
         };
-        // Queues per connection, and the connections they need.
-        w.recycle();
+        // Queues per connection (`w.queues` is empty: `run_inner` recycles after each run),
+        // and the connections they need.
         let mut stage_len = 0;
         for (i, st) in sched.steps.iter().enumerate() {
             let spans: &[Span] = match &st.action {

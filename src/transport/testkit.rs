@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ConnectHandle, Transport};
+use super::{Completion, ConnectHandle, Transport};
 
 /// How long a test's polling loop may take before it fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(8);
@@ -53,4 +53,15 @@ pub(crate) fn pattern(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Tests `q` of `t` until it finishes (bounded by [`DEADLINE`]).
+pub(crate) fn finish<T: Transport>(t: &mut T, q: &mut T::Request) -> Completion {
+    let t0 = Instant::now();
+    loop {
+        if let Some(c) = t.test(q).unwrap() {
+            return c;
+        }
+        assert!(t0.elapsed() < DEADLINE, "request did not finish in time");
+    }
 }

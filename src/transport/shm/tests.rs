@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::region::Attach;
 use super::*;
-use crate::transport::testkit::{connect_pair, connect_to, pattern, DEADLINE};
+use crate::transport::testkit::{connect_pair, connect_to, finish, pattern, DEADLINE};
 
 /// Sends `msgs` from `a` to `b` (receives of `cap` bytes each, posted first or after),
 /// driving both until all finished; returns the completions of the receives and the data.
@@ -329,21 +329,6 @@ fn a_stranger_without_a_region_is_dropped_and_real_peers_still_connect() {
     connect_to(&mut a, &mut b, &h, &mut l);
     let l = b.listeners.get(l.0).unwrap();
     assert!(l.waiting.is_empty(), "the stranger was dropped");
-}
-
-/// Drives `req` of `t` to completion (bounded), sleeping in `wait_activity` between looks.
-fn finish(t: &mut ShmTransport, req: &mut ShmRequest) -> Completion {
-    let t0 = Instant::now();
-    loop {
-        if let Some(c) = t.test(req).unwrap() {
-            return c;
-        }
-        assert!(
-            t0.elapsed() < DEADLINE,
-            "the request did not finish in time"
-        );
-        t.wait_activity(Duration::from_millis(100)).unwrap();
-    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::transport::testkit::{connect_pair, pattern};
+use crate::transport::testkit::{connect_pair, finish, pattern};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const DEADLINE: Duration = Duration::from_secs(8);
@@ -34,16 +34,6 @@ fn pair_on(ip: IpAddr, buf: usize) -> Pair {
 }
 
 /// Tests `q` until it finishes (bounded).
-fn finish(t: &mut TcpTransport, q: &mut TcpRequest) -> Completion {
-    let t0 = Instant::now();
-    loop {
-        if let Some(c) = t.test(q).unwrap() {
-            return c;
-        }
-        assert!(t0.elapsed() < DEADLINE, "request did not finish in time");
-    }
-}
-
 fn pair(buf: usize) -> Pair {
     pair_on(LOCAL, buf)
 }

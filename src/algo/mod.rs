@@ -18,6 +18,8 @@ mod builder;
 mod chunks;
 mod gather;
 mod hier;
+pub mod machine;
+mod merge;
 mod reduce;
 mod ring;
 pub mod sim;

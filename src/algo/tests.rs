@@ -1,9 +1,10 @@
 //! Every schedule run against all its peers in the simulator, against a serial reference.
 
-use super::sim::{run, SimRank};
+use super::sim::{run, run_with, End, Fault, SimOptions, SimRank, SplitMix};
 use super::*;
 use crate::reduce::{DataType, ReduceOp};
 use proptest::prelude::*;
+use std::time::Duration;
 
 const E: usize = 4; // i32 elements: exact arithmetic, so any order gives the same answer
 
@@ -71,7 +72,8 @@ fn sizes(c: &Case) -> (usize, usize) {
     }
 }
 
-fn check(c: &Case) -> Result<(), String> {
+/// Every rank's memory and schedule for case `c`.
+fn build_ranks(c: &Case) -> Vec<SimRank> {
     let n = c.n;
     let (ns, nr) = sizes(c);
     let mut ranks = Vec::new();
@@ -123,12 +125,24 @@ fn check(c: &Case) -> Result<(), String> {
             schedule,
         });
     }
+    ranks
+}
+
+fn check(c: &Case) -> Result<(), String> {
+    let mut ranks = build_ranks(c);
     run(&mut ranks, DataType::I32, c.op, c.seed)?;
+    (0..c.n).try_for_each(|r| verify(c, &ranks, r))
+}
+
+/// Rank `r`'s output against the serial reference.
+fn verify(c: &Case, ranks: &[SimRank], r: usize) -> Result<(), String> {
+    let n = c.n;
+    let (_, nr) = sizes(c);
     let out = |r: usize, i: usize| {
         let a = ranks[r].recv_base + i * E;
         i32::from_le_bytes(ranks[r].arena[a..a + 4].try_into().unwrap())
     };
-    for r in 0..n {
+    {
         for i in 0..nr {
             let want = match c.kind {
                 Kind::AllReduce => fold(c.op, (0..n).map(|q| input(q, i)), n),
@@ -274,6 +288,119 @@ fn the_simulator_catches_a_missing_dependency() {
         caught,
         "a schedule with a write-after-read hazard passed the simulator"
     );
+}
+
+/// Injected failures, on the virtual clock: a random rank of a random schedule crashes (its
+/// connections close) or freezes (they stay open) after a random number of events. Every
+/// other rank must end: done with the right data, or failed because a peer left, or timed
+/// out; never a hang (the simulator's bound on events and idle rounds), never a wrong
+/// result reported as success.
+#[test]
+fn injected_failures_end_every_rank() {
+    let mut rng = SplitMix(0xfa17);
+    let ks = kinds();
+    let timeout = Duration::from_secs(2);
+    let (mut done, mut remote, mut timed_out) = (0, 0, 0);
+    for trial in 0..300u64 {
+        let (kind, algo) = ks[rng.below(ks.len())];
+        let n = 2 + rng.below(7);
+        let c = Case {
+            kind,
+            algo,
+            n,
+            count: 1 + rng.below(40),
+            root: rng.below(n),
+            chunk_elems: 1 + rng.below(8),
+            nch: 1 + rng.below(2),
+            in_place: false,
+            op: ReduceOp::Sum,
+            seed: trial,
+            nhosts: rng.below(3),
+        };
+        let mut ranks = build_ranks(&c);
+        let steps: usize = ranks.iter().map(|r| r.schedule.steps.len()).sum();
+        let (rank, after) = (rng.below(n), rng.below(2 * steps + 1));
+        let fault = if trial % 2 == 0 {
+            Fault::Crash { rank, after }
+        } else {
+            Fault::Freeze { rank, after }
+        };
+        let opts = SimOptions {
+            seed: trial,
+            faults: vec![fault],
+            timeout,
+        };
+        let report = run_with(&mut ranks, DataType::I32, c.op, &opts)
+            .unwrap_or_else(|e| panic!("{c:?} {fault:?}: {e}"));
+        assert!(
+            report.virtual_time <= timeout * (n as u32 + 2),
+            "{c:?} {fault:?}: ended after {:?}",
+            report.virtual_time
+        );
+        for (r, end) in report.ends.iter().enumerate().filter(|&(r, _)| r != rank) {
+            match end {
+                End::Done => {
+                    done += 1;
+                    verify(&c, &ranks, r).unwrap_or_else(|e| panic!("{c:?} {fault:?}: {e}"));
+                }
+                End::Remote(_) => remote += 1,
+                End::Timeout(m) => {
+                    assert!(m.contains("no progress"), "{m}");
+                    timed_out += 1;
+                }
+                other => panic!("{c:?} {fault:?}: rank {r} ended {other:?}"),
+            }
+        }
+    }
+    println!("ends of the other ranks: {done} done, {remote} remote, {timed_out} timed out");
+    assert!(done > 0 && remote > 0 && timed_out > 0);
+}
+
+/// A frozen rank's peers time out after the timeout of virtual time, naming what they wait
+/// for; a crashed rank's peers fail at once, with no time passing.
+#[test]
+fn a_frozen_peer_times_out_and_a_crashed_one_fails_at_once() {
+    let c = Case {
+        kind: Kind::AllReduce,
+        algo: Algo::Ring,
+        n: 4,
+        count: 16,
+        root: 0,
+        chunk_elems: 4,
+        nch: 1,
+        in_place: false,
+        op: ReduceOp::Sum,
+        seed: 3,
+        nhosts: 0,
+    };
+    let timeout = Duration::from_secs(5);
+    let frozen = SimOptions {
+        seed: 3,
+        faults: vec![Fault::Freeze { rank: 2, after: 0 }],
+        timeout,
+    };
+    let report = run_with(&mut build_ranks(&c), DataType::I32, c.op, &frozen).unwrap();
+    assert!(report.virtual_time >= timeout, "{:?}", report.virtual_time);
+    let others = || report.ends.iter().enumerate().filter(|&(r, _)| r != 2);
+    assert!(
+        others().all(|(_, e)| matches!(e, End::Timeout(_) | End::Remote(_))),
+        "{:?}",
+        report.ends
+    );
+    let waits = |e: &End| matches!(e, End::Timeout(m) if m.contains("waiting for data from rank"));
+    assert!(others().any(|(_, e)| waits(e)), "{:?}", report.ends);
+    let crashed = SimOptions {
+        faults: vec![Fault::Crash { rank: 2, after: 0 }],
+        ..frozen
+    };
+    let report = run_with(&mut build_ranks(&c), DataType::I32, c.op, &crashed).unwrap();
+    assert!(
+        report.virtual_time < Duration::from_millis(10),
+        "{:?}",
+        report.virtual_time
+    );
+    let names_it = |e: &End| matches!(e, End::Remote(m) if m.contains("rank 2"));
+    assert!(report.ends.iter().any(names_it), "{:?}", report.ends);
 }
 
 proptest! {

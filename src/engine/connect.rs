@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::greet::{Greeter, HELLO};
 use super::tag::HELLO_TAG;
 use super::{ConnMap, Engine};
+use crate::algo::machine::ranks;
 use crate::error::{Error, Result};
 use crate::transport::Transport;
 
@@ -105,9 +106,7 @@ impl<T: Transport> Engine<T> {
         if mine.iter().all(|k| self.conns.send.contains_key(k)) {
             return Ok(());
         }
-        let send = &mine[..];
-        let recv: &[(usize, u16)] = &[];
-        for &(peer, ch) in send {
+        for &(peer, ch) in &mine {
             if self.conns.send.contains_key(&(peer, ch))
                 || self.conns.pending.iter().any(|p| p.is_for(peer, ch))
             {
@@ -127,42 +126,37 @@ impl<T: Transport> Engine<T> {
             })?;
             self.conns.pending.push(Pending::Connecting { peer, ch, c });
         }
-        let start = Instant::now();
-        let mut last_progress = start;
+        self.await_connections(&mine, what)
+    }
+
+    /// Drives the pending connections until every one to `send` (peer, channel) is up,
+    /// or the timeout passes without progress.
+    fn await_connections(
+        &mut self,
+        send: &[(usize, u16)],
+        what: &dyn std::fmt::Display,
+    ) -> Result<()> {
+        let mut last_progress = Instant::now();
         loop {
             if self.progress_pending(what)? {
                 last_progress = Instant::now();
             }
-            let miss_send: Vec<usize> = send
+            let miss: Vec<usize> = send
                 .iter()
                 .filter(|k| !self.conns.send.contains_key(k))
                 .map(|k| k.0)
                 .collect();
-            let miss_recv: Vec<usize> = recv
-                .iter()
-                .filter(|k| !self.conns.recv.contains_key(k))
-                .map(|k| k.0)
-                .collect();
-            if miss_send.is_empty() && miss_recv.is_empty() {
+            if miss.is_empty() {
                 return Ok(());
             }
             self.check_abort(what)?;
             let waited = last_progress.elapsed();
             if waited >= self.cfg.timeout {
                 return Err(Error::timeout(format!(
-                    "rank {}: {what}: waited {:.1}s for connections{}{}",
+                    "rank {}: {what}: waited {:.1}s for connections to {}",
                     self.rank,
                     waited.as_secs_f64(),
-                    if miss_send.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" to {}", ranks(&miss_send))
-                    },
-                    if miss_recv.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" from {}", ranks(&miss_recv))
-                    },
+                    ranks(&miss)
                 )));
             }
             self.transport.wait_activity(Duration::from_micros(200))?;
@@ -279,141 +273,170 @@ impl<T: Transport> Link<'_, T> {
         );
     }
 
-    /// One step of one pending connection: the entry back if it is not done yet.
+    /// One step of one pending connection: the entry back if it is not done yet, and
+    /// whether anything moved.
     fn advance(
         &mut self,
         p: Pending<T>,
         what: &dyn std::fmt::Display,
     ) -> Result<(Option<Pending<T>>, bool)> {
-        let rank = self.rank;
-        let t = &mut *self.transport;
         match p {
-            Pending::Connecting { peer, ch, mut c } => {
-                let ctx =
-                    |e: Error| e.context(format!("rank {rank}: {what}: connecting to rank {peer}"));
-                match t.poll_connect(&mut c).map_err(ctx)? {
-                    None => Ok((Some(Pending::Connecting { peer, ch, c }), false)),
-                    Some(conn) => {
-                        let hello = self.greeter.hello(peer, ch).map_err(ctx)?;
-                        Ok((
-                            Some(Pending::Greeting {
-                                peer,
-                                ch,
-                                conn,
-                                req: None,
-                                hello,
-                            }),
-                            true,
-                        ))
-                    }
-                }
-            }
+            Pending::Connecting { peer, ch, c } => self.advance_connecting(peer, ch, c, what),
             Pending::Greeting {
                 peer,
                 ch,
-                mut conn,
-                mut req,
+                conn,
+                req,
                 hello,
-            } => {
-                let ctx =
-                    |e: Error| e.context(format!("rank {rank}: {what}: greeting rank {peer}"));
-                if req.is_none() {
-                    // SAFETY: `hello` is boxed and stays in this entry until the send completes
-                    // or the connection is closed.
-                    req = unsafe { t.isend(&mut conn, hello.as_ptr(), HELLO, HELLO_TAG, None) }
-                        .map_err(ctx)?;
-                }
-                let done = match req.as_mut() {
-                    Some(r) => t.test(r).map_err(ctx)?.is_some(),
-                    None => false,
-                };
-                if done {
-                    if t.duplex() {
-                        let back = t.reverse_recv(&conn).map_err(ctx)?;
-                        self.conns.recv.insert((peer, ch), back);
-                    }
-                    self.conns.send.insert((peer, ch), conn);
-                    return Ok((None, true));
-                }
-                Ok((
-                    Some(Pending::Greeting {
-                        peer,
-                        ch,
-                        conn,
-                        req,
-                        hello,
-                    }),
-                    false,
-                ))
-            }
+            } => self.advance_greeting(peer, ch, conn, req, hello, what),
             Pending::Accepted {
-                mut conn,
-                mut req,
-                mut hello,
+                conn,
+                req,
+                hello,
                 since,
-            } => {
-                let got = (|| -> Result<Option<crate::transport::Completion>> {
-                    if req.is_none() {
-                        // SAFETY: as above, the box outlives the receive.
-                        req = unsafe { t.irecv(&mut conn, hello.as_mut_ptr(), HELLO, None) }?;
-                    }
-                    match req.as_mut() {
-                        Some(r) => t.test(r),
-                        None => Ok(None),
-                    }
-                })();
-                let c = match got {
-                    Ok(None) => {
-                        let p = Pending::Accepted {
-                            conn,
-                            req,
-                            hello,
-                            since,
-                        };
-                        return Ok((Some(p), false));
-                    }
-                    Ok(Some(c)) => c,
-                    Err(e) => {
-                        // Junk, a reset, an over-long "message": never this call's failure.
-                        self.reject(&conn, &e.to_string());
-                        let _ = self.transport.close_recv(conn);
-                        return Ok((None, true));
-                    }
+            } => self.advance_accepted(conn, req, hello, since, what),
+        }
+    }
+
+    /// Our connection to `peer`: once up, its greeting is made.
+    fn advance_connecting(
+        &mut self,
+        peer: usize,
+        ch: u16,
+        mut c: T::Connecting,
+        what: &dyn std::fmt::Display,
+    ) -> Result<(Option<Pending<T>>, bool)> {
+        let rank = self.rank;
+        let ctx = |e: Error| e.context(format!("rank {rank}: {what}: connecting to rank {peer}"));
+        let Some(conn) = self.transport.poll_connect(&mut c).map_err(ctx)? else {
+            return Ok((Some(Pending::Connecting { peer, ch, c }), false));
+        };
+        let hello = self.greeter.hello(peer, ch).map_err(ctx)?;
+        let p = Pending::Greeting {
+            peer,
+            ch,
+            conn,
+            req: None,
+            hello,
+        };
+        Ok((Some(p), true))
+    }
+
+    /// Our greeting to `peer`: once sent, the connection is ready.
+    #[allow(clippy::too_many_arguments)] // the fields of one `Pending::Greeting`
+    fn advance_greeting(
+        &mut self,
+        peer: usize,
+        ch: u16,
+        mut conn: T::SendConn,
+        mut req: Option<T::Request>,
+        hello: Box<[u8; HELLO]>,
+        what: &dyn std::fmt::Display,
+    ) -> Result<(Option<Pending<T>>, bool)> {
+        let rank = self.rank;
+        let t = &mut *self.transport;
+        let ctx = |e: Error| e.context(format!("rank {rank}: {what}: greeting rank {peer}"));
+        if req.is_none() {
+            // SAFETY: `hello` is boxed and stays in this entry until the send completes or
+            // the connection is closed.
+            req = unsafe { t.isend(&mut conn, hello.as_ptr(), HELLO, HELLO_TAG, None) }
+                .map_err(ctx)?;
+        }
+        let done = match req.as_mut() {
+            Some(r) => t.test(r).map_err(ctx)?.is_some(),
+            None => false,
+        };
+        if !done {
+            let p = Pending::Greeting {
+                peer,
+                ch,
+                conn,
+                req,
+                hello,
+            };
+            return Ok((Some(p), false));
+        }
+        if t.duplex() {
+            let back = t.reverse_recv(&conn).map_err(ctx)?;
+            self.conns.recv.insert((peer, ch), back);
+        }
+        self.conns.send.insert((peer, ch), conn);
+        Ok((None, true))
+    }
+
+    /// A peer's (or a stranger's) connection: its greeting is read and checked; a
+    /// stranger is turned away, never failing the call.
+    fn advance_accepted(
+        &mut self,
+        mut conn: T::RecvConn,
+        mut req: Option<T::Request>,
+        mut hello: Box<[u8; HELLO]>,
+        since: Instant,
+        what: &dyn std::fmt::Display,
+    ) -> Result<(Option<Pending<T>>, bool)> {
+        let t = &mut *self.transport;
+        let got = (|| -> Result<Option<crate::transport::Completion>> {
+            if req.is_none() {
+                // SAFETY: as for the greeting sent, the box outlives the receive.
+                req = unsafe { t.irecv(&mut conn, hello.as_mut_ptr(), HELLO, None) }?;
+            }
+            match req.as_mut() {
+                Some(r) => t.test(r),
+                None => Ok(None),
+            }
+        })();
+        let c = match got {
+            Ok(None) => {
+                let p = Pending::Accepted {
+                    conn,
+                    req,
+                    hello,
+                    since,
                 };
-                let recv = &self.conns.recv;
-                let checked = if c.tag != HELLO_TAG || c.bytes != HELLO {
-                    Err("not an oxccl greeting")
-                } else {
-                    self.greeter
-                        .check(&hello[..], self.size, |p, ch| recv.contains_key(&(p, ch)))
-                };
-                let (peer, ch) = match checked {
-                    Ok(k) => k,
-                    Err(why) => {
-                        self.reject(&conn, why);
-                        let _ = self.transport.close_recv(conn);
-                        return Ok((None, true));
-                    }
-                };
-                let t = &mut *self.transport;
-                if t.duplex() {
-                    let back = t.reverse_send(&conn).map_err(|e| {
-                        e.context(format!("rank {rank}: {what}: answering rank {peer}"))
-                    })?;
-                    self.conns.send.insert((peer, ch), back);
-                }
-                self.conns.recv.insert((peer, ch), conn);
+                return Ok((Some(p), false));
+            }
+            Ok(Some(c)) => c,
+            Err(e) => {
+                // Junk, a reset, an over-long "message": never this call's failure.
+                self.reject(&conn, &e.to_string());
+                let _ = self.transport.close_recv(conn);
+                return Ok((None, true));
+            }
+        };
+        let recv = &self.conns.recv;
+        let checked = if c.tag != HELLO_TAG || c.bytes != HELLO {
+            Err("not an oxccl greeting")
+        } else {
+            self.greeter
+                .check(&hello[..], self.size, |p, ch| recv.contains_key(&(p, ch)))
+        };
+        match checked {
+            Ok((peer, ch)) => self.greeted(conn, peer, ch, what),
+            Err(why) => {
+                self.reject(&conn, why);
+                let _ = self.transport.close_recv(conn);
                 Ok((None, true))
             }
         }
     }
-}
 
-/// "rank 3", or "ranks [1, 2, 5]" shortened past 16 entries.
-pub(super) fn ranks(v: &[usize]) -> String {
-    match v.len() {
-        1 => format!("rank {}", v[0]),
-        0..=16 => format!("ranks {v:?}"),
-        _ => format!("ranks {:?} and {} more", &v[..16], v.len() - 16),
+    /// An accepted connection proved to come from `peer`: it is ready (both ways, where
+    /// connections are duplex).
+    fn greeted(
+        &mut self,
+        conn: T::RecvConn,
+        peer: usize,
+        ch: u16,
+        what: &dyn std::fmt::Display,
+    ) -> Result<(Option<Pending<T>>, bool)> {
+        let t = &mut *self.transport;
+        if t.duplex() {
+            let back = t.reverse_send(&conn).map_err(|e| {
+                e.context(format!("rank {}: {what}: answering rank {peer}", self.rank))
+            })?;
+            self.conns.send.insert((peer, ch), back);
+        }
+        self.conns.recv.insert((peer, ch), conn);
+        Ok((None, true))
     }
 }

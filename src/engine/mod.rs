@@ -6,7 +6,9 @@
 //! chunks on arrival — and turning every failure into an error that names this rank, the
 //! peer and the call. Knows nothing of which algorithm produced the schedule.
 
+mod call;
 mod connect;
+mod drive;
 mod exec;
 mod greet;
 mod news;

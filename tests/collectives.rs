@@ -1,12 +1,40 @@
 //! Collective correctness over the mem transport (seeded faults) and over TCP with threads,
 //! against a serial reference, with bitwise equality across ranks; and the failure cases:
-//! mismatched calls, abort, timeout and a dead peer.
+//! mismatched calls, abort, timeout and a dead peer. Also the transport conformance suite
+//! (`tests/conformance`) on every backend that runs without RDMA devices.
 
 #[path = "collectives/abuse.rs"]
 mod abuse;
 #[path = "collectives/channel.rs"]
 mod channel;
 mod common;
+
+/// The backends the transport conformance suite (`tests/conformance`) runs on here, one
+/// line each: `conformance::<backend>::<property>`.
+macro_rules! conformance_backends {
+    () => {
+        // mem has no wire: no stranger can reach its listeners.
+        conformance_tests!(mem, backends::mem);
+        conformance_tests!(tcp, backends::tcp, stranger: backends::TCP_STRANGER);
+        conformance_tests!(shm, backends::shm, stranger: backends::SHM_STRANGER);
+        conformance_tests!(
+            fabric_tcp,
+            backends::fabric_tcp,
+            stranger: backends::FABRIC_TCP_STRANGER
+        );
+        // libfabric's shm provider names endpoints by shared memory, not sockets: no
+        // stranger can reach them.
+        conformance_tests!(fabric_shm, backends::fabric_shm);
+        conformance_tests!(hybrid, backends::hybrid, stranger: backends::HYBRID_STRANGER);
+        conformance_tests!(
+            hybrid_net,
+            backends::hybrid_net,
+            stranger: backends::HYBRID_STRANGER
+        );
+    };
+}
+mod conformance;
+
 #[path = "collectives/exchange.rs"]
 mod exchange;
 #[path = "collectives/group.rs"]

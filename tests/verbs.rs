@@ -9,6 +9,20 @@
 
 mod common;
 
+/// The transport conformance suite (`tests/conformance`) on verbs, rank 0's transport on
+/// rxe0 and rank 1's on rxe1: `conformance::verbs::<property>`.
+macro_rules! conformance_backends {
+    () => {
+        conformance_tests!(
+            #[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+            verbs,
+            crate::conformance_pair,
+            stranger: backends::VERBS_STRANGER
+        );
+    };
+}
+mod conformance;
+
 use std::net::IpAddr;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +45,18 @@ fn on_alternate_devices(r: usize, ip: IpAddr) -> VerbsConfig {
         hca: Some(format!("=rxe{}", r % 2)),
         ..VerbsConfig::new(ip, r)
     }
+}
+
+/// Two verbs transports on alternate devices, reached through loopback for set-up; `None`
+/// (the conformance test passes) where there are no RDMA devices.
+fn conformance_pair() -> conformance::Pair<VerbsTransport> {
+    if !has_devices() {
+        eprintln!("skipping: no RDMA devices");
+        return None;
+    }
+    let lo: IpAddr = [127, 0, 0, 1].into();
+    let mk = |r| VerbsTransport::new(on_alternate_devices(r, lo)).expect("verbs transport");
+    Some((mk(0), mk(1)))
 }
 
 fn config(timeout_s: u64) -> Config {

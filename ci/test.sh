@@ -38,9 +38,12 @@ cargo clippy --all-targets --locked -- -D warnings
 # The fuzz targets the libFuzzer crate (fuzz/) builds on.
 cargo clippy --lib --features fuzzing --locked -- -D warnings
 cargo clippy -p oxccl-plot --all-targets --locked -- -D warnings
+# The sans-IO core (schedules, the call state machine and its simulator, kernels).
+cargo clippy -p oxccl-sched --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked --lib --bins
 cargo test --locked -p oxccl-plot
+cargo test --locked -p oxccl-sched
 cargo test --locked --doc
 cargo test --locked --test collectives -- --test-threads 1
 cargo test --locked --test verbs

@@ -34,7 +34,7 @@
     )
 )]
 
-pub mod algo;
+pub use oxccl_sched::algo;
 mod auth;
 pub mod bootstrap;
 mod coll;
@@ -42,11 +42,11 @@ mod comm;
 pub mod config;
 pub mod debug;
 pub mod engine;
-mod error;
+use oxccl_sched::error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod launch;
-pub mod reduce;
+pub use oxccl_sched::reduce;
 pub mod topo;
 pub mod transport;
 

@@ -18,7 +18,7 @@ pub mod json;
 pub mod mapping;
 pub mod model;
 pub mod ring;
-pub mod tree;
+pub use crate::algo::tree;
 
 use std::path::Path;
 

@@ -24,6 +24,7 @@ mod reduce;
 mod ring;
 pub mod sim;
 mod small;
+pub mod tree;
 mod uneven;
 
 pub use builder::ScheduleBuilder;

@@ -16,8 +16,8 @@ use std::borrow::Cow;
 
 use super::chunks::{nchunks, part};
 use super::ring::span;
+use super::tree::double_btree;
 use super::{BufId, Plan, ScheduleBuilder};
-use crate::topo::tree::double_btree;
 
 /// The steps that last wrote (or, for sends, read) element ranges of this rank's buffers.
 #[derive(Default)]

@@ -201,6 +201,24 @@ fn describe(all: &[(String, IpAddr)]) -> String {
         .join(", ")
 }
 
+/// The address a rank advertises for data connections, given the local address of its
+/// connection to the store: that address, unless `OXCCL_SOCKET_IFNAME` names an interface
+/// and the store was not reached over loopback (then every peer is on this host anyway).
+pub fn advertised_ip(via_root: IpAddr) -> Result<IpAddr> {
+    let spec = crate::config::vars::text("OXCCL_SOCKET_IFNAME")
+        .ok()
+        .flatten();
+    advertised_ip_for(via_root, spec.as_deref())
+}
+
+/// [`advertised_ip`] with the interface spec given.
+pub(super) fn advertised_ip_for(via_root: IpAddr, spec: Option<&str>) -> Result<IpAddr> {
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(spec) if !via_root.is_loopback() => Ok(pick_interface(Some(spec))?.1),
+        _ => Ok(via_root),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

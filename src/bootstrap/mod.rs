@@ -26,7 +26,7 @@ mod unique_id;
 mod tests;
 
 pub use client::StoreClient;
-pub use ifaddr::{list_interfaces, pick_interface};
+pub use ifaddr::{advertised_ip, list_interfaces, pick_interface};
 pub use news::NewsItem;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use proto::{fuzz_frame, fuzz_frame_seeds, fuzz_handshake, fuzz_handshake_seed};

@@ -520,3 +520,29 @@ fn a_client_that_hangs_up_during_a_get_frees_the_server() {
         "server still waiting for a client that left"
     );
 }
+
+#[test]
+fn socket_ifname_chooses_the_advertised_address_unless_the_root_is_loopback() {
+    let remote: std::net::IpAddr = "10.9.8.7".parse().unwrap();
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(
+        super::ifaddr::advertised_ip_for(remote, None).unwrap(),
+        remote
+    );
+    assert_eq!(
+        super::ifaddr::advertised_ip_for(remote, Some(" ")).unwrap(),
+        remote
+    );
+    // `=lo` names the loopback interface exactly: its address is advertised.
+    assert_eq!(
+        super::ifaddr::advertised_ip_for(remote, Some("=lo")).unwrap(),
+        lo
+    );
+    // Reached over loopback, every peer is local: the spec does not apply.
+    assert_eq!(
+        super::ifaddr::advertised_ip_for(lo, Some("=nosuchif0")).unwrap(),
+        lo
+    );
+    let e = super::ifaddr::advertised_ip_for(remote, Some("=nosuchif0")).unwrap_err();
+    assert!(e.message().contains("OXCCL_SOCKET_IFNAME"), "{e}");
+}

@@ -290,7 +290,7 @@ impl Communicator {
         let ctx = |e: Error| e.context(format!("rank {rank} of {size}: init"));
         let mut store = StoreClient::connect(id.root_addr(), id.secret(), rank, size, cfg.timeout)
             .map_err(ctx)?;
-        let bind_ip = crate::launch::advertised_ip(store.local_ip()).map_err(ctx)?;
+        let bind_ip = crate::bootstrap::advertised_ip(store.local_ip()).map_err(ctx)?;
         let mut transport = make(bind_ip).map_err(ctx)?;
         let devices = transport.devices().map_err(ctx)?;
         let dev = devices.first().cloned().ok_or_else(|| {

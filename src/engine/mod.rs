@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::transport::{ConnectHandle, Transport};
 
-/// Engine settings (from [`Config`](crate::Config)).
+/// Engine settings (from [`Config`](crate::config::Config)).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Longest time without progress before a wait fails with `Timeout`.

@@ -18,14 +18,14 @@ mod secret;
 #[cfg(test)]
 mod tests;
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 pub use contract::{slurm_port, SLURM_PORT_BASE, SLURM_PORT_SPAN};
 pub use hostlist::{expand_hostlist, expand_tasks_per_node};
 pub use secret::{derive_secret, secret_from_hex, secret_to_hex};
 
-use crate::bootstrap::{pick_interface, StoreServer, UniqueId};
+use crate::bootstrap::{StoreServer, UniqueId};
 use crate::comm::Communicator;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -217,20 +217,5 @@ impl Communicator {
         })?;
         let store_host = cfg.store_host.or((env.serves_root).then_some(0));
         Communicator::init_with_config(&id, env.rank, env.size, Config { store_host, ..cfg })
-    }
-}
-
-/// The address a rank advertises for data connections, given the local address of its
-/// connection to the store: that address, unless `OXCCL_SOCKET_IFNAME` names an interface
-/// and the store was not reached over loopback (then every peer is on this host anyway).
-pub(crate) fn advertised_ip(via_root: IpAddr) -> Result<IpAddr> {
-    advertised_ip_for(via_root, std::env::var(vars::SOCKET_IFNAME).ok().as_deref())
-}
-
-/// [`advertised_ip`] with the interface spec given.
-fn advertised_ip_for(via_root: IpAddr, spec: Option<&str>) -> Result<IpAddr> {
-    match spec.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(spec) if !via_root.is_loopback() => Ok(pick_interface(Some(spec))?.1),
-        _ => Ok(via_root),
     }
 }

@@ -288,17 +288,3 @@ fn rank0_serves_the_store_others_join() {
     assert!(e.message().contains("OXCCL_ROOT"), "{e}");
     drop(c);
 }
-
-#[test]
-fn socket_ifname_chooses_the_advertised_address_unless_the_root_is_loopback() {
-    let remote: std::net::IpAddr = "10.9.8.7".parse().unwrap();
-    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    assert_eq!(advertised_ip_for(remote, None).unwrap(), remote);
-    assert_eq!(advertised_ip_for(remote, Some(" ")).unwrap(), remote);
-    // `=lo` names the loopback interface exactly: its address is advertised.
-    assert_eq!(advertised_ip_for(remote, Some("=lo")).unwrap(), lo);
-    // Reached over loopback, every peer is local: the spec does not apply.
-    assert_eq!(advertised_ip_for(lo, Some("=nosuchif0")).unwrap(), lo);
-    let e = advertised_ip_for(remote, Some("=nosuchif0")).unwrap_err();
-    assert!(e.message().contains("OXCCL_SOCKET_IFNAME"), "{e}");
-}

@@ -154,7 +154,7 @@ impl Prepared {
 
 fn random_psn() -> Result<u32> {
     let mut b = [0u8; 4];
-    crate::bootstrap::random_secret()
+    crate::auth::nonce()
         .map(|s| {
             b.copy_from_slice(&s[..4]);
             u32::from_le_bytes(b) & 0x00ff_ffff

@@ -1,7 +1,7 @@
 //! The verbs backend on real RDMA devices.
 //!
 //! On a machine without RDMA only the first test runs: choosing the backend must fail
-//! with a clear error. The others need devices and are `#[ignore]`d; `ci/verbs-vm.sh` runs
+//! with a clear error. The others need devices and are `#[ignore]`d; `ci/verbs.sh` runs
 //! them (`--include-ignored`) in a VM with two SoftRoCE devices, rxe0 (10.99.0.1) and rxe1
 //! (10.99.0.2) on the two ends of a veth pair. Ranks are threads bound to alternating
 //! devices, so traffic between neighbours really crosses the pair; the killed-rank test
@@ -14,7 +14,7 @@ mod common;
 macro_rules! conformance_backends {
     () => {
         conformance_tests!(
-            #[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+            #[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
             verbs,
             crate::conformance_pair,
             stranger: backends::VERBS_STRANGER
@@ -270,7 +270,7 @@ fn without_rdma_the_verbs_transport_fails_with_a_clear_error() {
 }
 
 #[test]
-#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+#[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
 fn device_and_gid_are_chosen_without_any_variable() {
     let lo: IpAddr = [127, 0, 0, 1].into();
     for r in 0..2 {
@@ -331,7 +331,7 @@ fn device_and_gid_are_chosen_without_any_variable() {
 }
 
 #[test]
-#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+#[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
 fn collective_matrix_on_two_three_and_four_ranks_across_the_veth_pair() {
     let dtypes = [
         DataType::F32,
@@ -405,7 +405,7 @@ fn sixteen_mib(c: &Communicator) -> Result<Vec<u64>> {
 }
 
 #[test]
-#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+#[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
 fn sixteen_mib_collectives_with_one_and_several_queue_pairs() {
     let res = run(3, config(300), on_alternate_devices, sixteen_mib);
     expect_same("3 ranks, 16 MiB", res);
@@ -546,7 +546,7 @@ impl Pair {
 static CONSTANT: [u8; 20_000] = [7; 20_000];
 
 #[test]
-#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+#[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
 fn transport_sizes_order_and_mismatches() {
     let pattern = |len: usize, seed: usize| -> Vec<u8> {
         (0..len)
@@ -639,7 +639,7 @@ fn zz_child_rank_entry() {
 }
 
 #[test]
-#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+#[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
 fn a_killed_rank_fails_the_others_with_remote() {
     let id = UniqueId::with_addr([127, 0, 0, 1].into()).expect("id");
     let hex: String = id.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
@@ -706,7 +706,7 @@ fn sh(cmd: &str) {
 }
 
 #[test]
-#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+#[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
 fn a_dead_link_is_a_remote_error_naming_the_peer_within_the_timeout() {
     // Every packet rxe0 sends is dropped (netem, 100% loss) while the side channel, on
     // loopback, stays up: only the queue pairs' retries (OXCCL_IB_TIMEOUT 14: 67 ms per
@@ -752,7 +752,7 @@ fn a_dead_link_is_a_remote_error_naming_the_peer_within_the_timeout() {
 }
 
 #[test]
-#[ignore = "needs RDMA devices: ci/verbs-vm.sh runs it in a SoftRoCE VM"]
+#[ignore = "needs RDMA devices: ci/verbs.sh runs it in a SoftRoCE VM"]
 fn path_mtu_is_the_smaller_of_both_ports() {
     // rxe1 gets a 4096-byte RDMA MTU (veth1 at 9000), rxe0 keeps 1024 (veth0 at 1500):
     // packets of 4096 from rxe1 would be dropped entering veth0, so a large message from

@@ -417,7 +417,8 @@ impl Communicator {
         &self.shared.cfg
     }
 
-    /// The backend in use (`tcp`, `fabric`, `mem`).
+    /// The backend in use (`tcp`, `shm`, `fabric`, `verbs` or `mem`; a network backend with shm
+    /// beside it gives its own name).
     pub fn transport(&self) -> &'static str {
         self.shared.transport
     }

@@ -18,11 +18,9 @@ max=${1:-8}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 t_start=$SECONDS
-passed=0
-failed=0
-
-pass() { passed=$((passed + 1)); echo "ok: $*"; }
-fail() { failed=$((failed + 1)); echo "FAILED: $*" >&2; }
+source ci/lib.sh
+pass() { ok "$@"; }
+fail() { bad "$@"; }
 
 echo "== ffi: header freshness"
 if ci/ffi-header.sh --check; then pass "header matches the sources"; else fail "stale header"; fi
@@ -139,5 +137,5 @@ else
     fail "dp_sgd.py --perturb: unexpected output"; tail -n 20 "$work/sgd-bad.log" >&2
 fi
 
-echo "ffi: $passed passed, $failed failed ($((SECONDS - t_start)) s)"
-[ "$failed" = 0 ]
+echo "ffi took $((SECONDS - t_start)) s"
+summary ffi

@@ -4,7 +4,7 @@
 # rankrun deals 4 ranks round-robin (--map-by node: ranks 0, 2 on host A, 1, 3 on host B);
 # examples/mapping_bench times a SIZE allreduce with topology-aware mapping on and off in the
 # same job; rank 0 prints bus bandwidths and the on/off ratios, then the dumped rings.
-#   ci/netns-topo.sh            (as root; installs iproute2 if missing; about 20 s)
+#   ci/netns-topo.sh            (as root, with iproute2 from ci/packages.sh; about 20 s)
 # Knobs: RATE (1gbit), SIZE (16M; a list such as 8,64K,1M,16M for a sweep), ITERS (3) calls
 # per round and the best of ROUNDS (3) rounds (a round slowed by other work does not count),
 # ALGOS (auto,ring,hier), OUT (directory for logs, dumps and oxccl-perf-style tables),
@@ -12,15 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "netns-topo: needs root (network namespaces, tc); not run"
+if [ "$(id -u)" != 0 ] || ! command -v tc >/dev/null; then
+    echo "netns-topo: skipped: needs root and iproute2's ip and tc (ci/packages.sh)"
     exit 0
-fi
-if ! command -v tc >/dev/null; then
-    echo "== apt-get install iproute2"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
 fi
 
 RATE=${RATE:-1gbit}

@@ -1,36 +1,21 @@
 #!/usr/bin/env bash
 # The test command of the README: format and lint checks, then every test (unit tests,
 # the schedule simulator, the mem and TCP collective matrices, failure cases, launching).
-# Needs the Rust toolchain and a C compiler; ci/launch-tests.sh installs, as root, the
-# Debian packages its launcher tests need (iproute2, slurm-wlm, munge, openmpi-bin); the C
-# ABI step needs gcc and python3 and installs cbindgen (cargo install) and numpy (pip);
-# libfabric1 is installed here for the fabric backend's tests (which skip without it, except
-# under CI).
+# Needs the Rust toolchain, a C compiler and python3 (with venv). ci/packages.sh first
+# installs, as root, every Debian package the tests use (libfabric1, iproute2, Slurm, Open
+# MPI, the SoftRoCE VM's qemu and rdma-core, a font); elsewhere the tests that need a
+# missing one skip and say so. The C ABI step installs cbindgen (cargo install) and numpy
+# (pip). The scripts count their checks with one harness (ci/lib.sh).
 # The PyTorch backend (ci/torch-test.sh) runs in a venv outside the checkout
 # (/var/tmp/oxccl-torch-venv), made once with torch from ../shared/torch and reused.
 # The verbs backend's suite and benchmark, and the fabric backend on libfabric's verbs
-# provider, run inside a SoftRoCE VM (ci/verbs.sh, which installs qemu, rdma-core and
-# perftest with apt-get when run as root).
-# As root, ci/netns-topo.sh measures topology-aware mapping on two emulated hosts
-# (installing iproute2 if needed).
+# provider, run inside a SoftRoCE VM (ci/verbs.sh).
+# As root, ci/netns-topo.sh measures topology-aware mapping on two emulated hosts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
-# The fabric backend loads libfabric at run time; its tests need the library (only the
-# runtime package: the committed bindings need no headers).
-if [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q 'libfabric\.so\.1 '; then
-    echo "== installing libfabric1"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends libfabric1 >/dev/null
-fi
-# The figure tool (tools/plot) draws text with a TrueType font.
-if [ "$(id -u)" = 0 ] && [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
-    echo "== installing fonts-dejavu-core"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends fonts-dejavu-core >/dev/null
-fi
+echo "== packages (one step, before the tests)"
+ci/packages.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
@@ -47,10 +32,11 @@ cargo test --locked -p oxccl-sched
 cargo test --locked --doc
 cargo test --locked --test collectives -- --test-threads 1
 cargo test --locked --test verbs
-echo "== launch tests: rankrun and the launcher contracts with real processes"
+echo "== launch tests: rankrun and the launcher contracts with real processes (as root also"
+echo "   two network namespaces, and Open MPI's mpirun)"
 cargo test --locked --test launch -- --test-threads 1
-echo "== launch tests needing root and packages (network namespaces, Slurm, Open MPI)"
-ci/launch-tests.sh
+echo "== a real single-node Slurm (root and packages)"
+ci/slurm-tests.sh
 echo "== one process per rank: fabric (tcp and shm providers) and native shm, a killed rank"
 ci/fabric-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, then over shared memory, results checked)"

@@ -2,8 +2,8 @@
 # The PyTorch backend's tests: installs the `oxccl` and `oxccl-torch` packages (pip install
 # ./python ./python/torch) into a venv holding torch, then runs python/torch/tests under
 # rankrun at 2 and 4 ranks, the DDP example under rankrun and torchrun, and an import check
-# from outside the checkout. The last line is "N passed, N failed"; the exit status is
-# non-zero when anything failed.
+# from outside the checkout. The last line is "torch-tests: N passed, M failed, K skipped"
+# (ci/lib.sh); the exit status is non-zero when anything failed.
 #
 # The venv lives outside the checkout, at $OXCCL_TORCH_VENV (default
 # /var/tmp/oxccl-torch-venv). It is reused when it exists and imports torch; otherwise it is
@@ -46,8 +46,7 @@ cargo build --release --locked --bin rankrun
 rankrun=$root/target/release/rankrun
 echo "   ready after $(( $(date +%s) - start )) s"
 
-passed=0
-failed=0
+source ci/lib.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -79,21 +78,9 @@ run_suite() {
     echo "   ($(( $(date +%s) - t0 )) s)"
 }
 
-# check NAME COMMAND...: one check, passed when the command exits 0.
-check() {
-    local name=$1
-    shift
-    echo "== $name"
-    local rc=0
-    "$@" >"$log" 2>&1 || rc=$?
-    grep -v -e 'Work::is_success API is being deprecated' -e '^W.*run.py' -e '^\*\*\*' "$log" \
-        | tail -n 8
-    if [ "$rc" = 0 ]; then
-        passed=$((passed + 1))
-    else
-        echo "   $name: FAILED (exit status $rc)"
-        failed=$((failed + 1))
-    fi
+# What checks show of their output: not torch's deprecation chatter.
+show() {
+    grep -v -e 'Work::is_success API is being deprecated' -e '^W.*run.py' -e '^\*\*\*' || true
 }
 
 check "import from / (installed packages)" \
@@ -118,5 +105,4 @@ check "examples/ddp_train.py under torchrun --nproc-per-node 2" \
     timeout 300 "$venv/bin/torchrun" --nproc-per-node 2 python/torch/examples/ddp_train.py --steps 100
 
 echo "torch tests took $(( $(date +%s) - start )) s in all"
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary torch-tests

@@ -15,17 +15,22 @@
 #    allreduce moves data both ways.
 # 4. `cargo bench --bench collectives` (BENCH, its executable) over verbs: 2 ranks on rxe0
 #    and rxe1, allreduce, allgather, broadcast and reduce-scatter at 8 B to 4 MiB.
-# Exit status: the tests', oxccl-perf's and the bench's (a wrong result fails); the ratio
-# is reported.
+# Checks are counted by ci/lib.sh; the last lines are the medians and
+# "verbs-guest: N passed, M failed, K skipped". Exit status: non-zero when the tests,
+# oxccl-perf or the bench failed (a wrong result fails); the ratio is reported.
 set -uo pipefail
+source "$(dirname "$0")/lib.sh"
 # Everything here tests the RDMA paths: no shared memory beside them (OXCCL_SHM).
 export OXCCL_SHM=0
 tests=$1 perf=$2 rankrun=$3 check=$4 bench=${5:-}
 rounds=${VERBS_BENCH_ROUNDS:-3}
-rc=0
 echo "== verbs tests (SoftRoCE)"
 t0=$(date +%s)
-RUST_BACKTRACE=1 "$tests" --include-ignored --test-threads 1 || rc=1
+if RUST_BACKTRACE=1 "$tests" --include-ignored --test-threads 1; then
+    ok "the verbs test suite (tests/verbs.rs, the conformance suite on verbs included)"
+else
+    bad "the verbs test suite"
+fi
 echo "== verbs tests took $(( $(date +%s) - t0 ))s"
 
 echo "== OXCCL_DEBUG=INFO of a 2-process verbs job (rank r on rxe(r % 2))"
@@ -35,11 +40,10 @@ if OXCCL_TRANSPORT=verbs OXCCL_DEBUG=INFO OXCCL_TIMEOUT=60 timeout 120 "$rankrun
     grep -q "2 ranks OK" /tmp/debug.log && grep -q "oxccl INFO NET verbs: device" /tmp/debug.log &&
     grep -q "oxccl INFO INIT rank 1 of 2: transport verbs" /tmp/debug.log; then
     grep "oxccl INFO" /tmp/debug.log | sed 's/^/    /'
-    echo "ok: OXCCL_DEBUG=INFO shows the version, the verbs devices (GID index, MTU) and the ring"
+    ok "OXCCL_DEBUG=INFO shows the version, the verbs devices (GID index, MTU) and the ring"
 else
     cat /tmp/debug.log
-    echo "FAILED: OXCCL_DEBUG=INFO of a verbs job"
-    rc=1
+    bad "OXCCL_DEBUG=INFO of a verbs job"
 fi
 
 echo "== fabric backend on verbs;ofi_rxm (libfabric $(fi_info --version | sed -n 's/^libfabric: //p'))"
@@ -57,11 +61,10 @@ fabric_job() {
 for n in 2 3; do
     if fabric_job "$n" "$check" --count 70000 --iters 3 > /tmp/fabric.log 2>&1 &&
         grep -q "$n ranks OK" /tmp/fabric.log; then
-        echo "ok: fabric(verbs) collectives_check, $n processes"
+        ok "fabric(verbs) collectives_check, $n processes"
     else
         cat /tmp/fabric.log
-        echo "FAILED: fabric(verbs) collectives_check, $n processes"
-        rc=1
+        bad "fabric(verbs) collectives_check, $n processes"
     fi
 done
 if fabric_job 2 "$perf" --op allreduce -b 1M -e 4M -f 4 -w 1 -n 2 > /tmp/fabric.log 2>&1; then
@@ -72,8 +75,7 @@ if fabric_job 2 "$perf" --op allreduce -b 1M -e 4M -f 4 -w 1 -n 2 > /tmp/fabric.
             $1 / 1048576, $6, $10, $1 / t }' /tmp/fabric.log
 else
     cat /tmp/fabric.log
-    echo "FAILED: fabric(verbs) oxccl-perf"
-    rc=1
+    bad "fabric(verbs) oxccl-perf"
 fi
 echo "== fabric backend took $(( $(date +%s) - t0 ))s"
 
@@ -112,7 +114,7 @@ for round in $(seq "$rounds"); do
         fi
     done
     OXCCL_TRANSPORT=verbs OXCCL_SPIN=200 "$perf" --threads 2 --op allreduce -b 1M -e 16M -f 4 \
-        -w 1 -n 2 > /tmp/perf.log 2>&1 || { cat /tmp/perf.log; rc=1; }
+        -w 1 -n 2 > /tmp/perf.log 2>&1 || { cat /tmp/perf.log; bad "oxccl-perf over verbs, round $round"; }
     # busbw = size / time for 2 ranks; columns: size ... out-of-place time (6), in-place (10)
     awk '$1 ~ /^[0-9]+$/ && $NF == "allreduce" {
         t = ($6 < $10) ? $6 : $10; printf "%d oxccl %.3f\n", $1 / 1048576, $1 / t }' \
@@ -132,7 +134,7 @@ if [ -n "$bench" ]; then
     echo "== cargo bench --bench collectives over verbs (2 ranks: rxe0, rxe1)"
     t0=$(date +%s)
     OXCCL_TRANSPORT=verbs OXCCL_SPIN=200 OXCCL_BENCH_HCAS=rxe0,rxe1 OXCCL_BENCH_MB=16 \
-        timeout 600 "$bench" --bench 8 64K 1M 4M || { echo "FAILED: the collectives bench over verbs"; rc=1; }
+        timeout 600 "$bench" --bench 8 64K 1M 4M || bad "the collectives bench over verbs"
     echo "== the collectives bench took $(( $(date +%s) - t0 ))s"
 fi
-exit $rc
+summary verbs-guest

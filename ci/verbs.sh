@@ -2,8 +2,8 @@
 # The verbs backend tested for real: builds the verbs test binary, oxccl-perf, rankrun and
 # collectives_check on the host, boots one SoftRoCE VM (ci/rxe-vm.sh) and runs
 # ci/verbs-guest.sh inside it (the verbs test suite, the fabric backend over libfabric's
-# verbs;ofi_rxm, then oxccl-perf next to ib_write_bw). Installs the host packages it
-# needs when run as root (CI); elsewhere it says which are missing.
+# verbs;ofi_rxm, then oxccl-perf next to ib_write_bw). The host packages it needs come
+# from ci/packages.sh; without them it says which are missing and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs="qemu-system-x86 busybox-static cpio kmod xz-utils binutils iproute2 rdma-core
@@ -11,14 +11,8 @@ pkgs="qemu-system-x86 busybox-static cpio kmod xz-utils binutils iproute2 rdma-c
 missing=$(for p in $pkgs; do dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null |
     grep -q '^install ok installed' || echo "$p"; done)
 if [ -n "$missing" ]; then
-    if [ "$(id -u)" = 0 ]; then
-        echo "== installing $(echo $missing)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-    else
-        echo "ci/verbs.sh needs these packages: $(echo $missing)" >&2
-        exit 1
-    fi
+    echo "ci/verbs.sh needs these packages (ci/packages.sh installs them): $(echo $missing)" >&2
+    exit 1
 fi
 echo "== building the verbs tests, oxccl-perf and the collectives bench"
 tests=$(cargo test --locked --test verbs --no-run --message-format=json 2>/dev/null |

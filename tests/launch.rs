@@ -3,8 +3,8 @@
 //! (rankrun's agent behind an `--rsh` that stays on this host), and the torchrun, Slurm
 //! and Open MPI environment contracts with rank 0 serving the store.
 //!
-//! Setups that need root or packages (network namespaces, a real Slurm, Open MPI's
-//! mpirun) are in ci/launch-tests.sh.
+//! Setups that need root or packages are in `launch/rooted.rs` (network namespaces, Open
+//! MPI's mpirun; each says why it skips) and ci/slurm-tests.sh (a real Slurm).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -543,3 +543,5 @@ fn launch_mistakes_are_reported() {
 
 #[path = "launch/faults.rs"]
 mod faults;
+#[path = "launch/rooted.rs"]
+mod rooted;

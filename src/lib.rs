@@ -15,7 +15,8 @@
 //!
 //! Layers, top to bottom: [`Communicator`] (`comm`), `coll` (argument checks, algorithm
 //! choice), `algo` (sans-IO schedules), `engine` (runs schedules over a transport),
-//! [`transport`] (the trait and its backends), with `bootstrap`, `reduce` and `topo` beside.
+//! [`transport`] (the trait and its backends), with `bootstrap`, `reduce` and `topo` beside;
+//! `sys` (OS-call wrappers) is the leaf under `transport` and `bootstrap`.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -47,6 +48,7 @@ mod error;
 pub mod fuzz;
 pub mod launch;
 pub mod reduce;
+mod sys;
 pub mod topo;
 pub mod transport;
 

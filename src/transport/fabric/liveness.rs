@@ -3,7 +3,7 @@
 //! towards a failed or departed peer finishes with.
 
 use super::*;
-use crate::transport::process::process_gone;
+use crate::sys::process::process_gone;
 
 /// A peer whose probe the provider has not sent for this long is unreachable.
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);

@@ -14,8 +14,11 @@
 //! ```
 //!
 //! Layers, top to bottom: [`Communicator`] (`comm`), `coll` (argument checks, algorithm
-//! choice), `algo` (sans-IO schedules), `engine` (runs schedules over a transport),
-//! [`transport`] (the trait and its backends), with `bootstrap`, `reduce` and `topo` beside.
+//! choice), `engine` (runs calls over a transport, as the call state machine says),
+//! [`transport`] (the trait and its backends), with `bootstrap` and `topo` beside; `sys`
+//! (OS-call wrappers) is the leaf under `transport` and `bootstrap`. Below all of them, in
+//! its own crate (`oxccl-sched`, re-exported here), the sans-IO core: `algo` (schedules,
+//! the call state machine, the simulator), `reduce` (kernels) and the error type.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -47,6 +50,7 @@ use oxccl_sched::error;
 pub mod fuzz;
 pub mod launch;
 pub use oxccl_sched::reduce;
+mod sys;
 pub mod topo;
 pub mod transport;
 

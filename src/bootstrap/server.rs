@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -31,6 +31,7 @@ use super::proto::{
 };
 use crate::auth::{self, Key, NONCE_BYTES};
 use crate::error::{Error, Result};
+use crate::sys::poll;
 
 /// Time a new connection has to send its preamble and hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -267,7 +268,7 @@ impl std::fmt::Debug for StoreServer {
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>, idle_timeout: Duration) {
     let mut children: Vec<JoinHandle<()>> = Vec::new();
     while !shared.stopping() && !idle_expired(&shared, idle_timeout) {
-        if !wait_readable(listener.as_raw_fd(), TICK) {
+        if !wait_readable(listener.as_fd(), TICK) {
             continue;
         }
         loop {
@@ -300,16 +301,8 @@ fn idle_expired(shared: &Shared, idle_timeout: Duration) -> bool {
 }
 
 /// Waits up to `timeout` for `fd` to be readable (for a listener: a connection is pending).
-fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd that lives across the call; `fd` stays open during it.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    n > 0
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    poll::revents(fd, libc::POLLIN, timeout).is_ok_and(|r| r != 0)
 }
 
 /// Whether the client of `stream` has closed its side (checked without consuming data).

@@ -17,17 +17,16 @@
 //!
 //! Backends repeat one file set: `mod.rs` (the trait impl), `device.rs` (discovery and
 //! properties), `conn.rs` (one connection's state machine), `listen.rs` (listen, connect,
-//! accept).
+//! accept). What they share lives beside them: `requests.rs` (a connection's requests by
+//! sequence number), `slab.rs` (ids of connections and listeners); the OS calls (sockets,
+//! `poll`, `dlopen`) are in `crate::sys`.
 
-mod dl;
 pub mod fabric;
 pub mod hybrid;
 pub mod mem;
-mod process;
 mod requests;
 pub mod shm;
 mod slab;
-mod sockaddr;
 pub mod tcp;
 #[cfg(test)]
 mod testkit;

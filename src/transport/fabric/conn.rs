@@ -22,7 +22,7 @@
 //! and an `Rhdr` message carries the tag and length. The receive finishes when both came.
 
 use crate::error::Error;
-use crate::transport::Tag;
+use crate::transport::{requests, slab, Tag};
 
 use super::device::MAX_REQUESTS;
 
@@ -144,166 +144,18 @@ pub(super) fn split_imm(data: u64) -> (u16, u16) {
     (((data >> 16) & 0xffff) as u16, (data & 0xffff) as u16)
 }
 
-/// Slot index and generation of an entry of a [`Slab`], packed into the `u32` that
-/// travels in headers (`gen << 16 | index`), so that a message for a closed connection is
-/// recognised as stale rather than delivered to the slot's next occupant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Id {
-    pub index: u16,
-    pub gen: u16,
-}
+/// The id of a connection end: a slot of a `u16` [`Slab`], packed into the `u32` that
+/// travels in headers ([`Id::pack`](slab::Id::pack)), so that a message for a closed
+/// connection is recognised as stale rather than delivered to the slot's next occupant.
+pub(super) type Id = slab::Id<u16>;
 
-impl Id {
-    pub fn pack(self) -> u32 {
-        (u32::from(self.gen) << 16) | u32::from(self.index)
-    }
+/// Connection ends by [`Id`]; at most 65536 live at once.
+pub(super) type Slab<T> = slab::Slab<T, u16>;
 
-    pub fn unpack(v: u32) -> Id {
-        Id {
-            index: (v & 0xffff) as u16,
-            gen: (v >> 16) as u16,
-        }
-    }
-}
-
-/// Slots reused through a free list; removing bumps the slot's generation.
-pub(super) struct Slab<T> {
-    slots: Vec<(u16, Option<T>)>,
-    free: Vec<u16>,
-}
-
-impl<T> Slab<T> {
-    pub fn new() -> Self {
-        Slab {
-            slots: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-
-    /// Inserts `v`; `None` when 65536 entries are live.
-    pub fn insert(&mut self, v: T) -> Option<Id> {
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[usize::from(index)];
-            slot.1 = Some(v);
-            return Some(Id { index, gen: slot.0 });
-        }
-        let index = u16::try_from(self.slots.len()).ok()?;
-        self.slots.push((0, Some(v)));
-        Some(Id { index, gen: 0 })
-    }
-
-    pub fn get_mut(&mut self, id: Id) -> Option<&mut T> {
-        match self.slots.get_mut(usize::from(id.index)) {
-            Some((gen, Some(v))) if *gen == id.gen => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn get(&self, id: Id) -> Option<&T> {
-        match self.slots.get(usize::from(id.index)) {
-            Some((gen, Some(v))) if *gen == id.gen => Some(v),
-            _ => None,
-        }
-    }
-
-    /// The live entry at `index`, whatever its generation.
-    pub fn at_mut(&mut self, index: u16) -> Option<(Id, &mut T)> {
-        match self.slots.get_mut(usize::from(index)) {
-            Some((gen, Some(v))) => Some((Id { index, gen: *gen }, v)),
-            _ => None,
-        }
-    }
-
-    pub fn remove(&mut self, id: Id) -> Option<T> {
-        let slot = self.slots.get_mut(usize::from(id.index))?;
-        if slot.0 != id.gen || slot.1.is_none() {
-            return None;
-        }
-        slot.0 = slot.0.wrapping_add(1);
-        self.free.push(id.index);
-        slot.1.take()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, (gen, v))| {
-            v.as_ref().map(|v| {
-                (
-                    Id {
-                        index: i as u16,
-                        gen: *gen,
-                    },
-                    v,
-                )
-            })
-        })
-    }
-}
-
-/// Requests of one connection end by sequence number: slot `seq % MAX_REQUESTS`.
-/// Requests may finish in any order; a slot is freed when `test` reports it.
-pub(super) struct Ring<T> {
-    slots: [Option<(u64, T)>; MAX_REQUESTS],
-    /// Next sequence number to post.
-    pub next: u64,
-}
-
-impl<T> Ring<T> {
-    pub fn new() -> Self {
-        Ring {
-            slots: std::array::from_fn(|_| None),
-            next: 0,
-        }
-    }
-
-    /// Takes the next sequence number for `op`; `None` while its slot is still in use.
-    pub fn post(&mut self, op: T) -> Option<u64> {
-        let seq = self.next;
-        let slot = &mut self.slots[(seq % MAX_REQUESTS as u64) as usize];
-        if slot.is_some() {
-            return None;
-        }
-        *slot = Some((seq, op));
-        self.next += 1;
-        Some(seq)
-    }
-
-    /// The request `seq`, if posted and not yet reported.
-    pub fn get_mut(&mut self, seq: u64) -> Option<&mut T> {
-        match &mut self.slots[(seq % MAX_REQUESTS as u64) as usize] {
-            Some((s, op)) if *s == seq => Some(op),
-            _ => None,
-        }
-    }
-
-    /// The request whose seq has these low 16 bits (writes carry only those).
-    pub fn find_low(&mut self, low: u16) -> Option<(u64, &mut T)> {
-        self.slots.iter_mut().find_map(|s| match s {
-            Some((seq, op)) if (*seq & 0xffff) as u16 == low => Some((*seq, op)),
-            _ => None,
-        })
-    }
-
-    /// Frees the slot of `seq`.
-    pub fn remove(&mut self, seq: u64) -> Option<T> {
-        let slot = &mut self.slots[(seq % MAX_REQUESTS as u64) as usize];
-        match slot {
-            Some((s, _)) if *s == seq => slot.take().map(|(_, op)| op),
-            _ => None,
-        }
-    }
-
-    /// Every unreported request.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut T)> {
-        self.slots
-            .iter_mut()
-            .filter_map(|s| s.as_mut().map(|(seq, op)| (*seq, op)))
-    }
-
-    /// Whether any request is unreported.
-    pub fn busy(&self) -> bool {
-        self.slots.iter().any(|s| s.is_some())
-    }
-}
+/// Requests of one connection end by sequence number. They may finish in any order; each
+/// keeps its outcome in its own state until `test` reports it and takes it out
+/// ([`Ring::remove`](requests::Ring::remove)).
+pub(super) type Ring<T> = requests::Ring<T, MAX_REQUESTS>;
 
 /// A receive buffer's descriptor, from the receiver's `Cts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -142,7 +142,7 @@ impl FabricTransport {
         let peer = self.peer_of(&addr)?;
         let id = self
             .sends
-            .insert(SendConn::new(peer))
+            .try_insert(SendConn::new(peer))
             .ok_or_else(|| Error::system("fabric: more than 65536 connections"))?;
         let mut h = Header::new(Kind::Connect, 0);
         h.src = id.pack();
@@ -207,7 +207,7 @@ impl FabricTransport {
         if self.listening.is_none() {
             return self.queue(peer, &Header::new(Kind::CloseToSend, h.src), &[]);
         }
-        let Some(id) = self.recvs.insert(RecvConn::new(peer, h.src)) else {
+        let Some(id) = self.recvs.try_insert(RecvConn::new(peer, h.src)) else {
             return self.queue(peer, &Header::new(Kind::CloseToSend, h.src), &[]);
         };
         self.accepted.push_back(id);

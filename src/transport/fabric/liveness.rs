@@ -3,7 +3,7 @@
 //! towards a failed or departed peer finishes with.
 
 use super::*;
-use crate::transport::process::process_gone;
+use crate::sys::process::process_gone;
 
 /// A peer whose probe the provider has not sent for this long is unreachable.
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
@@ -29,13 +29,13 @@ impl FabricTransport {
     /// whether shm peers' processes still exist.
     pub(super) fn probe_peers(&mut self) {
         let mut busy = vec![false; self.peers.len()];
-        for (_, c) in self.sends.iter() {
-            if c.ops.busy() || c.remote.is_none() {
+        for c in self.sends.iter() {
+            if c.ops.unreported() > 0 || c.remote.is_none() {
                 busy[c.peer as usize] = true;
             }
         }
-        for (_, c) in self.recvs.iter() {
-            if c.ops.busy() {
+        for c in self.recvs.iter() {
+            if c.ops.unreported() > 0 {
                 busy[c.peer as usize] = true;
             }
         }

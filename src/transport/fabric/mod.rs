@@ -591,7 +591,7 @@ impl Transport for FabricTransport {
             .sends
             .get(conn.0)
             .ok_or_else(|| listen::stale("send connection"))?;
-        let (peer, busy, failed) = (c.peer, c.ops.busy(), c.failed.clone());
+        let (peer, busy, failed) = (c.peer, c.ops.unreported() > 0, c.failed.clone());
         self.probe(peer);
         let hard = failed.or_else(|| self.peers.get(peer as usize).and_then(|p| p.failed.clone()));
         if let Some(e) = hard {
@@ -632,7 +632,7 @@ impl Transport for FabricTransport {
             .ok_or_else(|| listen::stale("send connection"))?;
         if let Some(remote) = c.remote {
             let mut h = Header::new(Kind::CloseToRecv, remote);
-            h.seq = c.ops.next;
+            h.seq = c.ops.next();
             self.say_close(c.peer, h);
         }
         let mut ops = c.ops;
@@ -651,7 +651,7 @@ impl Transport for FabricTransport {
             .ok_or_else(|| listen::stale("receive connection"))?;
         // Tell the sender how many messages arrived whole, so that its sends of those
         // complete even when their own completions come after this `Close`.
-        let next = c.ops.next;
+        let next = c.ops.next();
         let mut h = Header::new(Kind::CloseToSend, c.remote);
         h.seq = (c.ops.iter_mut())
             .filter(|(_, op)| !op.done())

@@ -361,7 +361,7 @@ impl FabricTransport {
             key: h.w[1],
             cap: h.len,
         };
-        if h.seq >= c.ops.next {
+        if h.seq >= c.ops.next() {
             c.cts.push((h.seq, cts));
             return;
         }
@@ -411,7 +411,7 @@ impl FabricTransport {
             seq,
             peer,
         });
-        let data_imm = imm(Id::unpack(remote).index, seq);
+        let data_imm = imm(Id::unpack(remote).index(), seq);
         // SAFETY: `data..data+len` is valid until the send is reported (isend's contract);
         // the descriptor names a registration of the peer of at least `len` bytes.
         let rc = unsafe {
@@ -460,7 +460,11 @@ impl FabricTransport {
     pub(super) fn on_write_landed(&mut self, data: u64) {
         let (index, low) = split_imm(data);
         if let Some((_, c)) = self.recvs.at_mut(index) {
-            if let Some((_, op)) = c.ops.find_low(low) {
+            if let Some((_, op)) = c
+                .ops
+                .iter_mut()
+                .find(|(seq, _)| (*seq & 0xffff) as u16 == low)
+            {
                 if op.rndv {
                     op.written = true;
                 }

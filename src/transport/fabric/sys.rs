@@ -10,12 +10,12 @@
 //!
 //! The library is loaded once per process and never unloaded (providers may keep threads).
 
-use crate::transport::dl::dlerror;
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::OnceLock;
 
 use super::bindings as fi;
 use crate::error::{Error, Result};
+use crate::sys::dl::Library;
 
 pub(super) use fi::{fi_addr_t, fi_cq_data_entry, fi_cq_err_entry, fi_info};
 
@@ -77,29 +77,15 @@ pub(super) fn lib() -> Result<&'static Lib> {
 }
 
 fn load() -> std::result::Result<Lib, String> {
-    let name = CString::new(LIBRARY).map_err(|e| e.to_string())?;
-    // SAFETY: a NUL-terminated name; RTLD_NOW resolves everything up front so a broken
-    // installation fails here and not in the middle of a call.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if handle.is_null() {
-        return Err(format!(
-            "fabric: cannot load {LIBRARY} ({}); install libfabric (Debian: apt-get install \
-             libfabric1) or add its directory to LD_LIBRARY_PATH",
-            dlerror()
-        ));
-    }
-    let sym = |s: &str| -> std::result::Result<*mut c_void, String> {
-        let c = CString::new(s).map_err(|e| e.to_string())?;
-        // SAFETY: `handle` is a live library handle and `c` a NUL-terminated name.
-        let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
-        if p.is_null() {
-            Err(format!(
-                "fabric: {LIBRARY} has no symbol {s} ({}); is it libfabric?",
-                dlerror()
-            ))
-        } else {
-            Ok(p)
-        }
+    let dl = Library::open(LIBRARY).map_err(|e| {
+        format!(
+            "fabric: cannot load {LIBRARY} ({e}); install libfabric (Debian: apt-get install \
+             libfabric1) or add its directory to LD_LIBRARY_PATH"
+        )
+    })?;
+    let sym = |s: &str| {
+        dl.sym(s)
+            .map_err(|e| format!("fabric: {LIBRARY} has no symbol {s} ({e}); is it libfabric?"))
     };
     // SAFETY: each symbol is the libfabric function of that name, whose C signature the
     // type alias repeats (from rdma/fabric.h).

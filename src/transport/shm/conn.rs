@@ -10,11 +10,13 @@
 //! before; past that, a request the peer can no longer serve fails with Remote.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use super::attach::{self, ATTACH_MIN};
 use super::region::{Attach, Region};
 use crate::error::{Error, Result};
-use crate::transport::process::process_gone;
+use crate::sys::poll;
+use crate::sys::process::process_gone;
 use crate::transport::requests::Ring;
 use crate::transport::{Completion, Tag};
 
@@ -65,14 +67,9 @@ impl Link {
     /// Whether the peer has closed its end (looked up now).
     pub(super) fn peer_gone(&mut self) -> bool {
         if !self.gone {
-            let mut p = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLRDHUP,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd; no waiting.
-            let n = unsafe { libc::poll(&mut p, 1, 0) };
-            self.gone = n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+            let ended = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+            self.gone = poll::revents(&self.sock, libc::POLLRDHUP, Duration::ZERO)
+                .is_ok_and(|r| r & ended != 0);
         }
         self.gone
     }

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use self::conn::{Link, RecvConn, SendConn};
 use crate::error::{Error, Result};
+use crate::sys::poll;
 use crate::transport::slab::{Id, Slab};
 use crate::transport::{Completion, ConnectHandle, DeviceProps, Tag, Transport};
 
@@ -146,12 +147,8 @@ impl ShmTransport {
             watch(fds, c.link().fd());
         }
         if !ready {
-            let ts = libc::timespec {
-                tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-                tv_nsec: timeout.subsec_nanos().into(),
-            };
-            // SAFETY: `fds` holds `len` initialised pollfds; no signal mask.
-            unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as _, &ts, std::ptr::null()) };
+            // A failed wait is a short sleep: what the sockets say is looked at anyway.
+            let _ = poll::wait(fds, timeout, "shm: waiting for activity (ppoll)");
         }
         let mut rang = fds[links..].iter().map(|p| p.revents & libc::POLLIN != 0);
         for c in self.recvs.iter_mut().filter(|c| c.busy()) {

@@ -11,9 +11,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use super::os_error;
 use crate::error::{Error, Result};
+use crate::sys::poll;
 use crate::transport::requests::Ring;
 use crate::transport::{Completion, Tag};
 
@@ -482,14 +484,8 @@ impl RecvConnState {
     /// Whether the socket has data (or an end or error) to read. `poll` reads the socket's
     /// state without its lock, where a `recv` that finds nothing takes the lock and makes the
     /// peer's delivery of the next message wait for it (the polling rank spins on this).
+    /// A failed `poll` says yes, so that the `recv` that follows reports the socket's state.
     fn readable(&self) -> bool {
-        let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; no waiting.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n != 0
+        poll::revents(&self.fd, libc::POLLIN, Duration::ZERO).map_or(true, |r| r != 0)
     }
 }

@@ -11,11 +11,12 @@
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::os_error;
 use crate::error::{Error, Result};
-use crate::transport::sockaddr::{from_sockaddr, to_sockaddr};
+use crate::sys::sockaddr::{from_sockaddr, to_sockaddr};
+use crate::sys::socket::{self, ConnectState};
 use crate::transport::ConnectHandle;
 
 const MAGIC: [u8; 4] = *b"oxtc";
@@ -121,57 +122,26 @@ pub(super) fn start_connect(addr: SocketAddr, buf_bytes: usize) -> Result<OwnedF
     let fd = new_socket(addr.ip())?;
     set_buffers(&fd, buf_bytes)?;
     set_nodelay(&fd)?;
-    let (ss, len) = to_sockaddr(addr);
-    loop {
-        // SAFETY: `ss` is a valid sockaddr of `len` bytes.
-        let rc = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&ss as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        if rc == 0 {
-            return Ok(fd);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINPROGRESS) => return Ok(fd),
-            Some(libc::EINTR) => continue,
-            _ => return Err(os_error(format!("tcp: connecting to {addr}"), err)),
-        }
-    }
+    socket::start_connect(fd.as_fd(), addr)
+        .map_err(|e| os_error(format!("tcp: connecting to {addr}"), e))?;
+    Ok(fd)
 }
 
 /// Whether the connect started by [`start_connect`] has finished; its failure is an error.
 pub(super) fn connect_done(fd: &OwnedFd, addr: SocketAddr) -> Result<bool> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let rc = unsafe { libc::poll(&mut p, 1, 0) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EINTR) {
-            return Ok(false);
-        }
-        return Err(os_error(
+    match socket::connect_state(fd) {
+        ConnectState::InProgress => Ok(false),
+        ConnectState::Connected => Ok(true),
+        ConnectState::Failed(e) => Err(os_error(format!("tcp: connecting to {addr}"), e)),
+        ConnectState::PollFailed(e) => Err(os_error(
             format!("tcp: polling the connection to {addr}"),
-            err,
-        ));
+            e,
+        )),
+        ConnectState::CheckFailed(e) => Err(os_error(
+            format!("tcp: checking the connection to {addr}"),
+            e,
+        )),
     }
-    if rc == 0 || p.revents == 0 {
-        return Ok(false);
-    }
-    let soerr = get_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR)
-        .map_err(|e| os_error(format!("tcp: checking the connection to {addr}"), e))?;
-    if soerr != 0 {
-        let err = io::Error::from_raw_os_error(soerr);
-        return Err(os_error(format!("tcp: connecting to {addr}"), err));
-    }
-    Ok(true)
 }
 
 /// One pending connection from `listener`, made ready for data, or `None` if none waits.
@@ -211,26 +181,7 @@ pub(super) fn accept_one(
 }
 
 fn new_socket(ip: IpAddr) -> Result<OwnedFd> {
-    let domain = match ip {
-        IpAddr::V4(_) => libc::AF_INET,
-        IpAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: plain syscall.
-    let raw = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return Err(os_error(
-            "tcp: creating a socket",
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: socket() returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    socket::stream_socket(ip).map_err(|e| os_error("tcp: creating a socket", e))
 }
 
 fn set_nodelay(fd: &OwnedFd) -> Result<()> {
@@ -267,26 +218,6 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int)
     };
     if rc == 0 {
         Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn get_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v`/`len` describe a writable c_int.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(v)
     } else {
         Err(io::Error::last_os_error())
     }

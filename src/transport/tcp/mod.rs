@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use self::conn::{Interest, RecvConnState, SendConnState};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys::poll;
 use crate::transport::slab::{Id, Slab};
 use crate::transport::{Completion, ConnectHandle, DeviceProps, Tag, Transport};
 
@@ -285,25 +286,7 @@ impl Transport for TcpTransport {
                 Interest::Poll(events) => push(fd, events),
             }
         }
-        let ts = libc::timespec {
-            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_nsec: timeout.subsec_nanos().into(),
-        };
-        // SAFETY: `fds` holds `len` initialised pollfds; no signal mask is passed.
-        let rc = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            )
-        };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINTR) {
-                return Err(Error::io("tcp: waiting for socket activity (ppoll)", err));
-            }
-        }
+        poll::wait(fds, timeout, "tcp: waiting for socket activity (ppoll)")?;
         Ok(())
     }
 

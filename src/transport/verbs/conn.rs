@@ -20,8 +20,9 @@ use super::mr::{MrCache, VerbsRegion};
 use super::post::write_wr;
 use super::qp::{Cq, Mr, Pd, Qp};
 use super::sys::{self, Lib};
-use super::wire::{self, Cts, Imm, Ring, CTS, CTS_IN, EAGER_BYTES, EAGER_IN, HDR, SLOTS, STRIDE};
+use super::wire::{self, Cts, Imm, CTS, CTS_IN, EAGER_BYTES, EAGER_IN, HDR, SLOTS, STRIDE};
 use crate::error::{Error, ErrorKind, Result};
+use crate::transport::requests::Ring;
 use crate::transport::{Completion, Tag};
 
 pub(super) use super::wire::MAX_REQUESTS;
@@ -64,7 +65,7 @@ unsafe impl Send for SendOp {}
 unsafe impl Send for RecvOp {}
 
 pub(super) struct SendSide {
-    pub(super) ring: Ring<SendOp>,
+    pub(super) ring: Ring<SendOp, MAX_REQUESTS>,
     /// Next message to put on the wire (in order).
     pub(super) issued: u64,
     /// CTS records received so far (they arrive in order on QP 0).
@@ -73,7 +74,7 @@ pub(super) struct SendSide {
 }
 
 pub(super) struct RecvSide {
-    pub(super) ring: Ring<RecvOp>,
+    pub(super) ring: Ring<RecvOp, MAX_REQUESTS>,
     /// CTS records posted so far.
     pub(super) cts_sent: u64,
     /// The CTS of each posted receive, until it is sent.
@@ -202,13 +203,13 @@ impl Conn {
 
     /// Whether the engine waits on this connection for something only the peer can do.
     fn needs_peer(&self) -> bool {
-        self.send.ring.pending() > 0 || self.recv.ring.pending() > 0
+        self.send.ring.unreported() > 0 || self.recv.ring.unreported() > 0
     }
 
     /// Whether anything is posted, queued or awaited on this connection.
     pub(super) fn busy(&self) -> bool {
-        self.send.ring.pending() > 0
-            || self.recv.ring.pending() > 0
+        self.send.ring.unreported() > 0
+            || self.recv.ring.unreported() > 0
             || self.qps.iter().any(|q| q.posted != q.completed)
     }
 
@@ -222,7 +223,7 @@ impl Conn {
         hint: Option<&VerbsRegion>,
     ) -> Result<Option<u64>> {
         self.check()?;
-        if self.send.ring.pending() >= MAX_REQUESTS {
+        if self.send.ring.unreported() >= MAX_REQUESTS {
             return Ok(None);
         }
         let (lkey, own) = if len > EAGER_BYTES {
@@ -253,7 +254,7 @@ impl Conn {
         hint: Option<&VerbsRegion>,
     ) -> Result<Option<u64>> {
         self.check()?;
-        if self.recv.ring.pending() >= MAX_REQUESTS {
+        if self.recv.ring.unreported() >= MAX_REQUESTS {
             return Ok(None);
         }
         let mut cts = Cts {
@@ -285,20 +286,20 @@ impl Conn {
 
     /// Reports send `seq` if it finished, making progress first if needed.
     pub(super) fn test_send(&mut self, seq: u64) -> Result<Option<Completion>> {
-        if let Some(c) = self.send.ring.take(seq, "send")? {
+        if let Some(c) = take(&mut self.send.ring, seq, "send")? {
             return Ok(Some(c));
         }
         self.progress()?;
-        self.send.ring.take(seq, "send")
+        take(&mut self.send.ring, seq, "send")
     }
 
     /// Reports receive `seq` if it finished, making progress first if needed.
     pub(super) fn test_recv(&mut self, seq: u64) -> Result<Option<Completion>> {
-        if let Some(c) = self.recv.ring.take(seq, "receive")? {
+        if let Some(c) = take(&mut self.recv.ring, seq, "receive")? {
             return Ok(Some(c));
         }
         self.progress()?;
-        self.recv.ring.take(seq, "receive")
+        take(&mut self.recv.ring, seq, "receive")
     }
 
     fn check(&self) -> Result<()> {
@@ -531,7 +532,7 @@ impl Conn {
     }
 
     fn got_part(&mut self, low: u32, n: u8) -> Result<()> {
-        let head = self.recv.ring.head();
+        let head = self.recv.ring.oldest();
         let seq = wire::part_seq(head, low)
             .ok_or_else(|| self.protocol(format!("message {low} outside the window at {head}")))?;
         let i = seq as usize % SLOTS;
@@ -557,7 +558,7 @@ impl Conn {
     /// Finishes posted receives whose message is complete, oldest first.
     fn complete_recvs(&mut self) -> Result<bool> {
         let mut moved = false;
-        for seq in self.recv.ring.head()..self.recv.ring.next() {
+        for seq in self.recv.ring.oldest()..self.recv.ring.next() {
             let i = seq as usize % SLOTS;
             if self.recv.want[i] == 0 || self.recv.parts[i] < self.recv.want[i] {
                 continue;
@@ -600,4 +601,10 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.linger();
     }
+}
+
+/// Reports request `seq` of `ring` if it finished, naming the direction in the error.
+fn take<T>(ring: &mut Ring<T, MAX_REQUESTS>, seq: u64, who: &str) -> Result<Option<Completion>> {
+    ring.take(seq)
+        .map_err(|e| Error::invalid_usage(format!("verbs: {who} {}", e.message())))
 }

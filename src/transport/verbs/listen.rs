@@ -28,7 +28,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::conn::Conn;
 use super::ctrl::{Prepared, RemoteCtrl};
@@ -38,7 +38,7 @@ use super::sys::Lib;
 use super::wire::{EAGER_BYTES, SLOTS, STRIDE};
 use super::VerbsConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::sockaddr;
+use crate::sys::socket::{self, ConnectState};
 use crate::transport::ConnectHandle;
 
 const MAGIC: [u8; 4] = *b"oxib";
@@ -610,56 +610,25 @@ impl Connecting {
 
 /// A non-blocking TCP connect to `addr`, in progress.
 fn start_connect(addr: SocketAddr) -> Result<TcpStream> {
-    let domain = sockaddr::family(&addr);
-    let (ss, len) = sockaddr::to_sockaddr(addr);
-    // SAFETY: plain syscall.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(Error::io(
-            "verbs: creating a socket",
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    let sock = unsafe { TcpStream::from_raw_fd(fd) };
+    let sock = TcpStream::from(
+        socket::stream_socket(addr.ip()).map_err(|e| Error::io("verbs: creating a socket", e))?,
+    );
     sock.set_nodelay(true)
         .map_err(|e| Error::io("verbs: TCP_NODELAY", e))?;
-    loop {
-        // SAFETY: `ss` holds a valid sockaddr of `len` bytes.
-        let rc = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
-        if rc == 0 {
-            return Ok(sock);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINPROGRESS) => return Ok(sock),
-            Some(libc::EINTR) => continue,
-            _ => return Err(remote_io(format!("verbs: connecting to {addr}"), e)),
-        }
-    }
+    socket::start_connect(sock.as_fd(), addr)
+        .map_err(|e| remote_io(format!("verbs: connecting to {addr}"), e))?;
+    Ok(sock)
 }
 
 /// Whether the connect has finished; its failure is an error.
 fn connect_done(sock: &TcpStream, addr: SocketAddr) -> Result<bool> {
-    let mut p = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no waiting.
-    let rc = unsafe { libc::poll(&mut p, 1, 0) };
-    if rc <= 0 || p.revents == 0 {
-        return Ok(false);
-    }
-    match sock.take_error() {
-        Ok(None) => Ok(true),
-        Ok(Some(e)) | Err(e) => Err(remote_io(format!("verbs: connecting to {addr}"), e)),
+    match socket::connect_state(sock) {
+        ConnectState::Connected => Ok(true),
+        // A failed look is tried again at the next poll.
+        ConnectState::InProgress | ConnectState::PollFailed(_) => Ok(false),
+        ConnectState::Failed(e) | ConnectState::CheckFailed(e) => {
+            Err(remote_io(format!("verbs: connecting to {addr}"), e))
+        }
     }
 }
 

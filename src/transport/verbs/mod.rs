@@ -56,6 +56,7 @@ use self::listen::{Connecting, HandleInfo, Listener, SetupEnv};
 use self::mr::MrCache;
 use self::sys::Lib;
 use crate::error::{Error, Result};
+use crate::sys::poll;
 use crate::transport::slab::{Id, Slab};
 use crate::transport::{Completion, ConnectHandle, DeviceProps, Tag, Transport};
 
@@ -451,26 +452,8 @@ impl Transport for VerbsTransport {
         for c in self.connecting.iter() {
             push(c.fd(), libc::POLLIN | libc::POLLOUT);
         }
-        let ts = libc::timespec {
-            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_nsec: timeout.subsec_nanos().into(),
-        };
-        // SAFETY: `fds` holds initialised pollfds; no signal mask is passed.
-        let rc = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            )
-        };
-        if rc < 0 {
-            let e = sys::errno();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(Error::system(format!(
-                    "verbs: waiting for activity (ppoll): {e}"
-                )));
-            }
+        if poll::wait(fds, timeout, "verbs: waiting for activity (ppoll)")? == 0 {
+            // Timed out or interrupted (EINTR): nothing to drain.
             return Ok(());
         }
         let events = fds[0].revents != 0;

@@ -1,8 +1,7 @@
 //! What travels between two connected ranks, and the per-connection memory it lands in.
 //!
 //! Owns: the sizes of the protocol, the layout of a connection's registered control block,
-//! the 32-byte message header and clear-to-send record, the 32-bit immediate values, and
-//! the request ring both directions use.
+//! the 32-byte message header and clear-to-send record, and the 32-bit immediate values.
 //!
 //! Protocol, for the k-th message of a direction (sender S, receiver R):
 //! * R's `irecv` k writes a clear-to-send (CTS) record into S's `cts_in[k % SLOTS]` with
@@ -23,8 +22,7 @@
 //! into slot k % SLOTS, whose previous message has been copied out; the same argument
 //! bounds the reuse of CTS slots. No credit messages are needed.
 
-use crate::error::{Error, Result};
-use crate::transport::{Completion, Tag};
+use crate::transport::Tag;
 
 /// Most unreported requests per connection and direction (the engine's in-flight window).
 pub(super) const MAX_REQUESTS: usize = 8;
@@ -145,93 +143,5 @@ impl Cts {
     /// Whether the receiver offered a zero-copy target.
     pub(super) fn zero_copy(&self) -> bool {
         self.rkey != 0 || self.addr != 0
-    }
-}
-
-enum Slot<T> {
-    Free,
-    Pending(u64, T),
-    Done(u64, Completion),
-}
-
-/// Requests of one direction by sequence number: at most [`MAX_REQUESTS`] between the
-/// oldest unreported one and the next to post. Requests may finish in any order; a
-/// finished one keeps its result until `test` reports it.
-pub(super) struct Ring<T> {
-    slots: Vec<Slot<T>>,
-    /// Oldest unreported sequence number.
-    head: u64,
-    /// Next sequence number to post.
-    next: u64,
-}
-
-impl<T> Ring<T> {
-    pub(super) fn new() -> Self {
-        Ring {
-            slots: (0..MAX_REQUESTS).map(|_| Slot::Free).collect(),
-            head: 0,
-            next: 0,
-        }
-    }
-
-    pub(super) fn head(&self) -> u64 {
-        self.head
-    }
-
-    pub(super) fn next(&self) -> u64 {
-        self.next
-    }
-
-    /// Requests posted and not yet reported.
-    pub(super) fn pending(&self) -> usize {
-        (self.next - self.head) as usize
-    }
-
-    /// Queues `op`; `None` when the window is full.
-    pub(super) fn post(&mut self, op: T) -> Option<u64> {
-        if self.pending() >= MAX_REQUESTS {
-            return None;
-        }
-        let seq = self.next;
-        self.slots[seq as usize % MAX_REQUESTS] = Slot::Pending(seq, op);
-        self.next += 1;
-        Some(seq)
-    }
-
-    /// The request `seq` while it is pending.
-    pub(super) fn get_mut(&mut self, seq: u64) -> Option<&mut T> {
-        match &mut self.slots[seq as usize % MAX_REQUESTS] {
-            Slot::Pending(s, op) if *s == seq => Some(op),
-            _ => None,
-        }
-    }
-
-    /// Records that request `seq` finished with `c`, dropping its state.
-    pub(super) fn finish(&mut self, seq: u64, c: Completion) {
-        let slot = &mut self.slots[seq as usize % MAX_REQUESTS];
-        if matches!(slot, Slot::Pending(s, _) if *s == seq) {
-            *slot = Slot::Done(seq, c);
-        }
-    }
-
-    /// Reports request `seq` if it finished: `Ok(None)` while it is pending.
-    pub(super) fn take(&mut self, seq: u64, who: &str) -> Result<Option<Completion>> {
-        let i = seq as usize % MAX_REQUESTS;
-        match self.slots[i] {
-            Slot::Done(s, c) if s == seq => {
-                self.slots[i] = Slot::Free;
-                while self.head < self.next
-                    && matches!(self.slots[self.head as usize % MAX_REQUESTS], Slot::Free)
-                {
-                    self.head += 1;
-                }
-                Ok(Some(c))
-            }
-            Slot::Pending(s, _) if s == seq => Ok(None),
-            _ => Err(Error::invalid_usage(format!(
-                "verbs: {who} request #{seq} is not pending (tested again after it was \
-                 reported complete?)"
-            ))),
-        }
     }
 }

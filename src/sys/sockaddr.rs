@@ -1,17 +1,8 @@
-//! Conversions between `std::net::SocketAddr` and the C socket address the tcp and verbs
-//! backends pass to `bind`, `connect` and `getsockname`.
+//! Conversions between `std::net::SocketAddr` and the C socket address that `bind`,
+//! `connect`, `accept` and `getsockname` take (the tcp backend, [`super::socket`]).
 
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-
-/// The address family of `addr` (`AF_INET` or `AF_INET6`), for `socket`.
-pub(crate) fn family(addr: &SocketAddr) -> libc::c_int {
-    if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    }
-}
 
 /// `addr` as a `sockaddr_storage` and the length of the part in use.
 pub(crate) fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {

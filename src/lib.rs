@@ -49,6 +49,8 @@ use oxccl_sched::error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod launch;
+#[cfg(test)]
+mod layers;
 pub use oxccl_sched::reduce;
 mod sys;
 pub mod topo;

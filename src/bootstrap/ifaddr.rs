@@ -5,90 +5,15 @@
 //! listed names instead; a leading `=` (after any `^`) matches exact names instead of
 //! prefixes. Examples: `eth,ib`, `^docker,lo`, `=eth0`, `^=eth1`.
 
-use std::ffi::CStr;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
+
+pub use crate::sys::ifaddr::list_interfaces;
 
 use crate::error::{Error, Result};
 
 /// Interfaces skipped when no spec is given, as NCCL skips them: container bridges do not
 /// reach other hosts.
 const DEFAULT_SKIP: &[&str] = &["docker", "virbr"];
-
-/// Every address of every interface that is up: `(interface name, ip)`, in the order the
-/// system lists them. IPv6 link-local addresses are left out (they need a scope to be
-/// reached, and other hosts' scopes differ).
-pub fn list_interfaces() -> Result<Vec<(String, IpAddr)>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `head` is a valid out-pointer; on success the list is freed by `List` below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(Error::io(
-            "listing network interfaces (getifaddrs)",
-            io::Error::last_os_error(),
-        ));
-    }
-    let list = List(head);
-    let mut out = Vec::new();
-    let mut cur = list.0;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until `list` drops.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) == 0
-            || ifa.ifa_addr.is_null()
-            || ifa.ifa_name.is_null()
-        {
-            continue;
-        }
-        // SAFETY: `ifa_addr` is non-null and points to a sockaddr of the family it names.
-        let ip = match unsafe { sockaddr_ip(ifa.ifa_addr) } {
-            Some(ip) => ip,
-            None => continue,
-        };
-        // SAFETY: `ifa_name` is a non-null NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        out.push((name, ip));
-    }
-    Ok(out)
-}
-
-/// Frees the getifaddrs list, on every path.
-struct List(*mut libc::ifaddrs);
-
-impl Drop for List {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from a successful getifaddrs and is freed only here.
-        unsafe { libc::freeifaddrs(self.0) }
-    }
-}
-
-/// The IP in `sa`, for IPv4 and non-link-local IPv6.
-///
-/// # Safety
-/// `sa` must point to a valid socket address whose size fits its `sa_family`.
-unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    // SAFETY: the caller guarantees `sa` is valid; reads are unaligned-safe.
-    let family = unsafe { std::ptr::addr_of!((*sa).sa_family).read_unaligned() };
-    match libc::c_int::from(family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let sin = unsafe { sa.cast::<libc::sockaddr_in>().read_unaligned() };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                sin.sin_addr.s_addr,
-            ))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let sin6 = unsafe { sa.cast::<libc::sockaddr_in6>().read_unaligned() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
-            (!link_local).then_some(IpAddr::V6(ip))
-        }
-        _ => None,
-    }
-}
 
 /// Chooses the address to listen on for the root: `OXCCL_SOCKET_IFNAME` with NCCL's syntax
 /// (comma-separated prefixes; leading `^` excludes; leading `=` means exact names), else the first

@@ -37,26 +37,10 @@ fn numa_of(root: &Path, rel: &str) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-/// FNV-1a over several strings, separated.
-fn fnv(parts: &[&str]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for p in parts {
-        for b in p.bytes().chain([0xff]) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    h
-}
-
 /// This host's identity: `hostname:xxxxxxxx`, the suffix a hash of the boot id and the
 /// network namespace. Ranks that share both share memory and network interfaces.
 pub fn host_name(root: &Path) -> String {
-    let name = read(root, "proc/sys/kernel/hostname").unwrap_or_else(|| "localhost".into());
-    let boot = read(root, "proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let netns = std::fs::read_link(root.join("proc/self/ns/net"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{name}:{:08x}", fnv(&[&boot, &netns]) as u32)
+    crate::sys::host::host_name(root)
 }
 
 /// Whether `cpu` is in a sysfs CPU list such as `0-3,8,10-11`.
@@ -167,7 +151,7 @@ pub fn detect(ip: IpAddr) -> RankInfo {
     let nic = if ip.is_loopback() {
         None
     } else {
-        crate::bootstrap::list_interfaces()
+        crate::sys::ifaddr::list_interfaces()
             .ok()
             .and_then(|l| l.into_iter().find(|(_, a)| *a == ip).map(|(n, _)| n))
     };

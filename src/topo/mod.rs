@@ -31,10 +31,7 @@ use crate::error::{Error, Result};
 /// An identifier of this host: a hash of its identity (host name, boot id, network
 /// namespace), the same on every rank of the host.
 pub fn host_id() -> u64 {
-    let name = detect::host_name(Path::new("/"));
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    crate::sys::host::host_id()
 }
 
 /// This rank's record for init: what `detect` finds for a rank using address `ip`, with the

@@ -229,7 +229,9 @@ fn finish_both<T: Transport>(
     (cs.unwrap(), cr.unwrap())
 }
 
-/// Polls `q` on `t` until it fails, letting `other` progress too; the error's kind.
+/// Polls `q` on `t` until it fails, letting `other` progress too; the error's kind. Between
+/// tests `t` waits for activity as a rank does when idle: a backend may learn there that
+/// its peer left (verbs, from its side channel).
 fn failure<T: Transport>(t: &mut T, other: &mut T, q: &mut T::Request, what: &str) -> ErrorKind {
     let t0 = Instant::now();
     loop {
@@ -238,6 +240,8 @@ fn failure<T: Transport>(t: &mut T, other: &mut T, q: &mut T::Request, what: &st
             Ok(Some(c)) => panic!("{what}: completed ({c:?}) instead of failing"),
             Err(e) => return e.kind(),
         }
+        // An error here is the connection's; the next test reports it.
+        let _ = t.wait_activity(Duration::ZERO);
         other.wait_activity(Duration::ZERO).expect("wait_activity");
         check_deadline(t0, what);
     }

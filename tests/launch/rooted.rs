@@ -60,7 +60,15 @@ impl TwoHosts {
         ip(&["link", "set", &va, "netns", a])?;
         ip(&["link", "set", &vb, "netns", b])?;
         for (ns, v, host) in [(a, &va, 1), (b, &vb, 2)] {
-            ip(&["-n", ns, "addr", "add", &format!("10.213.{subnet}.{host}/24"), "dev", v])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.213.{subnet}.{host}/24"),
+                "dev",
+                v,
+            ])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", v, "up"])?;
         }
@@ -83,7 +91,8 @@ impl TwoHosts {
         let hosts = format!("{}:2,{}:2", self.a, self.b);
         let mut c = Command::new("ip");
         clean(&mut c).args(["netns", "exec", &self.a, RANKRUN, "--hosts", &hosts]);
-        c.args(["--rsh", "ip netns exec {host}", "-n", "4"]).args(args);
+        c.args(["--rsh", "ip netns exec {host}", "-n", "4"])
+            .args(args);
         c
     }
 }
@@ -141,13 +150,19 @@ fn a_failing_rank_in_a_namespace_is_named_with_its_host() {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     let named = format!("on {}) exited with status 3", hosts.b);
-    assert!(err.contains("rank 3 (pid ") && err.contains(&named), "{err}");
+    assert!(
+        err.contains("rank 3 (pid ") && err.contains(&named),
+        "{err}"
+    );
 }
 
 #[test]
 fn mpirun_starts_a_job_that_finds_its_ranks() {
     if !have("mpirun") {
-        return skip("mpirun_starts_a_job_that_finds_its_ranks", "needs Open MPI's mpirun");
+        return skip(
+            "mpirun_starts_a_job_that_finds_its_ranks",
+            "needs Open MPI's mpirun",
+        );
     }
     let mut cmd = Command::new("mpirun");
     clean(&mut cmd);

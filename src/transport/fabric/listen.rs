@@ -231,7 +231,7 @@ impl FabricTransport {
     /// death is seen at once (`kill(pid, 0)`) whatever the provider reports.
     fn learn_pid(&mut self, peer: u32, w: [u64; 3]) {
         let (pid, host) = (w[0], w[1]);
-        if host != crate::topo::host_id() {
+        if host != crate::sys::host::host_id() {
             return;
         }
         if let (Some(p), Ok(pid)) = (self.peers.get_mut(peer as usize), i32::try_from(pid)) {
@@ -244,7 +244,11 @@ impl FabricTransport {
 
 /// What `Connect` and `Accept` say of their sender: process id and host.
 fn whoami() -> [u64; 3] {
-    [u64::from(std::process::id()), crate::topo::host_id(), 0]
+    [
+        u64::from(std::process::id()),
+        crate::sys::host::host_id(),
+        0,
+    ]
 }
 
 pub(super) fn stale(what: &str) -> Error {

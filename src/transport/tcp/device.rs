@@ -3,9 +3,7 @@
 //!
 //! Owns reading `getifaddrs` and `/sys/class/net`; knows nothing of sockets.
 
-use std::ffi::CStr;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use super::conn::MAX_REQUESTS;
 use super::os_error;
@@ -59,54 +57,7 @@ fn read_trimmed(path: &str) -> Option<String> {
 
 /// The name of the interface that has address `ip`, if any.
 fn interface_of(ip: IpAddr) -> Result<Option<String>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head that we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(os_error(
-            "tcp: listing network interfaces (getifaddrs)",
-            io::Error::last_os_error(),
-        ));
-    }
-    let mut found = None;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: non-null ifa_addr points to a sockaddr whose family says its real type.
-        let addr = unsafe { sockaddr_ip(ifa.ifa_addr) };
-        if addr == Some(ip) {
-            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
-            found = Some(name.to_string_lossy().into_owned());
-            break;
-        }
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(found)
-}
-
-/// # Safety
-/// `sa` must point to a valid sockaddr of the size its family implies.
-unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    // SAFETY: the caller guarantees `sa` is valid; the family selects the concrete type.
-    unsafe {
-        match (*sa).sa_family as libc::c_int {
-            libc::AF_INET => {
-                let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::V4(Ipv4Addr::from(
-                    sin.sin_addr.s_addr.to_ne_bytes(),
-                )))
-            }
-            libc::AF_INET6 => {
-                let sin6 = &*(sa as *const libc::sockaddr_in6);
-                Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
-            }
-            _ => None,
-        }
-    }
+    let all = crate::sys::ifaddr::addresses()
+        .map_err(|e| os_error("tcp: listing network interfaces (getifaddrs)", e))?;
+    Ok(all.into_iter().find(|a| a.ip == ip).map(|a| a.name))
 }

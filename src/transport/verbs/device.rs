@@ -367,7 +367,7 @@ fn choose_gid(cfg: &VerbsConfig, dev: &str, port: &PortInfo, roce: bool) -> Resu
 
 /// The index of the interface that has address `ip`, if any.
 fn interface_index(ip: IpAddr) -> Option<u32> {
-    let name = crate::bootstrap::list_interfaces()
+    let name = crate::sys::ifaddr::list_interfaces()
         .ok()?
         .into_iter()
         .find(|(_, a)| *a == ip)?

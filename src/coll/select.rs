@@ -1,11 +1,12 @@
-//! Algorithm choice by an alpha-beta cost model: time = hops x latency + bytes / bandwidth,
-//! with the per-message latency and the link bandwidth taken from the device's properties.
-//! When the ranks span several hosts, allreduce is chosen by the topology's model
-//! (`topo::cost`: the same figures `oxccl-topo` prints), which knows the hosts, the ring's
-//! network crossings and the hierarchical algorithms, and the other collectives use the
-//! network's figures.
+//! Algorithm choice: `OXCCL_ALGO`, else the cost model (`topo::cost`, which owns every
+//! prediction). The per-message latency and the link bandwidth come from the device's
+//! properties; when the ranks span several hosts, allreduce is chosen by the topology's
+//! model (the same figures `oxccl-topo` prints), which knows the hosts, the ring's network
+//! crossings and the hierarchical algorithms, and the other collectives use the network's
+//! figures.
 
 use crate::algo::{Algo, Kind};
+use crate::topo::cost::flat;
 use crate::topo::CostModel;
 use crate::transport::DeviceProps;
 
@@ -45,104 +46,18 @@ impl Tuning {
     }
 }
 
-/// Bytes per second of a local copy, for the algorithms that pack and unpack.
-const COPY_BYTES_PER_S: f64 = 8e9;
-
-fn log2_ceil(n: usize) -> f64 {
-    (usize::BITS - (n.max(1) - 1).leading_zeros()) as f64
-}
-
 /// The algorithm for `kind` on `size` ranks moving `bytes` (the user buffer size; for
-/// allgather, gather, scatter and alltoall the total over all ranks' blocks).
+/// allgather, gather, scatter and alltoall the total over all ranks' blocks): `OXCCL_ALGO`
+/// where it applies, else the cost model's prediction (`topo::cost`).
 pub(crate) fn choose(t: &Tuning, kind: Kind, size: usize, bytes: usize) -> Algo {
     if let Some(a) = t.forced {
         if a.supports(kind) {
             return a;
         }
     }
-    let n = size as f64;
-    let b = bytes as f64;
-    let (a, bw) = (t.alpha, t.beta);
-    let lg = log2_ceil(size);
-    match kind {
-        Kind::AllReduce if t.model.is_some() => {
-            let m = t.model.as_ref().map_or(&[][..], |m| {
-                if m.shape.grouped {
-                    &[
-                        Algo::Ring,
-                        Algo::RecursiveDoubling,
-                        Algo::Hier,
-                        Algo::HierTree,
-                    ][..]
-                } else {
-                    &[Algo::Ring, Algo::RecursiveDoubling][..]
-                }
-            });
-            t.model
-                .as_ref()
-                .map_or(Algo::Ring, |model| model.best(m, b).0)
-        }
-        Kind::AllReduce => {
-            let ring = 2.0 * (n - 1.0) * a + 2.0 * (n - 1.0) / n * b / bw;
-            let extra = if size.is_power_of_two() { 0.0 } else { 2.0 };
-            let rd = (lg + extra) * (a + b / bw);
-            if rd <= ring {
-                Algo::RecursiveDoubling
-            } else {
-                Algo::Ring
-            }
-        }
-        Kind::AllGather => {
-            let ring = (n - 1.0) * a + (n - 1.0) / n * b / bw;
-            let bruck = lg * a + (n - 1.0) / n * b / bw * 1.25;
-            if bruck <= ring {
-                Algo::RecursiveDoubling
-            } else {
-                Algo::Ring
-            }
-        }
-        Kind::Broadcast | Kind::Reduce => {
-            let tree = lg * (a + b / bw);
-            let chain = (n - 1.0) * a + b / bw * 1.1;
-            if tree <= chain {
-                Algo::Tree
-            } else {
-                Algo::Chain
-            }
-        }
-        Kind::AllToAll => {
-            // Pairwise: N-1 messages of one block each. Bruck: log2(N) messages of about
-            // half the data each, plus two local copies of everything (rotations, packing).
-            let pairwise = (n - 1.0) * a + (n - 1.0) / n * b / bw;
-            let bruck = lg * (a + b / (2.0 * bw)) + b / COPY_BYTES_PER_S * 3.0;
-            if bruck < pairwise {
-                Algo::RecursiveDoubling
-            } else {
-                Algo::Pairwise
-            }
-        }
-        Kind::Gather | Kind::Scatter => {
-            // The root moves (N-1)/N of the data either way; the tree saves messages at
-            // the root but forwards subtrees through scratch (log2 N copies of half the data).
-            let linear = (n - 1.0) * a + (n - 1.0) / n * b / bw;
-            let tree = lg * a + (n - 1.0) / n * b / bw + lg * b / (2.0 * COPY_BYTES_PER_S);
-            if tree < linear {
-                Algo::Tree
-            } else {
-                Algo::Pairwise
-            }
-        }
-        Kind::AllToAllV => Algo::Pairwise,
-        // The direct reduce-scatter moves what the ring moves in one step of latency
-        // instead of N-1; measured at 4 ranks over tcp (oxccl-perf, OXCCL_ALGO): 64 KiB
-        // 0.95 against 0.53 GB/s busbw, 1 MiB 2.3 against 1.2. Past a few ranks, or across
-        // hosts, the ring's neighbour traffic (and its topology-aware order) wins.
-        Kind::ReduceScatter | Kind::ReduceScatterV if size <= 8 && t.model.is_none() => {
-            Algo::Pairwise
-        }
-        Kind::ReduceScatter | Kind::AllGatherV | Kind::ReduceScatterV => Algo::Ring,
-        Kind::Barrier => Algo::RecursiveDoubling,
-        Kind::Send | Kind::Recv => Algo::Direct,
+    match (&t.model, kind) {
+        (Some(model), Kind::AllReduce) => model.best_allreduce(bytes as f64),
+        (model, _) => flat::choose(kind, size, bytes, t.alpha, t.beta, model.is_some()),
     }
 }
 

@@ -1,8 +1,10 @@
 //! The alpha-beta cost model over a topology: predicted allreduce time per algorithm, the
 //! traffic each collective puts on the busiest link, and the fit of measured times.
 //!
-//! Owns: the formulas (documented in docs/topology.md), shared by the algorithm choice
-//! (`coll::select`) and `oxccl-topo`. A message of `b` bytes costs `alpha + b / beta`;
+//! Owns: every prediction of the algorithm choice (`coll::select`, which only applies
+//! `OXCCL_ALGO` on top) and of `oxccl-topo`: the topology-aware allreduce formulas here
+//! (documented in docs/topology.md) and the one-link formulas of every collective in
+//! `flat.rs`. A message of `b` bytes costs `alpha + b / beta`;
 //! `alpha` and `beta` are [`Links`]' intra-host or inter-host figures. Pipelined phases
 //! overlap, so their bandwidth terms do not add: the slowest link sets the pace, while
 //! latencies add step after step.
@@ -309,6 +311,24 @@ impl CostModel {
 
     /// The fastest of `algos` for `bytes`, with its predicted time.
     pub fn best(&self, algos: &[Algo], bytes: f64) -> (Algo, f64) {
+        self.best_of(algos, bytes)
+    }
+
+    /// The allreduce this model predicts fastest for `bytes`, among ring, recursive
+    /// doubling and (where ranks are grouped by host) the hierarchical algorithms.
+    pub fn best_allreduce(&self, bytes: f64) -> Algo {
+        let flat = [Algo::Ring, Algo::RecursiveDoubling];
+        let grouped = [
+            Algo::Ring,
+            Algo::RecursiveDoubling,
+            Algo::Hier,
+            Algo::HierTree,
+        ];
+        let algos: &[Algo] = if self.shape.grouped { &grouped } else { &flat };
+        self.best_of(algos, bytes).0
+    }
+
+    fn best_of(&self, algos: &[Algo], bytes: f64) -> (Algo, f64) {
         let mut best = (Algo::Ring, f64::INFINITY);
         for &a in algos {
             let t = self.allreduce(a, bytes);
@@ -447,5 +467,6 @@ pub fn fit_ring(points: &[(f64, f64)], n: usize) -> Option<(f64, f64)> {
     Some((alpha.max(1e-7), beta))
 }
 
+pub mod flat;
 #[cfg(test)]
 mod tests;

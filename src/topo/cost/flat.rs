@@ -1,0 +1,87 @@
+//! The alpha-beta choice on one kind of link: every collective on one host, and every
+//! collective but allreduce across hosts (with the network's latency and bandwidth). A
+//! message of `b` bytes costs `alpha + b / beta`; the formulas count each algorithm's
+//! messages and bytes on the critical path.
+
+use crate::algo::{Algo, Kind};
+
+/// Bytes per second of a local copy, for the algorithms that pack and unpack.
+const COPY_BYTES_PER_S: f64 = 8e9;
+
+fn log2_ceil(n: usize) -> f64 {
+    (usize::BITS - (n.max(1) - 1).leading_zeros()) as f64
+}
+
+/// The predicted-fastest algorithm for `kind` on `size` ranks moving `bytes` (the user
+/// buffer; for allgather, gather, scatter and alltoall the total over all ranks' blocks),
+/// with per-message cost `alpha` seconds and `beta` bytes per second; `across_hosts` when
+/// the ranks span several hosts.
+pub fn choose(
+    kind: Kind,
+    size: usize,
+    bytes: usize,
+    alpha: f64,
+    beta: f64,
+    across_hosts: bool,
+) -> Algo {
+    let n = size as f64;
+    let b = bytes as f64;
+    let (a, bw) = (alpha, beta);
+    let lg = log2_ceil(size);
+    let pick = |log_step: f64, other: f64, log_algo: Algo, other_algo: Algo| {
+        if log_step <= other {
+            log_algo
+        } else {
+            other_algo
+        }
+    };
+    match kind {
+        Kind::AllReduce => {
+            let ring = 2.0 * (n - 1.0) * a + 2.0 * (n - 1.0) / n * b / bw;
+            let extra = if size.is_power_of_two() { 0.0 } else { 2.0 };
+            let rd = (lg + extra) * (a + b / bw);
+            pick(rd, ring, Algo::RecursiveDoubling, Algo::Ring)
+        }
+        Kind::AllGather => {
+            let ring = (n - 1.0) * a + (n - 1.0) / n * b / bw;
+            let bruck = lg * a + (n - 1.0) / n * b / bw * 1.25;
+            pick(bruck, ring, Algo::RecursiveDoubling, Algo::Ring)
+        }
+        Kind::Broadcast | Kind::Reduce => {
+            let tree = lg * (a + b / bw);
+            let chain = (n - 1.0) * a + b / bw * 1.1;
+            pick(tree, chain, Algo::Tree, Algo::Chain)
+        }
+        Kind::AllToAll => {
+            // Pairwise: N-1 messages of one block each. Bruck: log2(N) messages of about
+            // half the data each, plus two local copies of everything (rotations, packing).
+            let pairwise = (n - 1.0) * a + (n - 1.0) / n * b / bw;
+            let bruck = lg * (a + b / (2.0 * bw)) + b / COPY_BYTES_PER_S * 3.0;
+            if bruck < pairwise {
+                Algo::RecursiveDoubling
+            } else {
+                Algo::Pairwise
+            }
+        }
+        Kind::Gather | Kind::Scatter => {
+            // The root moves (N-1)/N of the data either way; the tree saves messages at
+            // the root but forwards subtrees through scratch (log2 N copies of half the data).
+            let linear = (n - 1.0) * a + (n - 1.0) / n * b / bw;
+            let tree = lg * a + (n - 1.0) / n * b / bw + lg * b / (2.0 * COPY_BYTES_PER_S);
+            if tree < linear {
+                Algo::Tree
+            } else {
+                Algo::Pairwise
+            }
+        }
+        Kind::AllToAllV => Algo::Pairwise,
+        // The direct reduce-scatter moves what the ring moves in one step of latency
+        // instead of N-1; measured at 4 ranks over tcp (oxccl-perf, OXCCL_ALGO): 64 KiB
+        // 0.95 against 0.53 GB/s busbw, 1 MiB 2.3 against 1.2. Past a few ranks, or across
+        // hosts, the ring's neighbour traffic (and its topology-aware order) wins.
+        Kind::ReduceScatter | Kind::ReduceScatterV if size <= 8 && !across_hosts => Algo::Pairwise,
+        Kind::ReduceScatter | Kind::AllGatherV | Kind::ReduceScatterV => Algo::Ring,
+        Kind::Barrier => Algo::RecursiveDoubling,
+        Kind::Send | Kind::Recv => Algo::Direct,
+    }
+}

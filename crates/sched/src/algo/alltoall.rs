@@ -28,7 +28,8 @@ fn bytes(p: &Plan, buf: BufId, blk: Block, (o, l): (usize, usize)) -> Span {
 
 /// One exchange of the pairwise schedule: `sblk` to `to`, `rblk` from `from`, each cut into
 /// chunks spread over the channels. Every pair exchanges at least one (possibly empty)
-/// message, so both ends always agree on when the call is over. Returns the last receive.
+/// message, so both ends always agree on when the call is over. Returns the sends and the
+/// last receive.
 fn exchange(
     p: &Plan,
     b: &mut ScheduleBuilder,
@@ -36,10 +37,10 @@ fn exchange(
     (from, rblk): (usize, Block),
     words: Option<(u64, u64)>,
     after: Option<u32>,
-) -> (Option<u32>, Option<u32>) {
+) -> (Vec<u32>, Option<u32>) {
     let ce = p.chunk_elems();
     let ns = nchunks(sblk.len, ce);
-    let mut first = None;
+    let mut sends = Vec::with_capacity(ns);
     for j in 0..ns {
         let id = b.send(
             to,
@@ -47,7 +48,7 @@ fn exchange(
             b.channel(j),
             &[after],
         );
-        first = first.or(Some(id));
+        sends.push(id);
         if let Some((w, _)) = words {
             b.set_word(id, w);
         }
@@ -66,7 +67,7 @@ fn exchange(
         }
         last = Some(id);
     }
-    (first, last)
+    (sends, last)
 }
 
 /// Pairwise exchange over per-rank blocks (`send[j]` goes to rank j, `recv[i]` comes from
@@ -83,7 +84,7 @@ pub(super) fn pairwise_blocks(
         return;
     };
     let mut recvs: Vec<Option<u32>> = Vec::with_capacity(n);
-    let mut first_send = None;
+    let mut first_sends: Vec<u32> = Vec::new();
     for k in 1..n {
         let (to, from) = partners(r, n, k);
         let (sb, rb) = (send[to], recv[from]);
@@ -99,17 +100,31 @@ pub(super) fn pairwise_blocks(
             None
         };
         let (sent, got) = exchange(p, b, (to, sb), (from, rb), words, after);
-        first_send = first_send.or(sent);
+        if first_sends.is_empty() {
+            first_sends = sent;
+        }
         recvs.push(got);
     }
-    // The own block is copied once the first message is on its way: the engine runs ready
-    // local steps before it posts, and a large copy first would delay every send.
-    if own_s.len > 0 {
-        let l = own_s.len.min(own_r.len);
+    own_copy(p, b, (own_s, own_r), &first_sends);
+}
+
+/// The own block, copied in chunks, chunk j once the first round's send j is on its way:
+/// the engine runs ready local steps before it posts, so one large copy first would delay
+/// every send, and one large copy after the first send leaves the sockets unserved for
+/// its whole length; chunk by chunk, copies interleave with the traffic.
+fn own_copy(p: &Plan, b: &mut ScheduleBuilder, (own_s, own_r): (Block, Block), sends: &[u32]) {
+    let l = own_s.len.min(own_r.len);
+    if l == 0 {
+        return;
+    }
+    let nc = nchunks(l, p.chunk_elems());
+    for j in 0..nc {
+        let after = sends.get(j).or(sends.last()).copied();
+        let (o, len) = part(l, nc, j);
         b.copy(
-            bytes(p, BufId::Send, own_s, (0, l)),
-            bytes(p, BufId::Recv, own_r, (0, l)),
-            &[first_send],
+            bytes(p, BufId::Send, own_s, (o, len)),
+            bytes(p, BufId::Recv, own_r, (o, len)),
+            &[after],
         );
     }
 }

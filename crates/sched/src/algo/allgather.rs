@@ -13,12 +13,8 @@ pub fn ring(p: &Plan, b: &mut ScheduleBuilder) {
         let (o, l) = part(p.count, nch, j);
         (p.ring[q] * p.count + o, l)
     };
-    b.copy(
-        span(p, BufId::Send, (0, p.count)),
-        span(p, BufId::Recv, (p.rank * p.count, p.count)),
-        &[],
-    );
     let mut last: Vec<Option<u32>> = vec![None; nch];
+    let mut first_sends = Vec::with_capacity(nch);
     for s in 0..v.n - 1 {
         for (j, l) in last.iter().enumerate() {
             let r = block(v.back(s), j);
@@ -30,7 +26,10 @@ pub fn ring(p: &Plan, b: &mut ScheduleBuilder) {
             } else {
                 span(p, BufId::Recv, r)
             };
-            b.send(v.next, src, b.channel(j), &[*l]);
+            let id = b.send(v.next, src, b.channel(j), &[*l]);
+            if s == 0 {
+                first_sends.push(id);
+            }
         }
         for (j, l) in last.iter_mut().enumerate() {
             let r = block(v.back(s + 1), j);
@@ -39,6 +38,12 @@ pub fn ring(p: &Plan, b: &mut ScheduleBuilder) {
             }
         }
     }
+    // The own block, behind the first sends (which read the send buffer, not this copy).
+    let own = |(o, l)| {
+        let src = span(p, BufId::Send, (o, l));
+        (src, span(p, BufId::Recv, (p.rank * p.count + o, l)))
+    };
+    b.copy_behind(p.count, nch, own, &first_sends);
 }
 
 /// Bruck's allgather: in round k (distance d = 2^k) rank r sends the blocks it holds,

@@ -108,25 +108,17 @@ pub(super) fn pairwise_blocks(
     own_copy(p, b, (own_s, own_r), &first_sends);
 }
 
-/// The own block, copied in chunks, chunk j once the first round's send j is on its way:
-/// the engine runs ready local steps before it posts, so one large copy first would delay
-/// every send, and one large copy after the first send leaves the sockets unserved for
-/// its whole length; chunk by chunk, copies interleave with the traffic.
+/// The own block, copied chunk by chunk behind the first round's sends (see
+/// [`ScheduleBuilder::copy_behind`]).
 fn own_copy(p: &Plan, b: &mut ScheduleBuilder, (own_s, own_r): (Block, Block), sends: &[u32]) {
     let l = own_s.len.min(own_r.len);
-    if l == 0 {
-        return;
-    }
-    let nc = nchunks(l, p.chunk_elems());
-    for j in 0..nc {
-        let after = sends.get(j).or(sends.last()).copied();
-        let (o, len) = part(l, nc, j);
-        b.copy(
-            bytes(p, BufId::Send, own_s, (o, len)),
-            bytes(p, BufId::Recv, own_r, (o, len)),
-            &[after],
-        );
-    }
+    let at = |r| {
+        (
+            bytes(p, BufId::Send, own_s, r),
+            bytes(p, BufId::Recv, own_r, r),
+        )
+    };
+    b.copy_behind(l, nchunks(l, p.chunk_elems()), at, sends);
 }
 
 /// Pairwise alltoall of `count` elements per rank.

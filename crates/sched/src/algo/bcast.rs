@@ -61,13 +61,7 @@ pub fn binomial(p: &Plan, b: &mut ScheduleBuilder) {
     let nch = nchunks(p.count, p.chunk_elems());
     let children = t.children();
     let parent = t.parent();
-    if parent.is_none() {
-        b.copy(
-            span(p, BufId::Send, (0, p.count)),
-            span(p, BufId::Recv, (0, p.count)),
-            &[],
-        );
-    }
+    let mut first_sends = Vec::with_capacity(nch);
     for j in 0..nch {
         let r = part(p.count, nch, j);
         let (src, dep) = match parent {
@@ -77,10 +71,23 @@ pub fn binomial(p: &Plan, b: &mut ScheduleBuilder) {
             }
             None => (span(p, BufId::Send, r), None),
         };
-        for &c in &children {
-            b.send(c, src, b.channel(j), &[dep]);
+        for (k, &c) in children.iter().enumerate() {
+            let id = b.send(c, src, b.channel(j), &[dep]);
+            if k == 0 {
+                first_sends.push(id);
+            }
         }
     }
+    if parent.is_none() {
+        root_copy(p, b, nch, &first_sends);
+    }
+}
+
+/// The root's own copy of an out-of-place broadcast, behind its first sends (which read
+/// the send buffer); nothing when the call is in place.
+fn root_copy(p: &Plan, b: &mut ScheduleBuilder, nch: usize, sends: &[u32]) {
+    let at = |r| (span(p, BufId::Send, r), span(p, BufId::Recv, r));
+    b.copy_behind(p.count, nch, at, sends);
 }
 
 /// Chain broadcast along the ring starting at the root, pipelined in chunks.
@@ -89,13 +96,7 @@ pub fn chain(p: &Plan, b: &mut ScheduleBuilder) {
     let root_pos = p.ring.iter().position(|&r| r == p.root).unwrap_or(p.root);
     let i = (v.pos + v.n - root_pos) % v.n;
     let nch = nchunks(p.count, p.chunk_elems());
-    if i == 0 {
-        b.copy(
-            span(p, BufId::Send, (0, p.count)),
-            span(p, BufId::Recv, (0, p.count)),
-            &[],
-        );
-    }
+    let mut first_sends = Vec::with_capacity(nch);
     for j in 0..nch {
         let r = part(p.count, nch, j);
         let (src, dep) = if i == 0 {
@@ -105,7 +106,10 @@ pub fn chain(p: &Plan, b: &mut ScheduleBuilder) {
             (dst, Some(b.recv(v.prev, dst, b.channel(j), &[])))
         };
         if i + 1 < v.n {
-            b.send(v.next, src, b.channel(j), &[dep]);
+            first_sends.push(b.send(v.next, src, b.channel(j), &[dep]));
         }
+    }
+    if i == 0 {
+        root_copy(p, b, nch, &first_sends);
     }
 }

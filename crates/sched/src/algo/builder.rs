@@ -74,6 +74,30 @@ impl ScheduleBuilder {
         self.push(Action::Copy { src, dst }, 0, deps)
     }
 
+    /// Copies `len` elements (`at` gives the source and destination spans of an element
+    /// range) in `pieces` near-equal pieces, piece j once step `after[j]` is done (the last
+    /// of `after` for pieces past its end; at once where `after` is empty). For a copy that
+    /// must not hold up the sends listed: the engine runs ready local steps before it posts,
+    /// so one large copy first would delay every send, while pieces behind the sends
+    /// interleave with the traffic.
+    pub fn copy_behind(
+        &mut self,
+        len: usize,
+        pieces: usize,
+        at: impl Fn((usize, usize)) -> (Span, Span),
+        after: &[u32],
+    ) {
+        if len == 0 {
+            return;
+        }
+        let pieces = pieces.clamp(1, len);
+        for j in 0..pieces {
+            let (src, dst) = at(super::chunks::part(len, pieces, j));
+            let dep = after.get(j).or(after.last()).copied();
+            self.copy(src, dst, &[dep]);
+        }
+    }
+
     /// Divides `span` by the rank count.
     pub fn finalize(&mut self, span: Span, deps: &[Option<u32>]) -> u32 {
         self.push(Action::Finalize { span }, 0, deps)

@@ -34,18 +34,11 @@ fn span(p: &Plan, buf: BufId, base: usize, (off, len): (usize, usize)) -> Span {
 /// receive the block of position pos-s-1 in place; each block travels in its own chunks.
 fn allgatherv(p: &Plan, b: &mut ScheduleBuilder, recv: &[Block]) {
     let own = recv[p.rank];
-    b.copy(
-        span(p, BufId::Send, 0, (0, own.len)),
-        span(p, BufId::Recv, own.off, (0, own.len)),
-        &[],
-    );
-    if p.size == 1 {
-        return;
-    }
-    let v = RingView::new(p);
     let ce = p.chunk_elems();
+    let v = RingView::new(p);
     let mut got: Vec<u32> = Vec::new();
-    for s in 0..v.n - 1 {
+    let mut first_sends = Vec::new();
+    for s in 0..v.n.saturating_sub(1) {
         let q = p.ring[v.back(s)];
         let blk = recv[q];
         let nch = nchunks(blk.len, ce);
@@ -55,7 +48,10 @@ fn allgatherv(p: &Plan, b: &mut ScheduleBuilder, recv: &[Block]) {
             } else {
                 span(p, BufId::Recv, blk.off, part(blk.len, nch, j))
             };
-            b.send(v.next, src, b.channel(j), &[got.get(j).copied()]);
+            let id = b.send(v.next, src, b.channel(j), &[got.get(j).copied()]);
+            if s == 0 {
+                first_sends.push(id);
+            }
         }
         let blk = recv[p.ring[v.back(s + 1)]];
         let nch = nchunks(blk.len, ce);
@@ -66,6 +62,9 @@ fn allgatherv(p: &Plan, b: &mut ScheduleBuilder, recv: &[Block]) {
             })
             .collect();
     }
+    // The own block, behind the first sends (which read the send buffer, not this copy).
+    let at = |r| (span(p, BufId::Send, 0, r), span(p, BufId::Recv, own.off, r));
+    b.copy_behind(own.len, nchunks(own.len, ce), at, &first_sends);
 }
 
 /// Ring reduce-scatterv: block q of the send buffer ends reduced at rank q; partial sums of

@@ -186,8 +186,9 @@ fn check_step(
 
 impl<R> Machine<R> {
     /// Starts a call: checks `sched` (see [`check_step`]), builds its queues and dependency
-    /// counters. Returns the largest receive-reduce, the size a staging buffer needs.
-    /// The previous call's state must be gone ([`Machine::recycle`]).
+    /// counters, dropping what is left of the previous call (a driver recycles after each
+    /// call too, so that a failed call's requests do not wait for the next one). Returns
+    /// the largest receive-reduce, the size a staging buffer needs.
     pub fn load(
         &mut self,
         sched: &Schedule,

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-fn read(root: &Path, rel: &str) -> Option<String> {
+/// The trimmed text of file `rel` under `root`, if it can be read.
+pub(crate) fn read(root: &Path, rel: &str) -> Option<String> {
     std::fs::read_to_string(root.join(rel))
         .ok()
         .map(|s| s.trim().to_string())

@@ -11,12 +11,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::model::{Nic, RankInfo, RdmaDev};
-
-fn read(root: &Path, rel: &str) -> Option<String> {
-    std::fs::read_to_string(root.join(rel))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
+use crate::sys::host::read;
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

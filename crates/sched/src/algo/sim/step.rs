@@ -90,17 +90,25 @@ impl<'a> Sim<'a> {
 
     /// Runs one event. Errors are hazards: the schedule writes bytes under a send.
     pub(super) fn step(&mut self, ev: Ev) -> Result<(), String> {
-        match ev {
-            Ev::Apply(r) => self.apply(r)?,
-            Ev::Test(r, q) => self.test(r, q),
-            Ev::Post(r, q) => self.post(r, q),
-            Ev::Deliver(k) => self.deliver(k),
-            Ev::Match(k) => self.receive(k)?,
-        }
-        for (r, m) in self.machines.iter().enumerate() {
-            if self.ends[r].is_none() && m.finished() {
-                self.ends[r] = Some(End::Done);
+        // Only a rank's own events move its machine, so only that rank can have finished.
+        let r = match ev {
+            Ev::Apply(r) => self.apply(r).map(|()| r)?,
+            Ev::Test(r, q) => {
+                self.test(r, q);
+                r
             }
+            Ev::Post(r, q) => {
+                self.post(r, q);
+                r
+            }
+            Ev::Deliver(k) => {
+                self.deliver(k);
+                return Ok(());
+            }
+            Ev::Match(k) => return self.receive(k),
+        };
+        if self.ends[r].is_none() && self.machines[r].finished() {
+            self.ends[r] = Some(End::Done);
         }
         Ok(())
     }

@@ -43,6 +43,7 @@ pub mod backends;
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use oxccl::transport::{Completion, ConnectHandle, Tag, Transport, MAX_HANDLE_BYTES};
@@ -735,6 +736,16 @@ pub fn closed_sender_is_remote<T: Transport>(pair: Pair<T>) {
     drop(buf);
 }
 
+/// Held by a test that counts the connections its listener accepts and by a test that
+/// connects to every listener of this process (`tests/collectives/abuse.rs`), which would
+/// otherwise add strangers to the count when the two run at once.
+pub static LISTENERS: Mutex<()> = Mutex::new(());
+
+/// [`LISTENERS`], also after a test that held it failed.
+pub fn listeners_alone() -> MutexGuard<'static, ()> {
+    LISTENERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Bytes a stranger sends: long enough for any greeting to be read whole, and no greeting
 /// of any backend.
 fn garbage() -> Vec<u8> {
@@ -748,6 +759,7 @@ fn garbage() -> Vec<u8> {
 /// leaves that to the engine hands both out), and a real peer still connects and sends.
 pub fn stranger<T: Transport>(pair: Pair<T>, open: Stranger, greeting: Greeting) {
     let Some((mut a, mut b)) = pair else { return };
+    let _alone = listeners_alone();
     let (h, mut l) = b.listen(0).expect("listen");
     let silent = open(&h);
     let mut noisy = open(&h);

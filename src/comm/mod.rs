@@ -358,7 +358,7 @@ impl Communicator {
                 timeout: cfg.timeout,
                 spin: idle.spin,
                 yield_when_idle: idle.yield_when_idle,
-                max_in_flight: dev.caps.max_requests.clamp(1, 8),
+                max_in_flight: crate::engine::in_flight_depth(&dev.caps, cfg.chunk_bytes),
             },
             abort.clone(),
         );

@@ -26,7 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::transport::{ConnectHandle, Transport};
+use crate::transport::{Capabilities, ConnectHandle, Transport};
+
+/// Requests in flight per connection when the transport buffers nothing of its own.
+const DEPTH: usize = 8;
 
 /// Engine settings (from [`Config`](crate::config::Config)).
 #[derive(Debug, Clone)]
@@ -38,8 +41,20 @@ pub struct EngineConfig {
     /// Whether each of those polls first yields the CPU (ranks outnumber CPUs, so the
     /// peer being waited for may need this one).
     pub yield_when_idle: bool,
-    /// Most requests in flight per connection.
+    /// Most requests in flight per connection ([`in_flight_depth`]).
     pub max_in_flight: usize,
+}
+
+/// Requests to keep in flight per connection of a transport with `caps`, sending messages of
+/// at most `chunk_bytes`: eight, or enough chunks to fill what each connection buffers of
+/// its own (a socket's send buffer), so that buffer never runs dry while the engine looks
+/// elsewhere; never more than the transport accepts. Over tcp loopback (2 ranks, 128 KiB
+/// chunks, 1 MiB socket buffers, which the kernel allots twice over) sixteen rather than
+/// eight took 16 MiB allreduce from 6.9 to 5.8 ms and allgather from 2.9 to 2.7 ms;
+/// thirty-two chunks of 128 KiB (4 MiB) were slower than eight (docs/performance.md).
+pub fn in_flight_depth(caps: &Capabilities, chunk_bytes: usize) -> usize {
+    let fill = caps.buffered_bytes.div_ceil(chunk_bytes.max(1));
+    caps.max_requests.min(fill.max(DEPTH)).max(1)
 }
 
 /// One rank's engine over transport `T`.
@@ -194,5 +209,31 @@ impl<T: Transport> Engine<T> {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_flight_depth;
+    use crate::transport::Capabilities;
+
+    #[test]
+    fn depth_fills_the_connection_buffer_within_the_transport_limit() {
+        let caps = |max_requests, buffered_bytes| Capabilities {
+            max_requests,
+            buffered_bytes,
+            ..Capabilities::default()
+        };
+        // tcp's defaults: 2 MiB allotted, 128 KiB chunks, 16 requests accepted.
+        assert_eq!(in_flight_depth(&caps(16, 2 << 20), 128 << 10), 16);
+        // Larger chunks fill it with fewer; never below eight.
+        assert_eq!(in_flight_depth(&caps(16, 2 << 20), 256 << 10), 8);
+        assert_eq!(in_flight_depth(&caps(16, 2 << 20), 4 << 20), 8);
+        // Small chunks: as many as the transport takes.
+        assert_eq!(in_flight_depth(&caps(16, 2 << 20), 64), 16);
+        // Nothing buffered (shm, verbs, fabric): eight, or fewer if that is the limit.
+        assert_eq!(in_flight_depth(&caps(16, 0), 128 << 10), 8);
+        assert_eq!(in_flight_depth(&caps(3, 0), 128 << 10), 3);
+        assert_eq!(in_flight_depth(&caps(0, 0), 0), 1);
     }
 }

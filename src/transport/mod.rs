@@ -91,6 +91,9 @@ pub struct Capabilities {
     pub needs_registration: bool,
     /// Most requests in flight per connection.
     pub max_requests: usize,
+    /// Bytes each connection buffers of its own between the requests and the wire (a
+    /// socket's send buffer), which the engine keeps filled; 0 when there is no such buffer.
+    pub buffered_bytes: usize,
 }
 
 /// The error of a send (`send`) from, or a receive into, a null pointer with `len > 0`, for

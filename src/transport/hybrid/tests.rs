@@ -9,12 +9,27 @@ use crate::transport::tcp::{TcpConfig, TcpTransport};
 use crate::transport::testkit::{connect_pair, connect_to, DEADLINE};
 
 fn hybrid(shm: bool, host: u8) -> Hybrid<TcpTransport> {
+    hybrid_sized(shm, host, 0)
+}
+
+fn hybrid_sized(shm: bool, host: u8, socket_buf_bytes: usize) -> Hybrid<TcpTransport> {
     let tcp = TcpTransport::new(TcpConfig {
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        socket_buf_bytes: 0,
+        socket_buf_bytes,
     })
     .unwrap();
     Hybrid::new(tcp, shm, [host; 16]).unwrap()
+}
+
+#[test]
+fn with_shm_the_engine_keeps_the_default_depth() {
+    let buffered = |shm| {
+        hybrid_sized(shm, 1, 1 << 20).devices().unwrap()[0]
+            .caps
+            .buffered_bytes
+    };
+    assert_eq!(buffered(true), 0, "shm beside tcp: nothing to fill");
+    assert_eq!(buffered(false), 2 << 20, "tcp alone: its socket buffer");
 }
 
 type Conns = (HybridSendConn<TcpTransport>, HybridRecvConn<TcpTransport>);

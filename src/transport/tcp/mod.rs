@@ -106,7 +106,9 @@ impl TcpTransport {
                 cfg.bind_ip
             )));
         }
-        let device = device::discover(cfg.bind_ip)?;
+        let mut device = device::discover(cfg.bind_ip)?;
+        // Linux allots twice the SO_SNDBUF asked for; 0 leaves the size to the kernel.
+        device.caps.buffered_bytes = cfg.socket_buf_bytes.saturating_mul(2);
         Ok(TcpTransport {
             cfg,
             device,

@@ -140,6 +140,12 @@ fn connect_accept_and_device() {
     assert!(devs[0].speed_mbps > 0);
     assert!(!devs[0].caps.needs_registration && !devs[0].caps.rdma_write);
     assert_eq!(devs[0].caps.max_requests, 16);
+    assert_eq!(
+        devs[0].caps.buffered_bytes, 0,
+        "socket buffers left to the kernel"
+    );
+    let sized = transport(LOCAL, 1 << 20).devices().unwrap();
+    assert_eq!(sized[0].caps.buffered_bytes, 2 << 20, "twice SO_SNDBUF");
     assert_eq!(p.a.name(), "tcp");
 }
 

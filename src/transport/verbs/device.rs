@@ -264,6 +264,7 @@ pub(super) fn open(lib: &'static Lib, cfg: &VerbsConfig) -> Result<Device> {
             write_with_imm: false,
             needs_registration: false,
             max_requests: MAX_REQUESTS,
+            buffered_bytes: 0,
         },
     };
     let (num, lid, mtu, max_msg) = (

@@ -284,7 +284,8 @@ fn every_exchange_schedule_matches_the_serial_reference() {
         for n in [1, 2, 3, 4, 5, 6, 7, 8, 11, 16] {
             for count in [0, 1, 7, 40, 1000] {
                 let chunking: &[(usize, usize)] = if count >= 1000 {
-                    &[(256, 2)]
+                    // 4 chunks a block, and 143 (alltoall's rounds then run one ahead).
+                    &[(256, 2), (7, 2)]
                 } else {
                     &[(1000, 1), (3, 2), (1, 3)]
                 };
@@ -383,4 +384,44 @@ proptest! {
                        seed };
         prop_assert!(check(&c).is_ok(), "{:?}: {:?}", c, check(&c));
     }
+}
+
+#[test]
+fn alltoall_rounds_of_big_blocks_run_one_ahead() {
+    // 8 ranks: the sends of round k wait for the receive of round k-1 with blocks of 64
+    // chunks or more, of round k-5 with smaller ones.
+    let plan = |chunk_elems: usize| Plan {
+        kind: Kind::AllToAll,
+        algo: Algo::Pairwise,
+        rank: 0,
+        size: 8,
+        count: 640,
+        elem: E,
+        root: 0,
+        avg: false,
+        chunk_bytes: chunk_elems * E,
+        nchannels: 1,
+        ring: (0..8).collect(),
+        hosts: Vec::new(),
+        blocks: Blocks::default(),
+    };
+    // The rounds whose first send waits for something.
+    let gated = |chunk_elems: usize| -> Vec<usize> {
+        let s = plan(chunk_elems).build();
+        let mut peers_seen = Vec::new();
+        let mut rounds = Vec::new();
+        for st in &s.steps {
+            if let Action::Send { peer, .. } = st.action {
+                if !peers_seen.contains(&peer) {
+                    peers_seen.push(peer);
+                    if !st.deps.is_empty() {
+                        rounds.push(peers_seen.len());
+                    }
+                }
+            }
+        }
+        rounds
+    };
+    assert_eq!(gated(10), vec![2, 3, 4, 5, 6, 7], "64 chunks a block");
+    assert_eq!(gated(20), vec![5, 6, 7], "32 chunks a block");
 }

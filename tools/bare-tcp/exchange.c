@@ -1,0 +1,183 @@
+/*
+ * exchange: the data movement of a 2-rank collective over TCP loopback with no library at
+ * all, to tell the machine's own speed and its variance between launches from a library's.
+ *
+ * Two processes joined by one TCP connection over 127.0.0.1 (TCP_NODELAY) move SIZE bytes
+ * each way at once (what a 2-rank allgather or alltoall of 2*SIZE bytes exchanges, or each
+ * half of a 2-rank allreduce), or one way with --oneway (a 2-rank broadcast of SIZE), from
+ * one thread each: non-blocking send() of at most CHUNK bytes and recv() of whatever came,
+ * in a poll() loop. Each iteration starts after a one-byte handshake and is timed alone, as
+ * the peers suite times a collective call; prints the median and the fastest. One
+ * connection and one request at a time: a library that keeps several connections busy can
+ * be faster; what this shows is how much the same plain loop moves from launch to launch.
+ *
+ *     gcc -O2 -Wall -Wextra -o exchange tools/bare-tcp/exchange.c
+ *     ./exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...   (K, M, G suffixes)
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static size_t bytes(const char *s) {
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s) {
+        fprintf(stderr, "exchange: not a size: %s\n", s);
+        exit(2);
+    }
+    if (*end == 'K' || *end == 'k') v <<= 10;
+    else if (*end == 'M' || *end == 'm') v <<= 20;
+    else if (*end == 'G' || *end == 'g') v <<= 30;
+    return (size_t)v;
+}
+
+/* Sends `out` bytes and receives `in` bytes on fd at once; a deadline of 30 s. */
+static void move_bytes(int fd, const char *sb, size_t out, char *rb, size_t in, size_t chunk) {
+    size_t sent = 0, got = 0;
+    double deadline = now() + 30.0;
+    while (sent < out || got < in) {
+        struct pollfd p = {fd, (short)((sent < out ? POLLOUT : 0) | (got < in ? POLLIN : 0)), 0};
+        if (poll(&p, 1, 1000) < 0 && errno != EINTR) die("poll");
+        if (now() > deadline) {
+            fprintf(stderr, "exchange: no progress for 30 s\n");
+            exit(2);
+        }
+        if (p.revents & (POLLERR | POLLHUP)) {
+            fprintf(stderr, "exchange: the peer went away\n");
+            exit(2);
+        }
+        if (sent < out && (p.revents & POLLOUT)) {
+            size_t l = out - sent < chunk ? out - sent : chunk;
+            ssize_t k = send(fd, sb + sent, l, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k > 0) sent += (size_t)k;
+            else if (k < 0 && errno != EAGAIN && errno != EINTR) die("send");
+        }
+        if (got < in && (p.revents & POLLIN)) {
+            ssize_t k = recv(fd, rb + got, in - got, MSG_DONTWAIT);
+            if (k > 0) got += (size_t)k;
+            else if (k == 0) {
+                fprintf(stderr, "exchange: the peer closed\n");
+                exit(2);
+            } else if (errno != EAGAIN && errno != EINTR) die("recv");
+        }
+    }
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void sync_peer(int fd) {
+    char x = 1;
+    if (send(fd, &x, 1, MSG_NOSIGNAL) != 1) die("send (handshake)");
+    if (recv(fd, &x, 1, MSG_WAITALL) != 1) die("recv (handshake)");
+}
+
+int main(int argc, char **argv) {
+    int iters = 50, oneway = 0, first = 0;
+    size_t chunk = 256 << 10, sockbuf = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-n") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) chunk = bytes(argv[++i]);
+        else if (!strcmp(argv[i], "-b") && i + 1 < argc) sockbuf = bytes(argv[++i]);
+        else if (!strcmp(argv[i], "--oneway")) oneway = 1;
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...\n");
+            return 2;
+        } else if (!first) first = i;
+    }
+    if (!first || iters < 1 || chunk == 0) {
+        fprintf(stderr, "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...\n");
+        return 2;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 1) ||
+        getsockname(ls, (struct sockaddr *)&a, &al))
+        die("listen on 127.0.0.1");
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    int fd;
+    if (child == 0) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) die("connect");
+    } else {
+        fd = accept(ls, NULL, NULL);
+        if (fd < 0) die("accept");
+    }
+    close(ls);
+    int one = 1, sb = (int)sockbuf;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (sockbuf) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sb, sizeof sb);
+    }
+    if (child) printf("# exchange over TCP 127.0.0.1: %s, sends of at most %zu bytes, socket buffers of %zu bytes "
+                      "(0: the kernel's), %d iterations\n"
+                      "#       size    median(us)   fastest(us)   GB/s each way (median)\n",
+                      oneway ? "one way" : "both ways at once", chunk, sockbuf, iters);
+    double *t = malloc(sizeof(double) * (size_t)iters);
+    for (int i = first; i < argc; i++) {
+        if (argv[i][0] == '-') {
+            if (strcmp(argv[i], "--oneway")) i++;
+            continue;
+        }
+        size_t n = bytes(argv[i]);
+        char *sbuf = malloc(n + 1), *rbuf = malloc(n + 1);
+        if (!sbuf || !rbuf || !t) die("malloc");
+        memset(sbuf, 7, n);
+        memset(rbuf, 0, n);
+        /* One way: the child sends, the parent receives (and reports the receiver's time). */
+        size_t out = oneway && child ? 0 : n, in = oneway && !child ? 0 : n;
+        move_bytes(fd, sbuf, out, rbuf, in, chunk); /* warm-up */
+        for (int k = 0; k < iters; k++) {
+            sync_peer(fd);
+            double t0 = now();
+            move_bytes(fd, sbuf, out, rbuf, in, chunk);
+            t[k] = now() - t0;
+        }
+        sync_peer(fd);
+        if (child) {
+            qsort(t, (size_t)iters, sizeof(double), cmp);
+            double med = t[iters / 2];
+            printf("%12zu %13.1f %13.1f %17.2f\n", n, med * 1e6, t[0] * 1e6, (double)n / med / 1e9);
+            fflush(stdout);
+        }
+        free(sbuf);
+        free(rbuf);
+    }
+    free(t);
+    close(fd);
+    if (child) {
+        int st;
+        if (waitpid(child, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) {
+            fprintf(stderr, "exchange: the child process failed\n");
+            return 2;
+        }
+    }
+    return 0;
+}

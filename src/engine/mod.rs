@@ -51,7 +51,7 @@ pub struct EngineConfig {
 /// elsewhere; never more than the transport accepts. Over tcp loopback (2 ranks, 128 KiB
 /// chunks, 1 MiB socket buffers, which the kernel allots twice over) sixteen rather than
 /// eight took 16 MiB allreduce from 6.9 to 5.8 ms and allgather from 2.9 to 2.7 ms;
-/// thirty-two chunks of 128 KiB (4 MiB) were slower than eight (docs/performance.md).
+/// 4 MiB in flight (sixteen chunks of 256 KiB) was slower than 1 MiB (docs/performance.md).
 pub fn in_flight_depth(caps: &Capabilities, chunk_bytes: usize) -> usize {
     let fill = caps.buffered_bytes.div_ceil(chunk_bytes.max(1));
     caps.max_requests.min(fill.max(DEPTH)).max(1)

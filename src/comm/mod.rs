@@ -368,7 +368,9 @@ impl Communicator {
             rank,
             size,
             abort,
-            tuning: Tuning::new(&dev, forced).with_model(placed.model),
+            tuning: Tuning::new(&dev, forced)
+                .sharing_cpus(idle.ranks_per_cpu)
+                .with_model(placed.model),
             ring: placed.ring,
             hosts: placed.hosts,
             info: placed.info,

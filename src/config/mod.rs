@@ -81,12 +81,15 @@ pub const SPIN_DEFAULT: u32 = 2000;
 pub const SPIN_OVERSUBSCRIBED: u32 = 100;
 
 /// How a rank waits when nothing moves (see [`Config::idle_for`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IdlePolicy {
     /// Polls before sleeping in the transport.
     pub spin: u32,
     /// Whether each poll first yields the CPU.
     pub yield_when_idle: bool,
+    /// Ranks of this host per CPU this process may use, at least 1: a message between
+    /// ranks that share CPUs waits on average for this many of them to run.
+    pub ranks_per_cpu: f64,
 }
 
 impl Config {
@@ -104,6 +107,7 @@ impl Config {
                 SPIN_DEFAULT
             }),
             yield_when_idle: self.yield_when_idle.unwrap_or(over),
+            ranks_per_cpu: (local_ranks as f64 / cpus as f64).max(1.0),
         }
     }
 }

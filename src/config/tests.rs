@@ -134,13 +134,16 @@ fn ranks_yield_when_they_outnumber_cpus() {
     let alone = IdlePolicy {
         spin: SPIN_DEFAULT,
         yield_when_idle: false,
-    };
-    let crowded = IdlePolicy {
-        spin: SPIN_OVERSUBSCRIBED,
-        yield_when_idle: true,
+        ranks_per_cpu: 1.0,
     };
     assert_eq!(auto.idle_for(1), alone);
-    assert_eq!(auto.idle_for(usize::MAX), crowded);
+    let crowded = auto.idle_for(usize::MAX);
+    assert_eq!(
+        (crowded.spin, crowded.yield_when_idle),
+        (SPIN_OVERSUBSCRIBED, true)
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(auto.idle_for(4 * cpus).ranks_per_cpu, 4.0);
     let set = Config {
         spin: Some(7),
         yield_when_idle: Some(false),

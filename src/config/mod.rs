@@ -99,7 +99,8 @@ impl Config {
     /// quota counted).
     pub fn idle_for(&self, local_ranks: usize) -> IdlePolicy {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let over = local_ranks > cpus;
+        let ranks_per_cpu = (local_ranks as f64 / cpus as f64).max(1.0);
+        let over = ranks_per_cpu > 1.0;
         IdlePolicy {
             spin: self.spin.unwrap_or(if over {
                 SPIN_OVERSUBSCRIBED
@@ -107,7 +108,7 @@ impl Config {
                 SPIN_DEFAULT
             }),
             yield_when_idle: self.yield_when_idle.unwrap_or(over),
-            ranks_per_cpu: (local_ranks as f64 / cpus as f64).max(1.0),
+            ranks_per_cpu,
         }
     }
 }

@@ -97,8 +97,10 @@ static void sync_peer(int fd) {
 }
 
 int main(int argc, char **argv) {
-    int iters = 50, oneway = 0, first = 0;
+    int iters = 50, oneway = 0, nsizes = 0;
     size_t chunk = 256 << 10, sockbuf = 0;
+    size_t *sizes = malloc(sizeof(size_t) * (size_t)argc);
+    if (!sizes) die("malloc");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-n") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-c") && i + 1 < argc) chunk = bytes(argv[++i]);
@@ -107,9 +109,9 @@ int main(int argc, char **argv) {
         else if (argv[i][0] == '-') {
             fprintf(stderr, "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...\n");
             return 2;
-        } else if (!first) first = i;
+        } else sizes[nsizes++] = bytes(argv[i]);
     }
-    if (!first || iters < 1 || chunk == 0) {
+    if (!nsizes || iters < 1 || chunk == 0) {
         fprintf(stderr, "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...\n");
         return 2;
     }
@@ -141,12 +143,8 @@ int main(int argc, char **argv) {
                       "#       size    median(us)   fastest(us)   GB/s each way (median)\n",
                       oneway ? "one way" : "both ways at once", chunk, sockbuf, iters);
     double *t = malloc(sizeof(double) * (size_t)iters);
-    for (int i = first; i < argc; i++) {
-        if (argv[i][0] == '-') {
-            if (strcmp(argv[i], "--oneway")) i++;
-            continue;
-        }
-        size_t n = bytes(argv[i]);
+    for (int i = 0; i < nsizes; i++) {
+        size_t n = sizes[i];
         char *sbuf = malloc(n + 1), *rbuf = malloc(n + 1);
         if (!sbuf || !rbuf || !t) die("malloc");
         memset(sbuf, 7, n);
@@ -171,6 +169,7 @@ int main(int argc, char **argv) {
         free(rbuf);
     }
     free(t);
+    free(sizes);
     close(fd);
     if (child) {
         int st;

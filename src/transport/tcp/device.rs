@@ -4,10 +4,12 @@
 //! Owns reading `getifaddrs` and `/sys/class/net`; knows nothing of sockets.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use super::conn::MAX_REQUESTS;
 use super::os_error;
 use crate::error::{Error, Result};
+use crate::sys::host::read;
 use crate::transport::{Capabilities, DeviceProps};
 
 /// Link speed assumed when the interface does not report one (loopback, many virtual NICs).
@@ -25,16 +27,16 @@ pub(super) fn discover(ip: IpAddr) -> Result<DeviceProps> {
             "tcp: no network interface of this host has the address {ip}"
         ))
     })?;
-    let sys = format!("/sys/class/net/{name}");
-    let speed_mbps = read_trimmed(&format!("{sys}/speed"))
+    let sys = Path::new("/sys/class/net").join(&name);
+    let speed_mbps = read(&sys, "speed")
         .and_then(|s| s.parse::<i64>().ok())
         .and_then(|v| u64::try_from(v).ok())
         .filter(|&v| v > 0)
         .unwrap_or(DEFAULT_SPEED_MBPS);
-    let numa_node = read_trimmed(&format!("{sys}/device/numa_node"))
+    let numa_node = read(&sys, "device/numa_node")
         .and_then(|s| s.parse::<i32>().ok())
         .filter(|&n| n >= 0);
-    let pci_path = std::fs::canonicalize(format!("{sys}/device"))
+    let pci_path = std::fs::canonicalize(sys.join("device"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
     Ok(DeviceProps {
@@ -47,12 +49,6 @@ pub(super) fn discover(ip: IpAddr) -> Result<DeviceProps> {
         port: None,
         caps: Capabilities::messages_only(MAX_REQUESTS),
     })
-}
-
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
 }
 
 /// The name of the interface that has address `ip`, if any.

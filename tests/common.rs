@@ -100,6 +100,7 @@ pub fn run<R: Send + 'static>(
                                 oxccl::transport::tcp::TcpConfig {
                                     bind_ip: ip,
                                     socket_buf_bytes: 1 << 20,
+                                    congestion: Default::default(),
                                 },
                             )?;
                             oxccl::transport::hybrid::Hybrid::new(tcp, true, host)

@@ -42,7 +42,7 @@ use crate::transport::fabric::{FabricConfig, FabricTransport};
 use crate::transport::hybrid::Hybrid;
 use crate::transport::mem::{MemFabric, MemFaults};
 use crate::transport::shm::ShmTransport;
-use crate::transport::tcp::{TcpConfig, TcpTransport};
+use crate::transport::tcp::{TcpConfig, TcpCongestion, TcpTransport};
 use crate::transport::verbs::{VerbsConfig, VerbsTransport};
 use crate::transport::Tag;
 use crate::transport::Transport;
@@ -215,10 +215,12 @@ impl Communicator {
         match cfg.transport.as_str() {
             "tcp" => {
                 let socket_buf_bytes = cfg.socket_buf_bytes;
+                let congestion = TcpCongestion::from_env()?;
                 let tcp = move |ip| {
                     TcpTransport::new(TcpConfig {
                         bind_ip: ip,
                         socket_buf_bytes,
+                        congestion: congestion.clone(),
                     })
                 };
                 if cfg.shm {

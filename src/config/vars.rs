@@ -89,6 +89,12 @@ pub const VARS: &[Var] = &[
     v("OXCCL_CHUNK_SIZE", Accepts::Bytes(64), "128K", "Config"),
     v("OXCCL_SOCKET_BUFSIZE", Accepts::Bytes(0), "1M", "Config"),
     v("OXCCL_TCP_DUPLEX", Accepts::Flag, "1", "tcp"),
+    v(
+        "OXCCL_TCP_CONGESTION",
+        Accepts::Text,
+        "reno within a host, the system's between hosts",
+        "tcp",
+    ),
     v("OXCCL_SHM", Accepts::Flag, "1", "Config"),
     v("OXCCL_SHM_CMA", Accepts::Flag, "0", "Config"),
     v(

@@ -29,6 +29,7 @@ fn tcp_on_loopback() -> TcpTransport {
     TcpTransport::new(TcpConfig {
         bind_ip: LOOPBACK,
         socket_buf_bytes: 0,
+        congestion: Default::default(),
     })
     .expect("tcp transport")
 }

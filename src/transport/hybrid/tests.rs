@@ -16,6 +16,7 @@ fn hybrid_sized(shm: bool, host: u8, socket_buf_bytes: usize) -> Hybrid<TcpTrans
     let tcp = TcpTransport::new(TcpConfig {
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         socket_buf_bytes,
+        congestion: Default::default(),
     })
     .unwrap();
     Hybrid::new(tcp, shm, [host; 16]).unwrap()

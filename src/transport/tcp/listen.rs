@@ -1,8 +1,9 @@
 //! Listening, connecting and accepting: socket creation, socket options, and the connect
 //! handle's byte format.
 //!
-//! Owns every syscall that sets up a socket; once a data socket exists it is handed to
-//! `conn.rs` and nothing here touches it again.
+//! Owns every syscall that sets up a socket (the congestion control through
+//! `congestion.rs`); once a data socket exists it is handed to `conn.rs` and nothing here
+//! touches it again.
 //!
 //! Handle format (12 bytes for IPv4, 28 for IPv6, far below the 128-byte limit):
 //! `b"oxtc"`, family (4 or 6), a zero byte, port (big endian), address bytes, and for IPv6
@@ -13,7 +14,7 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::os_error;
+use super::{os_error, TcpConfig};
 use crate::error::{Error, Result};
 use crate::sys::sockaddr::{from_sockaddr, to_sockaddr};
 use crate::sys::socket::{self, ConnectState};
@@ -81,11 +82,12 @@ pub(super) fn decode_handle(handle: &ConnectHandle) -> Result<SocketAddr> {
 }
 
 /// A bound, listening, non-blocking socket on `ip` with an OS-chosen port.
-pub(super) fn listen_on(ip: IpAddr, buf_bytes: usize) -> Result<(OwnedFd, SocketAddr)> {
+pub(super) fn listen_on(cfg: &TcpConfig) -> Result<(OwnedFd, SocketAddr)> {
+    let ip = cfg.bind_ip;
     let fd = new_socket(ip)?;
     // Accepted sockets inherit buffer sizes from the listener; setting them before listen()
     // lets the window scale be negotiated for the full size.
-    set_buffers(&fd, buf_bytes)?;
+    set_buffers(&fd, cfg.socket_buf_bytes)?;
     let (ss, len) = to_sockaddr(SocketAddr::new(ip, 0));
     // SAFETY: `ss` is a valid sockaddr of `len` bytes.
     let rc = unsafe {
@@ -118,10 +120,11 @@ pub(super) fn listen_on(ip: IpAddr, buf_bytes: usize) -> Result<(OwnedFd, Socket
 }
 
 /// Starts a non-blocking connect to `addr`; completion is checked by [`connect_done`].
-pub(super) fn start_connect(addr: SocketAddr, buf_bytes: usize) -> Result<OwnedFd> {
+pub(super) fn start_connect(addr: SocketAddr, cfg: &TcpConfig) -> Result<OwnedFd> {
     let fd = new_socket(addr.ip())?;
-    set_buffers(&fd, buf_bytes)?;
+    set_buffers(&fd, cfg.socket_buf_bytes)?;
     set_nodelay(&fd)?;
+    cfg.congestion.apply(&fd, cfg.bind_ip, addr.ip())?;
     socket::start_connect(fd.as_fd(), addr)
         .map_err(|e| os_error(format!("tcp: connecting to {addr}"), e))?;
     Ok(fd)
@@ -147,7 +150,7 @@ pub(super) fn connect_done(fd: &OwnedFd, addr: SocketAddr) -> Result<bool> {
 /// One pending connection from `listener`, made ready for data, or `None` if none waits.
 pub(super) fn accept_one(
     listener: &OwnedFd,
-    buf_bytes: usize,
+    cfg: &TcpConfig,
 ) -> Result<Option<(OwnedFd, SocketAddr)>> {
     loop {
         // SAFETY: zeroed sockaddr_storage is a valid out-buffer of the given length.
@@ -175,7 +178,8 @@ pub(super) fn accept_one(
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let peer = from_sockaddr(&ss).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         set_nodelay(&fd)?;
-        set_buffers(&fd, buf_bytes)?;
+        set_buffers(&fd, cfg.socket_buf_bytes)?;
+        cfg.congestion.apply(&fd, cfg.bind_ip, peer.ip())?;
         return Ok(Some((fd, peer)));
     }
 }

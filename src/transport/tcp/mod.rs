@@ -7,12 +7,14 @@
 //!
 //! * `device.rs`: the interface owning the bind address, and its properties;
 //! * `listen.rs`: listen, connect, accept, socket options, the handle format;
+//! * `congestion.rs`: which TCP congestion control a data socket uses;
 //! * `conn.rs`: one connection's request queue, send progress and receive parser.
 //!
 //! A connection is one-way: the connecting side only writes, the accepting side only reads.
 //! Every data socket is non-blocking with `TCP_NODELAY`; sends use `MSG_NOSIGNAL`, so a dead
 //! peer is a `Remote` error and never a `SIGPIPE`.
 
+mod congestion;
 mod conn;
 mod device;
 mod listen;
@@ -24,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
+pub use self::congestion::TcpCongestion;
 use self::conn::{Interest, RecvConnState, SendConnState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::poll;
@@ -39,6 +42,8 @@ pub struct TcpConfig {
     /// `SO_SNDBUF`/`SO_RCVBUF` of every data socket, in bytes; 0 keeps the OS default
     /// (and its auto-tuning).
     pub socket_buf_bytes: usize,
+    /// The congestion control of every data socket (`OXCCL_TCP_CONGESTION`).
+    pub congestion: TcpCongestion,
 }
 
 /// The tcp backend. One instance per rank, driven from one thread at a time. Dropping it
@@ -151,7 +156,7 @@ impl Transport for TcpTransport {
 
     fn listen(&mut self, dev: usize) -> Result<(ConnectHandle, TcpListen)> {
         self.check_dev(dev)?;
-        let (fd, addr) = listen::listen_on(self.cfg.bind_ip, self.cfg.socket_buf_bytes)?;
+        let (fd, addr) = listen::listen_on(&self.cfg)?;
         let handle = listen::encode_handle(addr)?;
         Ok((handle, TcpListen(self.listeners.insert(ListenState { fd }))))
     }
@@ -159,7 +164,7 @@ impl Transport for TcpTransport {
     fn connect(&mut self, dev: usize, handle: &ConnectHandle) -> Result<TcpConnecting> {
         self.check_dev(dev)?;
         let addr = listen::decode_handle(handle)?;
-        let fd = listen::start_connect(addr, self.cfg.socket_buf_bytes)?;
+        let fd = listen::start_connect(addr, &self.cfg)?;
         Ok(TcpConnecting(
             self.connecting.insert(ConnectingState { fd, addr }),
         ))
@@ -192,7 +197,7 @@ impl Transport for TcpTransport {
             .listeners
             .get_mut(listener.0)
             .ok_or_else(|| stale("listener"))?;
-        Ok(listen::accept_one(&l.fd, self.cfg.socket_buf_bytes)?
+        Ok(listen::accept_one(&l.fd, &self.cfg)?
             .map(|(fd, peer)| TcpRecvConn(self.recvs.insert(RecvConnState::new(fd, peer)))))
     }
 

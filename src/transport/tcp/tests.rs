@@ -14,6 +14,7 @@ fn transport(ip: IpAddr, buf: usize) -> TcpTransport {
     TcpTransport::new(TcpConfig {
         bind_ip: ip,
         socket_buf_bytes: buf,
+        congestion: Default::default(),
     })
     .unwrap()
 }
@@ -178,6 +179,7 @@ fn unspecified_bind_address_is_rejected() {
     let e = TcpTransport::new(TcpConfig {
         bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         socket_buf_bytes: 0,
+        congestion: Default::default(),
     })
     .err()
     .unwrap();

@@ -366,6 +366,9 @@ impl Communicator {
         );
         engine.set_news(news.clone());
         let name = engine.transport_name();
+        let nchannels = cfg
+            .nchannels
+            .unwrap_or_else(|| placement::default_channels(&dev.caps, placed.hosts.len()));
         let shared = Shared {
             rank,
             size,
@@ -376,7 +379,7 @@ impl Communicator {
             ring: placed.ring,
             hosts: placed.hosts,
             info: placed.info,
-            nchannels: cfg.nchannels.unwrap_or(2),
+            nchannels,
             bind_ip,
             transport: name,
             cfg,

@@ -3,7 +3,8 @@
 //!
 //! Owns: the format of the published value (handle length, handle, the topology record of
 //! `topo::file`), the dump of `OXCCL_TOPO_DUMP_FILE` (rank 0), and turning the topology
-//! into what a communicator keeps: ring order, host groups and the cost model.
+//! into what a communicator keeps: ring order, host groups, the cost model and the default
+//! channel count.
 
 use std::net::IpAddr;
 
@@ -11,7 +12,7 @@ use crate::bootstrap::StoreClient;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::topo::{self, file, CostModel, Mapping, RankInfo, Shape, Topology};
-use crate::transport::ConnectHandle;
+use crate::transport::{Capabilities, ConnectHandle};
 
 fn host_key(host: &str) -> String {
     format!("oxccl/host/{host}")
@@ -121,4 +122,32 @@ pub(super) fn exchange(
         hosts: m.hosts,
         model,
     })
+}
+
+/// Channels when `OXCCL_NCHANNELS` is unset: two, or what the backend prefers
+/// ([`Capabilities::host_channels`]) when every rank is on one host.
+pub(super) fn default_channels(caps: &Capabilities, hosts: usize) -> usize {
+    const DEFAULT: usize = 2;
+    if hosts <= 1 && caps.host_channels > 0 {
+        caps.host_channels
+    } else {
+        DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_host_takes_the_backends_channels_and_several_hosts_two() {
+        let caps = |host_channels| Capabilities {
+            host_channels,
+            ..Capabilities::default()
+        };
+        assert_eq!(default_channels(&caps(1), 1), 1, "tcp, one host");
+        assert_eq!(default_channels(&caps(1), 3), 2, "tcp, three hosts");
+        assert_eq!(default_channels(&caps(0), 1), 2, "no preference");
+        assert_eq!(default_channels(&caps(0), 2), 2);
+    }
 }

@@ -79,7 +79,12 @@ pub const VARS: &[Var] = &[
         "the cost model's choice",
         "Config",
     ),
-    v("OXCCL_NCHANNELS", Accepts::Int(1, 64), "2", "Config"),
+    v(
+        "OXCCL_NCHANNELS",
+        Accepts::Int(1, 64),
+        "2; 1 over tcp on one host",
+        "Config",
+    ),
     v(
         "OXCCL_CHANNEL_THRESHOLD",
         Accepts::Bytes(0),

@@ -94,6 +94,10 @@ pub struct Capabilities {
     /// Bytes each connection buffers of its own between the requests and the wire (a
     /// socket's send buffer), which the engine keeps filled; 0 when there is no such buffer.
     pub buffered_bytes: usize,
+    /// Channels a communicator whose ranks all share one host opens when `OXCCL_NCHANNELS`
+    /// is unset, where the backend's extra connections add nothing within a host; 0 keeps
+    /// the communicator's default.
+    pub host_channels: usize,
 }
 
 /// The error of a send (`send`) from, or a receive into, a null pointer with `len > 0`, for

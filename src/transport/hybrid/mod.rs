@@ -166,8 +166,10 @@ impl<N: Transport> Transport for Hybrid<N> {
             // The engine keeps one depth for every connection; shared memory's rings run
             // slower with the network's (16 MiB allreduce over shm, 2 ranks: 2.4-3.0 ms at
             // eight chunks in flight, 2.8-3.3 at sixteen), so it keeps the default.
+            // Ranks of one host talk through shm, whose broadcast gains from two channels.
             for d in &mut devs {
                 d.caps.buffered_bytes = 0;
+                d.caps.host_channels = 0;
             }
         }
         Ok(devs)

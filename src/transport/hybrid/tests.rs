@@ -33,6 +33,13 @@ fn with_shm_the_engine_keeps_the_default_depth() {
     assert_eq!(buffered(false), 2 << 20, "tcp alone: its socket buffer");
 }
 
+#[test]
+fn with_shm_one_host_keeps_the_default_channels() {
+    let channels = |shm| hybrid(shm, 1).devices().unwrap()[0].caps.host_channels;
+    assert_eq!(channels(true), 0, "shm carries the host's traffic");
+    assert_eq!(channels(false), 1, "tcp alone: one channel");
+}
+
 type Conns = (HybridSendConn<TcpTransport>, HybridRecvConn<TcpTransport>);
 
 /// One message each way (the second over the reverse of the connection), checked.

@@ -114,6 +114,10 @@ impl TcpTransport {
         let mut device = device::discover(cfg.bind_ip)?;
         // Linux allots twice the SO_SNDBUF asked for; 0 leaves the size to the kernel.
         device.caps.buffered_bytes = cfg.socket_buf_bytes.saturating_mul(2);
+        // Over loopback the receiving half of TCP runs on the sending core whatever the
+        // number of sockets, so a second channel only adds syscalls and data in flight: one
+        // channel was faster at 2, 4 and 8 ranks on one host (docs/performance.md).
+        device.caps.host_channels = 1;
         Ok(TcpTransport {
             cfg,
             device,

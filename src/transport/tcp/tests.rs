@@ -147,6 +147,7 @@ fn connect_accept_and_device() {
     );
     let sized = transport(LOCAL, 1 << 20).devices().unwrap();
     assert_eq!(sized[0].caps.buffered_bytes, 2 << 20, "twice SO_SNDBUF");
+    assert_eq!(devs[0].caps.host_channels, 1, "one channel within a host");
     assert_eq!(p.a.name(), "tcp");
 }
 

@@ -265,6 +265,7 @@ pub(super) fn open(lib: &'static Lib, cfg: &VerbsConfig) -> Result<Device> {
             needs_registration: false,
             max_requests: MAX_REQUESTS,
             buffered_bytes: 0,
+            host_channels: 0,
         },
     };
     let (num, lid, mtu, max_msg) = (

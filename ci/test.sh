@@ -44,7 +44,7 @@ OXCCL_SHM=0 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op al
 OXCCL_TRANSPORT=shm cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
 echo "== the bare TCP exchange (tools/bare-tcp: no library, the machine's own loopback figure)"
 gcc -O2 -Wall -Wextra -Werror -o target/bare-tcp-exchange tools/bare-tcp/exchange.c
-target/bare-tcp-exchange -n 5 64K 1M
+target/bare-tcp-exchange -n 5 -k 2 -C reno 64K 1M
 echo "== cargo bench --bench collectives (2 ranks over tcp, then shm; nccl-tests-style busbw)"
 OXCCL_SHM=0 cargo bench --locked --bench collectives
 OXCCL_TRANSPORT=shm cargo bench --locked --bench collectives

@@ -2,17 +2,23 @@
  * exchange: the data movement of a 2-rank collective over TCP loopback with no library at
  * all, to tell the machine's own speed and its variance between launches from a library's.
  *
- * Two processes joined by one TCP connection over 127.0.0.1 (TCP_NODELAY) move SIZE bytes
- * each way at once (what a 2-rank allgather or alltoall of 2*SIZE bytes exchanges, or each
- * half of a 2-rank allreduce), or one way with --oneway (a 2-rank broadcast of SIZE), from
- * one thread each: non-blocking send() of at most CHUNK bytes and recv() of whatever came,
- * in a poll() loop. Each iteration starts after a one-byte handshake and is timed alone, as
- * the peers suite times a collective call; prints the median and the fastest. One
- * connection and one request at a time: a library that keeps several connections busy can
- * be faster; what this shows is how much the same plain loop moves from launch to launch.
+ * Two processes joined by TCP over 127.0.0.1 (TCP_NODELAY) move SIZE bytes each way at once
+ * (what a 2-rank allgather or alltoall of 2*SIZE bytes exchanges, or each half of a 2-rank
+ * allreduce), or one way with --oneway (a 2-rank broadcast of SIZE), from one thread each:
+ * non-blocking send() of at most CHUNK bytes and recv() of whatever came, in a poll() loop.
+ * Each iteration starts after a one-byte handshake and is timed alone, as the peers suite
+ * times a collective call; prints the median and the fastest. One request at a time: a
+ * library that keeps several connections busy can be faster; what this shows is how much
+ * the same plain loop moves from launch to launch.
+ *
+ * With -k CONNS the processes open CONNS connections and use them in turn, one per
+ * iteration, printing each connection's median: connections of one launch can differ (with
+ * the host's BBR congestion control each paces itself at its own first bandwidth estimate).
+ * -C ALGO sets TCP_CONGESTION on every connection (reno, cubic, bbr, ...).
  *
  *     gcc -O2 -Wall -Wextra -o exchange tools/bare-tcp/exchange.c
- *     ./exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...   (K, M, G suffixes)
+ *     ./exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] SIZE...
+ *     (sizes with K, M, G suffixes)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,6 +34,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define USAGE "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] SIZE...\n"
+#define MAX_CONNS 16
 
 static void die(const char *what) {
     perror(what);
@@ -96,81 +105,103 @@ static void sync_peer(int fd) {
     if (recv(fd, &x, 1, MSG_WAITALL) != 1) die("recv (handshake)");
 }
 
-int main(int argc, char **argv) {
-    int iters = 50, oneway = 0, nsizes = 0;
-    size_t chunk = 256 << 10, sockbuf = 0;
-    size_t *sizes = malloc(sizeof(size_t) * (size_t)argc);
-    if (!sizes) die("malloc");
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-n") && i + 1 < argc) iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "-c") && i + 1 < argc) chunk = bytes(argv[++i]);
-        else if (!strcmp(argv[i], "-b") && i + 1 < argc) sockbuf = bytes(argv[++i]);
-        else if (!strcmp(argv[i], "--oneway")) oneway = 1;
-        else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...\n");
-            return 2;
-        } else sizes[nsizes++] = bytes(argv[i]);
-    }
-    if (!nsizes || iters < 1 || chunk == 0) {
-        fprintf(stderr, "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [--oneway] SIZE...\n");
-        return 2;
-    }
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 1) ||
-        getsockname(ls, (struct sockaddr *)&a, &al))
-        die("listen on 127.0.0.1");
-    pid_t child = fork();
-    if (child < 0) die("fork");
+/* One connection from the listener `ls` at `a`: the child connects, the parent accepts. */
+static int open_conn(int ls, struct sockaddr_in *a, int connector, size_t sockbuf, const char *algo) {
     int fd;
-    if (child == 0) {
+    if (connector) {
         fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) die("connect");
+        if (fd < 0 || connect(fd, (struct sockaddr *)a, sizeof *a)) die("connect");
     } else {
         fd = accept(ls, NULL, NULL);
         if (fd < 0) die("accept");
     }
-    close(ls);
     int one = 1, sb = (int)sockbuf;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (sockbuf) {
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sb, sizeof sb);
     }
-    if (child) printf("# exchange over TCP 127.0.0.1: %s, sends of at most %zu bytes, socket buffers of %zu bytes "
-                      "(0: the kernel's), %d iterations\n"
-                      "#       size    median(us)   fastest(us)   GB/s each way (median)\n",
-                      oneway ? "one way" : "both ways at once", chunk, sockbuf, iters);
-    double *t = malloc(sizeof(double) * (size_t)iters);
-    for (int i = 0; i < nsizes; i++) {
-        size_t n = sizes[i];
-        char *sbuf = malloc(n + 1), *rbuf = malloc(n + 1);
-        if (!sbuf || !rbuf || !t) die("malloc");
-        memset(sbuf, 7, n);
-        memset(rbuf, 0, n);
-        /* One way: the child sends, the parent receives (and reports the receiver's time). */
-        size_t out = oneway && child ? 0 : n, in = oneway && !child ? 0 : n;
-        move_bytes(fd, sbuf, out, rbuf, in, chunk); /* warm-up */
-        for (int k = 0; k < iters; k++) {
-            sync_peer(fd);
+    if (algo && setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, algo, (socklen_t)strlen(algo)))
+        die("setting TCP_CONGESTION (see /proc/sys/net/ipv4/tcp_allowed_congestion_control)");
+    return fd;
+}
+
+/* Times `iters` iterations on each of the `nconn` connections in turn; prints medians. */
+static void run_size(const int *fds, int nconn, int parent, size_t n, int iters, int oneway, size_t chunk) {
+    char *sbuf = malloc(n + 1), *rbuf = malloc(n + 1);
+    double *t = malloc(sizeof(double) * (size_t)iters * (size_t)nconn);
+    if (!sbuf || !rbuf || !t) die("malloc");
+    memset(sbuf, 7, n);
+    memset(rbuf, 0, n);
+    /* One way: the child sends, the parent receives (and reports the receiver's time). */
+    size_t out = oneway && parent ? 0 : n, in = oneway && !parent ? 0 : n;
+    for (int c = 0; c < nconn; c++) move_bytes(fds[c], sbuf, out, rbuf, in, chunk); /* warm-up */
+    for (int k = 0; k < iters; k++) {
+        for (int c = 0; c < nconn; c++) {
+            sync_peer(fds[c]);
             double t0 = now();
-            move_bytes(fd, sbuf, out, rbuf, in, chunk);
-            t[k] = now() - t0;
+            move_bytes(fds[c], sbuf, out, rbuf, in, chunk);
+            t[c * iters + k] = now() - t0;
         }
-        sync_peer(fd);
-        if (child) {
-            qsort(t, (size_t)iters, sizeof(double), cmp);
-            double med = t[iters / 2];
-            printf("%12zu %13.1f %13.1f %17.2f\n", n, med * 1e6, t[0] * 1e6, (double)n / med / 1e9);
-            fflush(stdout);
-        }
-        free(sbuf);
-        free(rbuf);
     }
+    for (int c = 0; c < nconn; c++) sync_peer(fds[c]);
+    if (parent) {
+        for (int c = 0; c < nconn; c++) {
+            double *tc = t + c * iters;
+            qsort(tc, (size_t)iters, sizeof(double), cmp);
+            double med = tc[iters / 2];
+            printf("%12zu %13.1f %13.1f %17.2f", n, med * 1e6, tc[0] * 1e6, (double)n / med / 1e9);
+            if (nconn > 1) printf("   connection %d", c);
+            printf("\n");
+        }
+        fflush(stdout);
+    }
+    free(sbuf);
+    free(rbuf);
     free(t);
+}
+
+int main(int argc, char **argv) {
+    int iters = 50, oneway = 0, nsizes = 0, nconn = 1;
+    size_t chunk = 256 << 10, sockbuf = 0;
+    const char *algo = NULL;
+    size_t *sizes = malloc(sizeof(size_t) * (size_t)argc);
+    if (!sizes) die("malloc");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-n") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-c") && i + 1 < argc) chunk = bytes(argv[++i]);
+        else if (!strcmp(argv[i], "-b") && i + 1 < argc) sockbuf = bytes(argv[++i]);
+        else if (!strcmp(argv[i], "-k") && i + 1 < argc) nconn = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-C") && i + 1 < argc) algo = argv[++i];
+        else if (!strcmp(argv[i], "--oneway")) oneway = 1;
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, USAGE);
+            return 2;
+        } else sizes[nsizes++] = bytes(argv[i]);
+    }
+    if (!nsizes || iters < 1 || chunk == 0 || nconn < 1 || nconn > MAX_CONNS) {
+        fprintf(stderr, USAGE);
+        return 2;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, MAX_CONNS) ||
+        getsockname(ls, (struct sockaddr *)&a, &al))
+        die("listen on 127.0.0.1");
+    pid_t child = fork();
+    if (child < 0) die("fork");
+    int fds[MAX_CONNS];
+    for (int c = 0; c < nconn; c++) fds[c] = open_conn(ls, &a, child == 0, sockbuf, algo);
+    close(ls);
+    if (child) printf("# exchange over TCP 127.0.0.1: %s, sends of at most %zu bytes, socket buffers of %zu bytes "
+                      "(0: the kernel's), congestion control %s, %d iterations on each of %d connection(s)\n"
+                      "#       size    median(us)   fastest(us)   GB/s each way (median)\n",
+                      oneway ? "one way" : "both ways at once", chunk, sockbuf,
+                      algo ? algo : "the system's", iters, nconn);
+    for (int i = 0; i < nsizes; i++) run_size(fds, nconn, child != 0, sizes[i], iters, oneway, chunk);
     free(sizes);
-    close(fd);
+    for (int c = 0; c < nconn; c++) close(fds[c]);
     if (child) {
         int st;
         if (waitpid(child, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) {

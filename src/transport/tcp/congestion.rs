@@ -92,9 +92,11 @@ impl TcpCongestion {
 }
 
 /// Whether a connection between `local` and `peer` stays on this host: the peer is a
-/// loopback address or this rank's own (ranks of a host advertise one address).
+/// loopback address or this rank's own (ranks of a host advertise one address), also when
+/// an IPv6 socket reports it IPv4-mapped.
 pub(super) fn within_host(local: IpAddr, peer: IpAddr) -> bool {
-    peer.is_loopback() || peer == local
+    let peer = peer.to_canonical();
+    peer.is_loopback() || peer == local.to_canonical()
 }
 
 /// The algorithm `fd` uses.
@@ -250,6 +252,8 @@ mod tests {
         assert!(within_host(own, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
         assert!(within_host(own, IpAddr::V6(Ipv6Addr::LOCALHOST)));
         assert!(within_host(own, own));
+        assert!(within_host(own, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(within_host(own, "::ffff:127.0.0.1".parse().unwrap()));
         assert!(!within_host(own, "10.1.2.4".parse().unwrap()));
     }
 }

@@ -342,7 +342,17 @@ impl Communicator {
             .find(|h| h.contains(&rank))
             .map_or(1, |h| h.len());
         let idle = cfg.idle_for(local_ranks);
-        log_init((rank, size), transport.name(), &dev, bind_ip, &placed, &cfg);
+        let nchannels = cfg
+            .nchannels
+            .unwrap_or_else(|| placement::default_channels(&dev.caps, placed.hosts.len()));
+        log_init(
+            (rank, size, nchannels),
+            transport.name(),
+            &dev,
+            bind_ip,
+            &placed,
+            &cfg,
+        );
         let mut engine = Engine::new(
             transport,
             rank,
@@ -366,9 +376,6 @@ impl Communicator {
         );
         engine.set_news(news.clone());
         let name = engine.transport_name();
-        let nchannels = cfg
-            .nchannels
-            .unwrap_or_else(|| placement::default_channels(&dev.caps, placed.hosts.len()));
         let shared = Shared {
             rank,
             size,
@@ -496,7 +503,7 @@ impl Drop for Communicator {
 
 /// What NCCL_DEBUG=INFO prints at init: version, transport, device, rings, configuration.
 fn log_init(
-    (rank, size): (usize, usize),
+    (rank, size, nchannels): (usize, usize, usize),
     transport: &str,
     dev: &crate::transport::DeviceProps,
     bind_ip: IpAddr,
@@ -526,7 +533,13 @@ fn log_init(
         dev.numa_node.map(|n| format!(", NUMA node {n}")).unwrap_or_default(),
     );
     if rank == 0 {
-        tracing::info!(target: "oxccl::INIT", "ring {:?}; hosts {:?}", placed.ring, placed.hosts);
+        tracing::info!(
+            target: "oxccl::INIT",
+            "ring {:?}; hosts {:?}; {nchannels} channel(s) from {} bytes",
+            placed.ring,
+            placed.hosts,
+            cfg.channel_threshold
+        );
         // Host leaders (the first rank of each host) joined by the hierarchical allreduce's
         // double binary tree; within a host and for reduce/broadcast, binomial trees.
         let leaders: Vec<usize> = placed

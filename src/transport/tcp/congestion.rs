@@ -78,7 +78,10 @@ impl TcpCongestion {
             TcpCongestion::Named(n) => n.as_str(),
         };
         match set(fd, name) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                tracing::debug!(target: "oxccl::NET", "tcp: congestion control {name} on the connection with {peer}");
+                Ok(())
+            }
             Err(e) if *self == TcpCongestion::Auto => {
                 tracing::debug!(target: "oxccl::NET", "tcp: keeping the system's congestion control on the connection with {peer}: setting {name}: {e}");
                 Ok(())

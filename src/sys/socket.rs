@@ -1,4 +1,5 @@
-//! Non-blocking TCP sockets and connects, for the tcp backend and the verbs side channel.
+//! Non-blocking TCP sockets and connects, for the tcp backend and the verbs side channel,
+//! and `setsockopt`.
 //!
 //! A connect is started with [`start_connect`] and finished by calling [`connect_state`]
 //! until it says so; neither blocks. Errors come back as `io::Error`s (or in
@@ -110,6 +111,32 @@ fn so_error(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// `setsockopt(fd, level, name)` with the bytes of `value`.
+pub(crate) fn set_option(fd: impl AsFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `value` is valid for `len` bytes; the kernel copies at most that many.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `setsockopt` of an `int` option.
+pub(crate) fn set_int_option(fd: impl AsFd, level: i32, name: i32, v: i32) -> io::Result<()> {
+    set_option(fd, level, name, &v.to_ne_bytes())
 }
 
 #[cfg(test)]

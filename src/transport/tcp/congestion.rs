@@ -12,7 +12,7 @@
 //! network.
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -126,21 +126,7 @@ fn current(fd: std::os::fd::RawFd) -> std::io::Result<String> {
 }
 
 fn set(fd: &OwnedFd, name: &str) -> std::io::Result<()> {
-    // SAFETY: `name` is valid for `name.len()` bytes; the kernel copies at most that many.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::sys::socket::set_option(fd, libc::IPPROTO_TCP, libc::TCP_CONGESTION, name.as_bytes())
 }
 
 /// What the kernel offers, for the error: every process may use the allowed algorithms,

@@ -12,7 +12,7 @@
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use super::{os_error, TcpConfig};
 use crate::error::{Error, Result};
@@ -189,7 +189,7 @@ fn new_socket(ip: IpAddr) -> Result<OwnedFd> {
 }
 
 fn set_nodelay(fd: &OwnedFd) -> Result<()> {
-    set_int_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+    socket::set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
         .map_err(|e| os_error("tcp: setting TCP_NODELAY", e))
 }
 
@@ -203,28 +203,10 @@ fn set_buffers(fd: &OwnedFd, bytes: usize) -> Result<()> {
         (libc::SO_SNDBUF, "SO_SNDBUF"),
         (libc::SO_RCVBUF, "SO_RCVBUF"),
     ] {
-        set_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, name, v)
+        socket::set_int_option(fd, libc::SOL_SOCKET, name, v)
             .map_err(|e| os_error(format!("tcp: setting {what} to {bytes} bytes"), e))?;
     }
     Ok(())
-}
-
-fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: `v` is a c_int and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&v as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {

@@ -4,12 +4,14 @@
 //! KiB/MiB/GiB; default 64M). Each kernel runs once to warm up, then several times; the table
 //! shows the median. "GB/s buf" is one input buffer's bytes over the time, "GB/s touched"
 //! counts every byte read or written (3 buffers for a reduction, 2 for a copy), and the last
-//! column compares that with `memcpy`'s.
+//! column compares that with `memcpy`'s. Two more rows copy 128 KiB to a destination 16 bytes
+//! past the source modulo 4 KiB (where two `malloc` buffers often lie): with `memmove`, and
+//! with `copy_bytes`, which the engine and the transports use.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use oxccl::reduce::{reduce_into, reduce_to};
+use oxccl::reduce::{copy_bytes, reduce_into, reduce_to};
 use oxccl::{Bf16, DataType, ReduceOp, F16};
 
 const DEFAULT_SIZE: usize = 64 << 20;
@@ -92,6 +94,35 @@ impl Row {
     }
 }
 
+/// Size of the aliased copies.
+const ALIASED_BYTES: usize = 128 << 10;
+
+/// `memmove` and `copy_bytes` of [`ALIASED_BYTES`] to a destination 16 bytes past the source
+/// modulo 4 KiB.
+fn aliased_copies() -> Vec<Row> {
+    let n = ALIASED_BYTES;
+    let mut buf = vec![1u8; 4 * n];
+    let (from, to) = (64, 64 + 2 * n + 16);
+    let mut row = |name: &str, copy: unsafe fn(*const u8, *mut u8, usize)| {
+        let p = buf.as_mut_ptr();
+        let secs = median_time(|| {
+            // SAFETY: both ranges lie inside `buf` (`to + n < 4n`) and do not overlap.
+            unsafe { copy(black_box(p.add(from)), black_box(p.add(to)), n) };
+        })
+        .as_secs_f64();
+        Row {
+            name: name.into(),
+            secs,
+            buf_bytes: n,
+            touched_bytes: 2 * n,
+        }
+    };
+    vec![
+        row("memmove 128K +16 mod 4K", std::ptr::copy::<u8>),
+        row("copy_bytes 128K +16", copy_bytes),
+    ]
+}
+
 fn main() {
     let size = std::env::args()
         .skip(1)
@@ -126,6 +157,7 @@ fn main() {
         touched_bytes: 2 * size,
     });
     drop((src, dst));
+    rows.extend(aliased_copies());
 
     let cases = [
         (DataType::F32, ReduceOp::Sum),

@@ -144,8 +144,8 @@ impl<'b> Call<'_, 'b> {
             Action::Copy { src, dst } => {
                 let (s, d) = (self.ptr(i, &src), self.ptr(i, &dst));
                 if s != d && src.len > 0 {
-                    // SAFETY: both in bounds; `copy` allows overlap.
-                    unsafe { std::ptr::copy(s, d, src.len) };
+                    // SAFETY: both in bounds; `copy_bytes` allows overlap.
+                    unsafe { crate::reduce::copy_bytes(s, d, src.len) };
                 }
             }
             Action::Finalize { span } => {

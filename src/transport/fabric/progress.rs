@@ -491,7 +491,7 @@ pub(super) fn fill(op: &mut RecvOp, tag: Tag, len: usize, payload: Option<&[u8]>
     if let Some(p) = payload {
         // SAFETY: `op.data` has `op.cap >= len` writable bytes reserved for this receive
         // (irecv's contract); `p` is our bounce buffer, which cannot overlap it.
-        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), op.data, len) };
+        unsafe { crate::reduce::copy_bytes(p.as_ptr(), op.data, len) };
     }
     op.hdr = Some((tag, len, rma));
 }

@@ -272,8 +272,8 @@ impl Conn {
                     // SAFETY: see `RawBuf`: both buffers are still owned by pending,
                     // posted requests (we hold the connection lock, and their outcomes are
                     // recorded only below), `src` is readable and `dst` writable for
-                    // `len <= room` bytes; `copy` also tolerates overlap.
-                    unsafe { std::ptr::copy(src.0.cast_const(), dst.0, len) };
+                    // `len <= room` bytes; `copy_bytes` also tolerates overlap.
+                    unsafe { crate::reduce::copy_bytes(src.0.cast_const(), dst.0, len) };
                 }
                 let done = Completion { bytes: len, tag };
                 (Some(Ok(done)), Some(Ok(done)))

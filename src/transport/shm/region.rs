@@ -293,9 +293,7 @@ impl Region {
         for (at, k) in self.pieces(pos, n) {
             if k > 0 {
                 // SAFETY: `at + k <= cap` inside the data area; the caller's contract.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src.add(done), self.base.add(DATA_AT + at), k)
-                };
+                unsafe { crate::reduce::copy_bytes(src.add(done), self.base.add(DATA_AT + at), k) };
                 done += k;
             }
         }
@@ -310,9 +308,7 @@ impl Region {
         for (at, k) in self.pieces(pos, n) {
             if k > 0 {
                 // SAFETY: `at + k <= cap` inside the data area; the caller's contract.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(self.base.add(DATA_AT + at), dst.add(done), k)
-                };
+                unsafe { crate::reduce::copy_bytes(self.base.add(DATA_AT + at), dst.add(done), k) };
                 done += k;
             }
         }

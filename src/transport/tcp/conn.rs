@@ -372,7 +372,7 @@ impl RecvConnState {
                 // SAFETY: `start + n <= end <= STAGE_BYTES` and `got + n <= len <= cap`;
                 // staging and the user's buffer are distinct allocations.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
+                    crate::reduce::copy_bytes(
                         self.stage.as_ptr().add(self.start),
                         op.data.add(msg.got),
                         n,

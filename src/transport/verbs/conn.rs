@@ -581,11 +581,7 @@ impl Conn {
                 // the receive buffer has room for `cap >= len` bytes and is ours until
                 // completion; the two do not overlap (ours vs. the caller's memory).
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.ctrl.at(EAGER_IN + i * STRIDE + HDR),
-                        data,
-                        len,
-                    )
+                    crate::reduce::copy_bytes(self.ctrl.at(EAGER_IN + i * STRIDE + HDR), data, len)
                 };
             }
             self.recv.parts[i] = 0;

@@ -163,7 +163,7 @@ impl Conn {
         if len > 0 {
             // SAFETY: `len <= EAGER_BYTES` fits the slot after the header; the caller's
             // buffer holds `len` readable bytes.
-            unsafe { std::ptr::copy_nonoverlapping(data, self.ctrl.at(off + HDR), len) };
+            unsafe { crate::reduce::copy_bytes(data, self.ctrl.at(off + HDR), len) };
         }
         let mut sge = [sys::ibv_sge {
             addr: self.ctrl.at(off) as u64,

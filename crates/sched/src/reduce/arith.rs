@@ -58,29 +58,19 @@ macro_rules! float_arith {
             fn mul(a: Self, b: Self) -> Self { a * b }
             #[inline(always)]
             fn max(a: Self, b: Self) -> Self {
-                if a > b {
-                    a
-                } else if b > a {
-                    b
-                } else if a == b {
-                    // Equal: only +0/-0 differ, and +0 (sign bit clear) is the larger.
-                    <$t>::from_bits(a.to_bits() & b.to_bits())
-                } else {
-                    // At least one NaN; the sum is a (quiet) NaN.
-                    a + b
-                }
+                // Selects, not branches: the loops over slices vectorise (in place too).
+                let r = if a > b { a } else { b };
+                // Equal: only +0/-0 differ, and +0 (sign bit clear) is the larger.
+                let r = if a == b { <$t>::from_bits(a.to_bits() & b.to_bits()) } else { r };
+                // At least one NaN; the sum is a (quiet) NaN.
+                if a.is_nan() | b.is_nan() { a + b } else { r }
             }
             #[inline(always)]
             fn min(a: Self, b: Self) -> Self {
-                if a < b {
-                    a
-                } else if b < a {
-                    b
-                } else if a == b {
-                    <$t>::from_bits(a.to_bits() | b.to_bits())
-                } else {
-                    a + b
-                }
+                // As `max`: -0 is the smaller of two zeros, NaN in gives NaN out.
+                let r = if a < b { a } else { b };
+                let r = if a == b { <$t>::from_bits(a.to_bits() | b.to_bits()) } else { r };
+                if a.is_nan() | b.is_nan() { a + b } else { r }
             }
             #[inline]
             fn div_count(self, n: usize) -> Self { self / n as $t }

@@ -26,6 +26,12 @@
 #   (and accept_local / rp_filter let the looped-back packets in);
 # * rxe only works in the initial network namespace;
 # * the RoCE v2 IPv4 GID appears a moment after the address: wait for it;
+# * a veth hands each packet to the backlog of the CPU that sent it, and rxe sends one
+#   queue pair's packets from whichever CPU runs its task: with 2 vCPUs a flow arrives out
+#   of order, every reordering costs a go-back-N retry, and 7 in a row without an ACK end
+#   the queue pair ("transport retry counter exceeded": 30 retries per bench run, one CI
+#   failure). RPS on the veths steers each flow to one CPU, in order, as a real network
+#   delivers it: no retries left;
 # * libfabric's verbs provider connects through rdma_cm: rdma_ucm gives /dev/infiniband/rdma_cm;
 # * booting the uncompressed vmlinux through its PVH entry saves seconds of TCG time.
 set -uo pipefail
@@ -192,6 +198,9 @@ for i in all default veth0 veth1; do
     echo 1 > /proc/sys/net/ipv4/conf/$i/accept_local
     echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter
 done
+# One CPU per flow (RPS over all CPUs), so no queue pair sees its packets reordered.
+cpus=$(printf '%x' $(( (1 << $(nproc)) - 1 )))
+for v in veth0 veth1; do echo "$cpus" > /sys/class/net/$v/queues/rx-0/rps_cpus; done
 rdma link add rxe0 type rxe netdev veth0 || fail "rdma link add rxe0"
 rdma link add rxe1 type rxe netdev veth1 || fail "rdma link add rxe1"
 for _ in $(seq 200); do

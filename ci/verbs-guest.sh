@@ -137,4 +137,8 @@ if [ -n "$bench" ]; then
         timeout 600 "$bench" --bench 8 64K 1M 4M || bad "the collectives bench over verbs"
     echo "== the collectives bench took $(( $(date +%s) - t0 ))s"
 fi
+# Go-back-N retries in this boot (ci/rxe-vm.sh keeps flows in order, so there should be
+# only those of the dead-peer tests): the counters rxe keeps, where not zero.
+echo "== rxe retry counters: $(cd /sys/class/infiniband && for f in */ports/1/hw_counters/{out_of_seq_request,rcvd_seq_err,completer_retry_err,retry_exceeded_err}; do
+    v=$(cat "$f" 2>/dev/null) && [ "${v:-0}" != 0 ] && printf '%s=%s ' "${f%%/*}:${f##*/}" "$v"; done)"
 summary verbs-guest

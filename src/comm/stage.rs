@@ -8,7 +8,7 @@ use super::calls::buffer_bytes;
 use super::Call;
 use crate::algo::Kind;
 use crate::error::Result;
-use crate::reduce::{scale_to, ReduceOp};
+use crate::reduce::{copy_bytes, scale_to, ReduceOp};
 
 /// Largest packed buffer (bytes) of fused allreduces.
 pub(crate) const FUSE_MAX_BYTES: usize = 256 << 10;
@@ -77,7 +77,7 @@ impl Staged {
                 if len > 0 {
                     // SAFETY: `off + len` lies in the packed buffer (built so); `dst` is the
                     // caller's receive buffer of `len` bytes, which nothing else touches.
-                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(off), dst, len) };
+                    unsafe { copy_bytes(src.as_ptr().add(off), dst, len) };
                 }
             }
         }
@@ -161,7 +161,7 @@ fn fuse(st: &mut Staged, rank: usize, size: usize) -> Result<()> {
             if len > 0 {
                 // SAFETY: the call's send buffer holds `len` bytes; the packed buffer has
                 // room for every member.
-                unsafe { std::ptr::copy_nonoverlapping(c.send, packed.as_mut_ptr().add(off), len) };
+                unsafe { copy_bytes(c.send, packed.as_mut_ptr().add(off), len) };
             }
             parts.push((off, c.recv, len));
             off += len;

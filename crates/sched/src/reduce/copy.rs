@@ -22,9 +22,12 @@ const PIECE: usize = 1024;
 /// for `rep movsb`, not overlapping, and `dst` 1 to [`WINDOW`]-1 bytes past `src` modulo a
 /// page.
 fn aliased(src: usize, dst: usize, len: usize) -> bool {
-    let apart = src.saturating_add(len) <= dst || dst.saturating_add(len) <= src;
+    if len < 2 * PIECE {
+        return false;
+    }
     let off = dst.wrapping_sub(src) % PAGE;
-    len >= 2 * PIECE && apart && off > 0 && off < WINDOW
+    let apart = src.saturating_add(len) <= dst || dst.saturating_add(len) <= src;
+    off > 0 && off < WINDOW && apart
 }
 
 /// Copies `len` bytes from `src` to `dst`, as [`std::ptr::copy`] does (the regions may

@@ -381,7 +381,7 @@ impl Communicator {
             size,
             abort,
             tuning: Tuning::new(&dev, forced)
-                .sharing_cpus(idle.ranks_per_cpu)
+                .sharing_cpus(placed.ranks_per_cpu)
                 .with_model(placed.model),
             ring: placed.ring,
             hosts: placed.hosts,

@@ -36,6 +36,9 @@ pub(super) struct Placement {
     pub hosts: Vec<Vec<usize>>,
     /// The cost model over the topology.
     pub model: CostModel,
+    /// Ranks per CPU on the most crowded host (at least 1), from every rank's published CPU
+    /// count: the same on every rank, so that algorithm choices that weigh it agree.
+    pub ranks_per_cpu: f64,
 }
 
 /// Publishes this rank's handle and record (`place`, or what detection and the topology file
@@ -69,11 +72,13 @@ pub(super) fn exchange(
     mine.push(h.len() as u8); // at most MAX_HANDLE_BYTES (128)
     mine.extend_from_slice(h);
     mine.extend_from_slice(nonce);
+    mine.extend_from_slice(&crate::config::usable_cpus().to_le_bytes());
     mine.extend_from_slice(&file::rank_info_bytes(&info));
     let all = store.all_gather("oxccl/handle", &mine, cfg.timeout)?;
     let mut handles = Vec::with_capacity(size);
     let mut nonces = Vec::with_capacity(size);
     let mut infos = Vec::with_capacity(size);
+    let mut cpus = Vec::with_capacity(size);
     for (r, b) in all.iter().enumerate() {
         let bad =
             |why: String| Error::remote(format!("rank {r} published a malformed record: {why}"));
@@ -93,7 +98,14 @@ pub(super) fn exchange(
             .get(1 + len..1 + len + 32)
             .ok_or_else(|| bad(format!("{} bytes, no listener nonce", b.len())))?;
         nonces.push(nb.try_into().map_err(|_| bad("short nonce".into()))?);
-        infos.push(file::rank_info_from_bytes(&b[1 + len + 32..]).map_err(bad)?);
+        let at = 1 + len + 32;
+        let cb = b
+            .get(at..at + 4)
+            .ok_or_else(|| bad(format!("{} bytes, no CPU count", b.len())))?;
+        cpus.push(u32::from_le_bytes(
+            cb.try_into().map_err(|_| bad("short CPU count".into()))?,
+        ));
+        infos.push(file::rank_info_from_bytes(&b[at + 4..]).map_err(bad)?);
     }
     let mut t = Topology::from_infos(&infos);
     let m = Mapping::new(&t, cfg.topo_aware);
@@ -114,6 +126,7 @@ pub(super) fn exchange(
         shape: Shape::of(&t, &m),
         chunk_bytes: cfg.chunk_bytes,
     };
+    let ranks_per_cpu = crowding(&m.hosts, &cpus);
     Ok(Placement {
         handles,
         nonces,
@@ -121,7 +134,20 @@ pub(super) fn exchange(
         ring: m.ring,
         hosts: m.hosts,
         model,
+        ranks_per_cpu,
     })
+}
+
+/// Ranks per CPU on the most crowded host: each host's rank count over the fewest CPUs any
+/// of its ranks may use (`cpus[rank]`), the largest over the hosts, at least 1.
+pub(super) fn crowding(hosts: &[Vec<usize>], cpus: &[u32]) -> f64 {
+    hosts
+        .iter()
+        .map(|h| {
+            let fewest = h.iter().filter_map(|&r| cpus.get(r)).min().copied();
+            h.len() as f64 / f64::from(fewest.unwrap_or(1).max(1))
+        })
+        .fold(1.0, f64::max)
 }
 
 /// Channels when `OXCCL_NCHANNELS` is unset: two, or what the backend prefers
@@ -149,5 +175,17 @@ mod tests {
         assert_eq!(default_channels(&caps(1), 3), 2, "tcp, three hosts");
         assert_eq!(default_channels(&caps(0), 1), 2, "no preference");
         assert_eq!(default_channels(&caps(0), 2), 2);
+    }
+
+    #[test]
+    fn crowding_is_the_most_crowded_hosts_ranks_per_cpu() {
+        // 7 ranks on 2 hosts of 2 CPUs: 4 and 3 ranks; every rank computes the same 2.0.
+        let hosts = vec![vec![0, 2, 4, 6], vec![1, 3, 5]];
+        assert_eq!(crowding(&hosts, &[2; 7]), 2.0);
+        // The host's fewest CPUs count (one rank bound to a single CPU).
+        assert_eq!(crowding(&hosts, &[2, 1, 2, 2, 2, 2, 2]), 3.0);
+        // Fewer ranks than CPUs: 1; a CPU count of 0 or missing counts as 1.
+        assert_eq!(crowding(&[vec![0, 1]], &[8, 8]), 1.0);
+        assert_eq!(crowding(&[vec![0, 1]], &[0]), 2.0);
     }
 }

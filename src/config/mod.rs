@@ -87,9 +87,11 @@ pub struct IdlePolicy {
     pub spin: u32,
     /// Whether each poll first yields the CPU.
     pub yield_when_idle: bool,
-    /// Ranks of this host per CPU this process may use, at least 1: a message between
-    /// ranks that share CPUs waits on average for this many of them to run.
-    pub ranks_per_cpu: f64,
+}
+
+/// CPUs this process may use (affinity and cgroup quota counted), at least 1.
+pub fn usable_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 impl Config {
@@ -98,9 +100,8 @@ impl Config {
     /// polls when ranks outnumber the CPUs this process may use (affinity and cgroup
     /// quota counted).
     pub fn idle_for(&self, local_ranks: usize) -> IdlePolicy {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let ranks_per_cpu = (local_ranks as f64 / cpus as f64).max(1.0);
-        let over = ranks_per_cpu > 1.0;
+        let cpus = usable_cpus() as usize;
+        let over = local_ranks > cpus;
         IdlePolicy {
             spin: self.spin.unwrap_or(if over {
                 SPIN_OVERSUBSCRIBED
@@ -108,7 +109,6 @@ impl Config {
                 SPIN_DEFAULT
             }),
             yield_when_idle: self.yield_when_idle.unwrap_or(over),
-            ranks_per_cpu,
         }
     }
 }

@@ -134,7 +134,6 @@ fn ranks_yield_when_they_outnumber_cpus() {
     let alone = IdlePolicy {
         spin: SPIN_DEFAULT,
         yield_when_idle: false,
-        ranks_per_cpu: 1.0,
     };
     assert_eq!(auto.idle_for(1), alone);
     let crowded = auto.idle_for(usize::MAX);
@@ -142,8 +141,9 @@ fn ranks_yield_when_they_outnumber_cpus() {
         (crowded.spin, crowded.yield_when_idle),
         (SPIN_OVERSUBSCRIBED, true)
     );
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert_eq!(auto.idle_for(4 * cpus).ranks_per_cpu, 4.0);
+    let cpus = super::usable_cpus() as usize;
+    assert_eq!(auto.idle_for(cpus), alone);
+    assert!(auto.idle_for(cpus + 1).yield_when_idle);
     let set = Config {
         spin: Some(7),
         yield_when_idle: Some(false),

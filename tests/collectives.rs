@@ -239,7 +239,14 @@ fn matrix_on_hosts(
     expect_all_ok(&label, res);
 }
 
-const ALGOS: [Option<&str>; 5] = [None, Some("ring"), Some("tree"), Some("rd"), Some("chain")];
+const ALGOS: [Option<&str>; 6] = [
+    None,
+    Some("ring"),
+    Some("tree"),
+    Some("rd"),
+    Some("chain"),
+    Some("pairwise"),
+];
 
 #[test]
 fn mem_matrix_every_rank_count_dtype_op_and_algorithm() {

@@ -1,5 +1,7 @@
-//! Broadcast: a binomial tree (log2 N hops, for small messages) and a pipelined chain along
-//! the ring (every link busy at once, for large messages).
+//! Broadcast: a binomial tree (log2 N hops, for small messages), the linear broadcast (the
+//! root sends to every rank itself: one hop, for small messages where a hop costs more than
+//! a send, as when ranks share CPUs) and a pipelined chain along the ring (every link busy at
+//! once, for large messages).
 
 use super::chunks::{nchunks, part};
 use super::ring::{span, RingView};
@@ -81,6 +83,37 @@ pub fn binomial(p: &Plan, b: &mut ScheduleBuilder) {
     if parent.is_none() {
         root_copy(p, b, nch, &first_sends);
     }
+}
+
+/// Linear broadcast: the root sends the whole buffer to every other rank, in ring order
+/// from its successor, chunked over the channels; every other rank receives from the root.
+/// No rank forwards, so the last rank has its data one hop after the root's N-1 sends.
+pub fn linear(p: &Plan, b: &mut ScheduleBuilder) {
+    let nch = nchunks(p.count, p.chunk_elems());
+    if p.rank != p.root {
+        for j in 0..nch {
+            let dst = span(p, BufId::Recv, part(p.count, nch, j));
+            b.recv(p.root, dst, b.channel(j), &[]);
+        }
+        return;
+    }
+    let root_pos = p.pos(p.root);
+    let mut first_sends = Vec::with_capacity(nch);
+    for k in 1..p.size {
+        let to = p.at((root_pos + k) % p.size);
+        for j in 0..nch {
+            let id = b.send(
+                to,
+                span(p, BufId::Send, part(p.count, nch, j)),
+                b.channel(j),
+                &[],
+            );
+            if k == 1 {
+                first_sends.push(id);
+            }
+        }
+    }
+    root_copy(p, b, nch, &first_sends);
 }
 
 /// The root's own copy of an out-of-place broadcast, behind its first sends (which read

@@ -258,7 +258,9 @@ pub enum Algo {
     Ring,
     /// Binomial trees (reduce up, broadcast down), pipelined in chunks.
     Tree,
-    /// Recursive doubling / Bruck / dissemination: log2(size) rounds, for small messages.
+    /// Recursive doubling / Bruck / dissemination / recursive halving (reduce-scatter, on a
+    /// power-of-two rank count; the direct exchange otherwise): log2(size) rounds, for small
+    /// messages.
     RecursiveDoubling,
     /// Pipelined chain (broadcast and reduce along the ring order).
     Chain,
@@ -271,8 +273,8 @@ pub enum Algo {
     /// of the host count network steps instead of twice the host count.
     HierTree,
     /// Pairwise exchange: alltoall in size-1 rounds (round k: send to rank+k, receive from
-    /// rank-k, or partners rank XOR k on powers of two), and the linear gather and scatter
-    /// (the root exchanges with every rank directly).
+    /// rank-k, or partners rank XOR k on powers of two), and the linear gather, scatter and
+    /// broadcast (the root exchanges with every rank directly).
     Pairwise,
 }
 
@@ -312,10 +314,21 @@ impl Algo {
                 AllReduce | AllGather | ReduceScatter | AllGatherV | ReduceScatterV
             ),
             Algo::Tree => matches!(kind, AllReduce | Broadcast | Reduce | Gather | Scatter),
-            Algo::RecursiveDoubling => matches!(kind, AllReduce | AllGather | Barrier | AllToAll),
+            Algo::RecursiveDoubling => {
+                matches!(
+                    kind,
+                    AllReduce | AllGather | ReduceScatter | Barrier | AllToAll
+                )
+            }
             Algo::Pairwise => matches!(
                 kind,
-                AllToAll | AllToAllV | Gather | Scatter | ReduceScatter | ReduceScatterV
+                AllToAll
+                    | AllToAllV
+                    | Gather
+                    | Scatter
+                    | Broadcast
+                    | ReduceScatter
+                    | ReduceScatterV
             ),
             Algo::Chain => matches!(kind, Broadcast | Reduce),
             Algo::Direct => matches!(kind, Send | Recv),
@@ -391,6 +404,12 @@ impl Plan {
             (Kind::Scatter, _) => gather::scatter_linear(self, &mut b),
             (Kind::AllReduce, Algo::Ring) => ring::allreduce(self, &mut b),
             (Kind::ReduceScatter, Algo::Pairwise) => alltoall::reduce_scatter_direct(self, &mut b),
+            (Kind::ReduceScatter, Algo::RecursiveDoubling) if self.size.is_power_of_two() => {
+                small::reduce_scatter_halving(self, &mut b)
+            }
+            (Kind::ReduceScatter, Algo::RecursiveDoubling) => {
+                alltoall::reduce_scatter_direct(self, &mut b)
+            }
             (Kind::ReduceScatter, _) => ring::reduce_scatter(self, &mut b),
             (Kind::AllGather, Algo::RecursiveDoubling) => allgather::bruck(self, &mut b),
             (Kind::AllGather, _) => allgather::ring(self, &mut b),
@@ -399,6 +418,7 @@ impl Plan {
             (Kind::AllReduce, Algo::HierTree) => hier::allreduce(self, &mut b, true),
             (Kind::AllReduce, _) => reduce::allreduce_tree(self, &mut b),
             (Kind::Broadcast, Algo::Chain) => bcast::chain(self, &mut b),
+            (Kind::Broadcast, Algo::Pairwise) => bcast::linear(self, &mut b),
             (Kind::Broadcast, _) => bcast::binomial(self, &mut b),
             (Kind::Reduce, Algo::Chain) => reduce::chain(self, &mut b),
             (Kind::Reduce, _) => reduce::binomial(self, &mut b),

@@ -1,5 +1,6 @@
-//! Latency-bound schedules: recursive-doubling allreduce, dissemination barrier,
-//! point-to-point, and the local-only cases (one rank, or nothing to move).
+//! Latency-bound schedules: recursive-doubling allreduce, recursive-halving reduce-scatter,
+//! dissemination barrier, point-to-point, and the local-only cases (one rank, or nothing to
+//! move).
 
 use super::chunks::{nchunks, part};
 use super::ring::span;
@@ -81,6 +82,67 @@ pub fn allreduce_rd(p: &Plan, b: &mut ScheduleBuilder) {
         if r < extra {
             b.send(p.at(r + pw), out, ch, &[last]);
         }
+    }
+}
+
+/// Recursive-halving reduce-scatter on a power-of-two rank count: log2 N rounds instead of
+/// N-1 messages. Blocks are taken in ring-position order (straight from the send buffer when
+/// the ring is in rank order, else from a copy in scratch); in the round of distance d (N/2
+/// down to 1) a rank's current range of 2d blocks splits in two, it keeps the half holding
+/// its own block, sends the other half to position pos ^ d, and reduces that partner's copy
+/// of its half into scratch; the last round writes the rank's block to the receive buffer.
+/// Each rank's block is reduced only there, so nothing is compared across ranks.
+pub fn reduce_scatter_halving(p: &Plan, b: &mut ScheduleBuilder) {
+    let (n, r, c, e) = (p.size, p.pos(p.rank), p.count, p.elem);
+    let blk = c * e;
+    let work = b.scratch(n * blk);
+    let at = |buf: BufId, block: usize, (o, l): (usize, usize)| {
+        let base = if buf == BufId::Scratch { work.off } else { 0 };
+        Span::new(buf, base + block * blk + o * e, l * e)
+    };
+    let in_order = (0..n).all(|q| p.at(q) == q);
+    let mut deps: Vec<Option<u32>> = Vec::new();
+    if !in_order {
+        for q in 0..n {
+            let src = Span::new(BufId::Send, p.at(q) * blk, blk);
+            deps.push(Some(b.copy(src, at(BufId::Scratch, q, (0, c)), &[])));
+        }
+    }
+    let mut from = if in_order {
+        BufId::Send
+    } else {
+        BufId::Scratch
+    };
+    let (mut lo, mut d) = (0, n / 2);
+    while d >= 1 {
+        let partner = p.at(r ^ d);
+        let (keep, give) = if r & d == 0 {
+            (lo, lo + d)
+        } else {
+            (lo + d, lo)
+        };
+        let len = d * c;
+        let ns = nchunks(len, p.chunk_elems());
+        let mut next = Vec::with_capacity(ns);
+        for j in 0..ns {
+            let piece = part(len, ns, j);
+            let ch = b.channel(j);
+            b.send(partner, at(from, give, piece), ch, &deps);
+            let dst = if d == 1 {
+                span(p, BufId::Recv, piece)
+            } else {
+                at(BufId::Scratch, keep, piece)
+            };
+            let local = at(from, keep, piece);
+            next.push(Some(b.recv_reduce(partner, dst, local, ch, &deps)));
+        }
+        deps = next;
+        from = BufId::Scratch;
+        lo = keep;
+        d /= 2;
+    }
+    if p.avg {
+        b.finalize(span(p, BufId::Recv, (0, c)), &deps);
     }
 }
 

@@ -163,6 +163,15 @@ mod tests {
         assert_eq!(choose(&t, Kind::ReduceScatter, 2, 1024), Algo::Pairwise);
         assert_eq!(choose(&t, Kind::ReduceScatter, 6, 1024), Algo::Pairwise);
         assert_eq!(choose(&t, Kind::ReduceScatter, 8, 64 << 20), Algo::Pairwise);
+        let shared = Tuning::new(&dev(), None).sharing_cpus(4.0);
+        assert_eq!(
+            choose(&shared, Kind::ReduceScatter, 8, 64 << 10),
+            Algo::RecursiveDoubling
+        );
+        assert_eq!(
+            choose(&shared, Kind::ReduceScatter, 8, 1 << 20),
+            Algo::Pairwise
+        );
         assert_eq!(choose(&t, Kind::ReduceScatter, 16, 64 << 20), Algo::Ring);
     }
 

@@ -114,7 +114,13 @@ pub fn choose(kind: Kind, size: usize, bytes: usize, cost: Costs, across_hosts: 
 /// beats the N-1 messages of the direct and ring reduce-scatters, which move as much: for
 /// small and middling blocks (8 ranks on 2 CPUs over tcp, paired launches: 32 B 177-255 us
 /// against the direct exchange's 215-335, 64 KiB 191-300 against 222-385).
+/// Past [`HALVING_MAX_BYTES`] its rounds, each waiting for the last, lose to the direct
+/// exchange's transfers all in flight at once (8 ranks on 2 CPUs over shm, 1 MiB: 570-780
+/// against 505-600 us).
 fn halving_wins(n: f64, lg: f64, b: f64, a: f64, bw: f64) -> bool {
     let moved = (n - 1.0) / n * b / bw;
-    lg * a + moved + b / COPY_BYTES_PER_S < (n - 1.0) * a + moved
+    b <= HALVING_MAX_BYTES && lg * a + moved + b / COPY_BYTES_PER_S < (n - 1.0) * a + moved
 }
+
+/// The largest input recursive halving is chosen for.
+const HALVING_MAX_BYTES: f64 = 64.0 * 1024.0;

@@ -54,24 +54,19 @@ pub fn choose(kind: Kind, size: usize, bytes: usize, cost: Costs, across_hosts: 
             let bruck = lg * a + (n - 1.0) / n * b / bw * 1.25;
             pick(bruck, ring, Algo::RecursiveDoubling, Algo::Ring)
         }
-        Kind::Broadcast => {
+        Kind::Broadcast | Kind::Reduce => {
             let tree = lg * (a + b / bw);
             let chain = (n - 1.0) * a + b / bw * 1.1;
-            // The root's N-1 sends back to back, the last one's hop, no forwarding: ahead of
-            // the tree where a hop costs much more than a send (ranks sharing CPUs wait to be
-            // scheduled before they forward: 4 ranks on 2 CPUs over tcp, 8 B, 14-20 us
-            // against the tree's 21-30; 8 ranks, 65-81 against 66-111).
+            // Broadcast only: the root's N-1 sends back to back, the last one's hop, no
+            // forwarding: ahead of the tree where a hop costs much more than a send (ranks
+            // sharing CPUs wait to be scheduled before they forward: 4 ranks on 2 CPUs over
+            // tcp, 8 B, 14-20 us against the tree's 21-30; 8 ranks, 65-81 against 66-111).
             let linear = (n - 2.0) * send + a + (n - 1.0) * b / bw;
-            if linear < tree.min(chain) {
+            if kind == Kind::Broadcast && linear < tree.min(chain) {
                 Algo::Pairwise
             } else {
                 pick(tree, chain, Algo::Tree, Algo::Chain)
             }
-        }
-        Kind::Reduce => {
-            let tree = lg * (a + b / bw);
-            let chain = (n - 1.0) * a + b / bw * 1.1;
-            pick(tree, chain, Algo::Tree, Algo::Chain)
         }
         Kind::AllToAll => {
             // Pairwise: N-1 messages of one block each. Bruck: log2(N) messages of about
@@ -100,7 +95,7 @@ pub fn choose(kind: Kind, size: usize, bytes: usize, cost: Costs, across_hosts: 
         // instead of N-1; measured at 4 ranks over tcp (oxccl-perf, OXCCL_ALGO): 64 KiB
         // 0.95 against 0.53 GB/s busbw, 1 MiB 2.3 against 1.2. Past a few ranks, or across
         // hosts, the ring's neighbour traffic (and its topology-aware order) wins.
-        Kind::ReduceScatter if size.is_power_of_two() && halving_wins(n, lg, b, a, bw) => {
+        Kind::ReduceScatter if size.is_power_of_two() && halving_wins(n, lg, b, a) => {
             Algo::RecursiveDoubling
         }
         Kind::ReduceScatter | Kind::ReduceScatterV if size <= 8 && !across_hosts => Algo::Pairwise,
@@ -117,9 +112,9 @@ pub fn choose(kind: Kind, size: usize, bytes: usize, cost: Costs, across_hosts: 
 /// Past [`HALVING_MAX_BYTES`] its rounds, each waiting for the last, lose to the direct
 /// exchange's transfers all in flight at once (8 ranks on 2 CPUs over shm, 1 MiB: 570-780
 /// against 505-600 us).
-fn halving_wins(n: f64, lg: f64, b: f64, a: f64, bw: f64) -> bool {
-    let moved = (n - 1.0) / n * b / bw;
-    b <= HALVING_MAX_BYTES && lg * a + moved + b / COPY_BYTES_PER_S < (n - 1.0) * a + moved
+fn halving_wins(n: f64, lg: f64, b: f64, a: f64) -> bool {
+    // Both move (N-1)/N of the input: only the hops and the copy differ.
+    b <= HALVING_MAX_BYTES && lg * a + b / COPY_BYTES_PER_S < (n - 1.0) * a
 }
 
 /// The largest input recursive halving is chosen for.

@@ -16,8 +16,12 @@
  * the host's BBR congestion control each paces itself at its own first bandwidth estimate).
  * -C ALGO sets TCP_CONGESTION on every connection (reno, cubic, bbr, ...).
  *
+ * --spin drops poll(): each process calls send() and recv() in a busy loop, handshake
+ * included, as a spinning library's receiver does; the 8-byte floor of a 2-rank call.
+ *
  *     gcc -O2 -Wall -Wextra -o exchange tools/bare-tcp/exchange.c
- *     ./exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] SIZE...
+ *     ./exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] [--spin]
+ *                SIZE...
  *     (sizes with K, M, G suffixes)
  */
 #define _GNU_SOURCE
@@ -35,8 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define USAGE "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] SIZE...\n"
+#define USAGE "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] [--spin] SIZE...\n"
 #define MAX_CONNS 16
+
+/* --spin: no poll(), send() and recv() retried in a busy loop. */
+static int spin;
 
 static void die(const char *what) {
     perror(what);
@@ -68,7 +75,8 @@ static void move_bytes(int fd, const char *sb, size_t out, char *rb, size_t in, 
     double deadline = now() + 30.0;
     while (sent < out || got < in) {
         struct pollfd p = {fd, (short)((sent < out ? POLLOUT : 0) | (got < in ? POLLIN : 0)), 0};
-        if (poll(&p, 1, 1000) < 0 && errno != EINTR) die("poll");
+        if (spin) p.revents = p.events;
+        else if (poll(&p, 1, 1000) < 0 && errno != EINTR) die("poll");
         if (now() > deadline) {
             fprintf(stderr, "exchange: no progress for 30 s\n");
             exit(2);
@@ -102,6 +110,10 @@ static int cmp(const void *a, const void *b) {
 static void sync_peer(int fd) {
     char x = 1;
     if (send(fd, &x, 1, MSG_NOSIGNAL) != 1) die("send (handshake)");
+    if (spin) {
+        move_bytes(fd, NULL, 0, &x, 1, 1);
+        return;
+    }
     if (recv(fd, &x, 1, MSG_WAITALL) != 1) die("recv (handshake)");
 }
 
@@ -174,6 +186,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-k") && i + 1 < argc) nconn = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-C") && i + 1 < argc) algo = argv[++i];
         else if (!strcmp(argv[i], "--oneway")) oneway = 1;
+        else if (!strcmp(argv[i], "--spin")) spin = 1;
         else if (argv[i][0] == '-') {
             fprintf(stderr, USAGE);
             return 2;
@@ -195,10 +208,10 @@ int main(int argc, char **argv) {
     for (int c = 0; c < nconn; c++) fds[c] = open_conn(ls, &a, child == 0, sockbuf, algo);
     close(ls);
     if (child) printf("# exchange over TCP 127.0.0.1: %s, sends of at most %zu bytes, socket buffers of %zu bytes "
-                      "(0: the kernel's), congestion control %s, %d iterations on each of %d connection(s)\n"
+                      "(0: the kernel's), congestion control %s, %d iterations on each of %d connection(s)%s\n"
                       "#       size    median(us)   fastest(us)   GB/s each way (median)\n",
                       oneway ? "one way" : "both ways at once", chunk, sockbuf,
-                      algo ? algo : "the system's", iters, nconn);
+                      algo ? algo : "the system's", iters, nconn, spin ? ", spinning (no poll)" : "");
     for (int i = 0; i < nsizes; i++) run_size(fds, nconn, child != 0, sizes[i], iters, oneway, chunk);
     free(sizes);
     for (int c = 0; c < nconn; c++) close(fds[c]);

@@ -11,9 +11,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use super::os_error;
 use crate::error::{Error, Result};
+use crate::sys::poll;
 use crate::transport::requests::Ring;
 use crate::transport::{Completion, Tag};
 
@@ -243,6 +245,8 @@ pub(super) struct RecvConnState {
     cur: Option<Incoming>,
     /// The last message delivered was at least `STAGE_BYTES` long.
     last_large: bool,
+    /// The last `recv` found the socket empty: look with `poll` before the next one.
+    empty: bool,
     failed: Option<Error>,
 }
 
@@ -257,6 +261,7 @@ impl RecvConnState {
             end: 0,
             cur: None,
             last_large: false,
+            empty: false,
             failed: None,
         }
     }
@@ -438,9 +443,14 @@ impl RecvConnState {
     /// One `recv` of at most `len` bytes into `dst`; 0 when the socket has nothing now.
     /// End of stream while a receive is posted is a `Remote` error.
     fn recv_into(&mut self, dst: *mut u8, len: usize, drained: &mut bool) -> Result<usize> {
+        if self.empty && !self.readable() {
+            *drained = true;
+            return Ok(0);
+        }
         loop {
             // SAFETY: the callers pass `len` writable bytes at `dst`.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), dst.cast(), len, 0) };
+            self.empty = n < 0;
             if n > 0 {
                 let n = n as usize;
                 if n < len {
@@ -469,5 +479,13 @@ impl RecvConnState {
                 _ => return Err(os_error(format!("tcp: receiving from {}", self.peer), err)),
             }
         }
+    }
+
+    /// Whether the socket has data (or an end or error) to read. `poll` reads the socket's
+    /// state without its lock, where a `recv` that finds nothing takes the lock and makes the
+    /// peer's delivery of the next message wait for it (the polling rank spins on this).
+    /// A failed `poll` says yes, so that the `recv` that follows reports the socket's state.
+    fn readable(&self) -> bool {
+        poll::revents(&self.fd, libc::POLLIN, Duration::ZERO).map_or(true, |r| r != 0)
     }
 }

@@ -42,9 +42,14 @@ ci/fabric-tests.sh
 echo "== oxccl-perf smoke run (2 ranks over tcp, then over shared memory, results checked)"
 OXCCL_SHM=0 cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
 OXCCL_TRANSPORT=shm cargo run --release --locked --bin oxccl-perf -- --threads 2 --op all -b 8 -e 1M -f 32 -w 1 -n 3
+echo "== oxccl-perf --csv (the peers suite's lines): the suite's sizes within -b and -e, checked"
+csv=$(OXCCL_SHM=0 target/release/oxccl-perf --threads 2 --csv --op allreduce,broadcast -b 8 -e 1K -t 0.01)
+echo "$csv"
+[ "$(echo "$csv" | grep -c ',ok,')" = 4 ] || { echo "oxccl-perf --csv: expected 4 checked lines"; exit 1; }
 echo "== the bare TCP exchange (tools/bare-tcp: no library, the machine's own loopback figure)"
 gcc -O2 -Wall -Wextra -Werror -o target/bare-tcp-exchange tools/bare-tcp/exchange.c
 target/bare-tcp-exchange -n 5 -k 2 -C reno 64K 1M
+if [ "$(nproc)" -ge 2 ]; then target/bare-tcp-exchange -n 200 --spin --pin --oneway 8; fi
 echo "== cargo bench --bench collectives (2 ranks over tcp, then shm; nccl-tests-style busbw)"
 OXCCL_SHM=0 cargo bench --locked --bench collectives
 OXCCL_TRANSPORT=shm cargo bench --locked --bench collectives

@@ -7,7 +7,9 @@
  * allreduce), or one way with --oneway (a 2-rank broadcast of SIZE), from one thread each:
  * non-blocking send() of at most CHUNK bytes and recv() of whatever came, in a poll() loop.
  * Each iteration starts after a one-byte handshake and is timed alone, as the peers suite
- * times a collective call; prints the median and the fastest. One request at a time: a
+ * times a collective call; prints the median and the fastest of the receiving process and,
+ * as "2-rank", the suite's own figure: each process's mean, averaged over the two (the
+ * sender's and the receiver's with --oneway). One request at a time: a
  * library that keeps several connections busy can be faster; what this shows is how much
  * the same plain loop moves from launch to launch.
  *
@@ -18,10 +20,12 @@
  *
  * --spin drops poll(): each process calls send() and recv() in a busy loop, handshake
  * included, as a spinning library's receiver does; the 8-byte floor of a 2-rank call.
+ * --pin binds the two processes to the first two CPUs they may use, one each, as Open
+ * MPI's mpirun binds 2 ranks to cores.
  *
  *     gcc -O2 -Wall -Wextra -o exchange tools/bare-tcp/exchange.c
  *     ./exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] [--spin]
- *                SIZE...
+ *                [--pin] SIZE...
  *     (sizes with K, M, G suffixes)
  */
 #define _GNU_SOURCE
@@ -38,8 +42,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
 
-#define USAGE "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] [--spin] SIZE...\n"
+#define USAGE "usage: exchange [-n ITERS] [-c CHUNK] [-b SOCKBUF] [-k CONNS] [-C ALGO] [--oneway] [--spin] [--pin] SIZE...\n"
 #define MAX_CONNS 16
 
 /* --spin: no poll(), send() and recv() retried in a busy loop. */
@@ -102,6 +107,21 @@ static void move_bytes(int fd, const char *sb, size_t out, char *rb, size_t in, 
     }
 }
 
+/* Binds this process to the `which`-th (0 or 1) CPU of its affinity mask. */
+static void pin_to_cpu(int which) {
+    cpu_set_t allowed, one;
+    if (sched_getaffinity(0, sizeof allowed, &allowed)) die("sched_getaffinity");
+    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed) || seen++ != which) continue;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof one, &one)) die("sched_setaffinity");
+        return;
+    }
+    fprintf(stderr, "exchange: --pin needs two CPUs\n");
+    exit(2);
+}
+
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -157,24 +177,38 @@ static void run_size(const int *fds, int nconn, int parent, size_t n, int iters,
         }
     }
     for (int c = 0; c < nconn; c++) sync_peer(fds[c]);
+    /* The suite's figure: each rank's mean, averaged over the two; the child sends its means. */
+    double *mean = malloc(sizeof(double) * (size_t)nconn);
+    if (!mean) die("malloc");
+    for (int c = 0; c < nconn; c++) {
+        double sum = 0;
+        for (int k = 0; k < iters; k++) sum += t[c * iters + k];
+        mean[c] = sum / iters;
+        double peer = 0;
+        move_bytes(fds[c], (const char *)&mean[c], parent ? 0 : sizeof peer, (char *)&peer,
+                   parent ? sizeof peer : 0, sizeof peer);
+        mean[c] = 0.5 * (mean[c] + peer);
+    }
     if (parent) {
         for (int c = 0; c < nconn; c++) {
             double *tc = t + c * iters;
             qsort(tc, (size_t)iters, sizeof(double), cmp);
             double med = tc[iters / 2];
-            printf("%12zu %13.1f %13.1f %17.2f", n, med * 1e6, tc[0] * 1e6, (double)n / med / 1e9);
+            printf("%12zu %13.1f %13.1f %13.1f %17.2f", n, med * 1e6, tc[0] * 1e6, mean[c] * 1e6,
+                   (double)n / med / 1e9);
             if (nconn > 1) printf("   connection %d", c);
             printf("\n");
         }
         fflush(stdout);
     }
+    free(mean);
     free(sbuf);
     free(rbuf);
     free(t);
 }
 
 int main(int argc, char **argv) {
-    int iters = 50, oneway = 0, nsizes = 0, nconn = 1;
+    int iters = 50, oneway = 0, nsizes = 0, nconn = 1, pin = 0;
     size_t chunk = 256 << 10, sockbuf = 0;
     const char *algo = NULL;
     size_t *sizes = malloc(sizeof(size_t) * (size_t)argc);
@@ -187,6 +221,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-C") && i + 1 < argc) algo = argv[++i];
         else if (!strcmp(argv[i], "--oneway")) oneway = 1;
         else if (!strcmp(argv[i], "--spin")) spin = 1;
+        else if (!strcmp(argv[i], "--pin")) pin = 1;
         else if (argv[i][0] == '-') {
             fprintf(stderr, USAGE);
             return 2;
@@ -204,14 +239,16 @@ int main(int argc, char **argv) {
         die("listen on 127.0.0.1");
     pid_t child = fork();
     if (child < 0) die("fork");
+    if (pin) pin_to_cpu(child == 0);
     int fds[MAX_CONNS];
     for (int c = 0; c < nconn; c++) fds[c] = open_conn(ls, &a, child == 0, sockbuf, algo);
     close(ls);
     if (child) printf("# exchange over TCP 127.0.0.1: %s, sends of at most %zu bytes, socket buffers of %zu bytes "
-                      "(0: the kernel's), congestion control %s, %d iterations on each of %d connection(s)%s\n"
-                      "#       size    median(us)   fastest(us)   GB/s each way (median)\n",
+                      "(0: the kernel's), congestion control %s, %d iterations on each of %d connection(s)%s%s\n"
+                      "#       size    median(us)   fastest(us)    2-rank(us)   GB/s each way (median)\n",
                       oneway ? "one way" : "both ways at once", chunk, sockbuf,
-                      algo ? algo : "the system's", iters, nconn, spin ? ", spinning (no poll)" : "");
+                      algo ? algo : "the system's", iters, nconn, spin ? ", spinning (no poll)" : "",
+                      pin ? ", pinned to two CPUs" : "");
     for (int i = 0; i < nsizes; i++) run_size(fds, nconn, child != 0, sizes[i], iters, oneway, chunk);
     free(sizes);
     for (int c = 0; c < nconn; c++) close(fds[c]);

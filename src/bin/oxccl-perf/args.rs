@@ -119,7 +119,8 @@ usage: oxccl-perf [options]
   --threads N      run N ranks as threads of this process (the transport is real: tcp uses sockets);
                    without it, run as one rank of a job started by rankrun, torchrun, srun or mpirun
   --csv            one CSV line per (op, size) for the peer comparison suite instead of the table
-                   (out of place, but broadcast in place: MPI_Bcast's one buffer)
+                   (out of place, but broadcast in place: MPI_Bcast's one buffer), at the
+                   suite's sizes 8, 1K, 64K, 1M, 16M, 64M that lie within -b and -e
   --calls N        N float sum allreduces of each size per iteration, timed as N separate
                    calls and as one group (Communicator::group), side by side
   --label L        label of the CSV lines                                              [oxccl]

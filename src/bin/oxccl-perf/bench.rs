@@ -423,7 +423,10 @@ fn csv_points<T: Val>(comm: &Communicator, a: &Args) -> Result<usize> {
     };
     let mut samples = Vec::new();
     for &op in &ops {
-        for &size in &SIZES {
+        for &size in SIZES
+            .iter()
+            .filter(|&&s| (a.min_bytes..=a.max_bytes).contains(&s))
+        {
             // Broadcast is timed in place: MPI_Bcast (what the suite's MPI peers run) has one
             // buffer, and the out-of-place form adds a copy at the root that it has not.
             let ip = op == Op::Broadcast;

@@ -50,6 +50,12 @@ echo "== the bare TCP exchange (tools/bare-tcp: no library, the machine's own lo
 gcc -O2 -Wall -Wextra -Werror -o target/bare-tcp-exchange tools/bare-tcp/exchange.c
 target/bare-tcp-exchange -n 5 -k 2 -C reno 64K 1M
 if [ "$(nproc)" -ge 2 ]; then target/bare-tcp-exchange -n 200 --spin --pin --oneway 8; fi
+echo "== call_timeline (each rank's start and end of 8-byte calls; its MPI twin where mpicc is)"
+cargo build --release --locked --bin rankrun --example call_timeline
+OXCCL_SHM=0 target/release/rankrun -n 2 target/release/examples/call_timeline broadcast
+if command -v mpicc >/dev/null; then
+    mpicc -O2 -Wall -Wextra -Werror -o target/mpi-timeline tools/call-timeline/mpi_timeline.c
+fi
 echo "== cargo bench --bench collectives (2 ranks over tcp, then shm; nccl-tests-style busbw)"
 OXCCL_SHM=0 cargo bench --locked --bench collectives
 OXCCL_TRANSPORT=shm cargo bench --locked --bench collectives

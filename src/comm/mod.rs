@@ -13,6 +13,7 @@ mod exchange;
 mod group;
 mod placement;
 mod raw;
+mod recent;
 mod request;
 mod scope;
 mod split;
@@ -113,9 +114,9 @@ pub(crate) struct State {
     /// Schedules already built: a training loop repeats the same calls, and building costs
     /// allocations on the latency-critical path.
     plans: HashMap<PlanKey, Arc<Schedule>>,
-    /// The last schedule used, looked up before `plans`: a loop of one call shape skips
-    /// the hashing.
-    last_plan: Option<(PlanKey, Arc<Schedule>)>,
+    /// The schedules used last, looked up before `plans`: a loop of a few call shapes
+    /// skips the hashing.
+    recent: recent::Recent<PlanKey, Schedule>,
 }
 
 /// What a schedule depends on besides the communicator's fixed rank, size and ring.
@@ -404,7 +405,7 @@ impl Communicator {
                 received: HashMap::new(),
                 broken: None,
                 plans: HashMap::new(),
-                last_plan: None,
+                recent: recent::Recent::new(),
             })),
             worker: Mutex::new(None),
             deferred: Mutex::new(Vec::new()),
@@ -901,16 +902,24 @@ fn prepare(
         chunk: sh.cfg.chunk_bytes,
         nchannels,
     };
-    let cached = if call.kind.uneven() {
+    let recent = if call.kind.uneven() {
         None
     } else {
-        match &st.last_plan {
-            Some((k, s)) if *k == key => Some(s),
-            _ => st.plans.get(&key),
+        st.recent.get(&key)
+    };
+    let cached = match recent {
+        Some(s) => Some(s),
+        None if call.kind.uneven() => None,
+        None => {
+            let s = st.plans.get(&key).cloned();
+            if let Some(s) = &s {
+                st.recent.put(key, s.clone());
+            }
+            s
         }
     };
     let sched = match cached {
-        Some(s) => s.clone(),
+        Some(s) => s,
         None => {
             let plan = Plan {
                 kind: call.kind,
@@ -933,13 +942,11 @@ fn prepare(
                     st.plans.clear();
                 }
                 st.plans.insert(key, s.clone());
+                st.recent.put(key, s.clone());
             }
             s
         }
     };
-    if !call.kind.uneven() {
-        st.last_plan = Some((key, sched.clone()));
-    }
     let bufs = Buffers {
         send: call.send,
         send_len,

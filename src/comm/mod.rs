@@ -902,21 +902,14 @@ fn prepare(
         chunk: sh.cfg.chunk_bytes,
         nchannels,
     };
-    let recent = if call.kind.uneven() {
+    let cached = if call.kind.uneven() {
         None
     } else {
-        st.recent.get(&key)
-    };
-    let cached = match recent {
-        Some(s) => Some(s),
-        None if call.kind.uneven() => None,
-        None => {
-            let s = st.plans.get(&key).cloned();
-            if let Some(s) = &s {
-                st.recent.put(key, s.clone());
-            }
-            s
-        }
+        st.recent.get(&key).or_else(|| {
+            let s = st.plans.get(&key).cloned()?;
+            st.recent.put(key, s.clone());
+            Some(s)
+        })
     };
     let sched = match cached {
         Some(s) => s,
